@@ -1,0 +1,20 @@
+# The README's two commands are `make demo` and `make test`; both run the setup first.
+PY := .venv/bin/python
+export PYTHONWARNINGS ?= ignore::UserWarning:detectron2.model_zoo.model_zoo
+
+.PHONY: setup demo test doctor clean
+
+setup:
+	@bash scripts/setup_env.sh
+
+demo: setup
+	@$(PY) -m benchmarks.demo
+
+test: setup
+	@$(PY) -m pytest -n 2 --dist loadfile -q
+
+doctor: setup
+	@$(PY) -m transfer.doctor
+
+clean:
+	rm -rf output .pytest_cache

@@ -1,0 +1,110 @@
+"""Trial records: the one JSON file each fine-tuning trial leaves in its output dir.
+
+Writers: ``transfer/train_net.py`` (one per trial). Readers: ``results`` (tables, plots) and the
+``benchmarks/run_*.sh`` runners (skip finished trials). A record is written atomically, so a crash
+never leaves a half-written file that could be mistaken for a finished trial.
+
+Schema ``SCHEMA`` (version 1)::
+
+    {
+      "schema": "moco-transfer-bench/trial-record/1",
+      "task": "voc_det" | "coco_maskrcnn" | "cityscapes_instance" | "cityscapes_semseg" | "voc_semseg",
+      "arch": "R50-C4" | "R50-dilated-C5" | "R50-FPN" | "R50-dilated-FCN16s" | e.g. "R18-C4" (tiny),
+      "schedule": "24k" | "1x" | "2x" | "d2-cityscapes" | "90k" | "30k" | e.g. "tiny-40",
+      "pretrain": {"label": "MoCo IN-1M", "kind": "moco" | "supervised" | "random",
+                   "weights": "path or null", "sha256": "hex or null"},
+      "trial": 0, "seed": 1234, "trials_requested": 5,
+      "status": "finished" | "failed",
+      "error": null | "one line",
+      "metrics": {"AP50": 81.5, "AP": 55.9, "AP75": 62.6, ...},   # percent, paper metric names
+      "dataset": {"train": [...], "test": [...]},
+      "config_file": "...", "config": "full YAML of the run",
+      "timings": {"train_s": ..., "eval_s": ..., "s_per_iter": ...},
+      "tiny": false, "created": "ISO-8601 UTC", "host": "...", "versions": {...}
+    }
+
+Metric names follow the paper tables (``results/data/paper_tables.csv``): VOC ``AP50/AP/AP75``;
+COCO ``APbb, APbb50, APbb75, APmk, APmk50, APmk75`` (+ ``APbbS/M/L``, ``APmkS/M/L``);
+Cityscapes instance ``APmk, APmk50``; semantic segmentation ``mIoU``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "moco-transfer-bench/trial-record/1"
+RECORD_NAME = "trial_record.json"
+REQUIRED_KEYS = ("schema", "task", "arch", "schedule", "pretrain", "trial", "seed", "status", "metrics")
+
+
+class RecordError(ValueError):
+    """A record that cannot be used (corrupt, partial, or of an unknown schema version)."""
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as JSON to ``path`` via a temp file + rename (never a partial file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Validate and atomically write ``record`` as ``output_dir/trial_record.json``."""
+    record = {"schema": SCHEMA, **record}
+    validate_record(record)
+    return write_json_atomic(Path(output_dir) / RECORD_NAME, record)
+
+
+def validate_record(record: Any, where: str = "record") -> dict[str, Any]:
+    """Raise :class:`RecordError` with a one-line reason unless ``record`` follows the schema."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{where}: not a JSON object")
+    if record.get("schema") != SCHEMA:
+        raise RecordError(f"{where}: unknown schema {record.get('schema')!r} (expected {SCHEMA!r})")
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise RecordError(f"{where}: partial record, missing {', '.join(missing)}")
+    if record["status"] not in ("finished", "failed"):
+        raise RecordError(f"{where}: unknown status {record['status']!r}")
+    if not isinstance(record["metrics"], dict):
+        raise RecordError(f"{where}: 'metrics' is not an object")
+    if record["status"] == "finished" and not record["metrics"]:
+        raise RecordError(f"{where}: finished trial without metrics")
+    pre = record["pretrain"]
+    if not isinstance(pre, dict) or "label" not in pre:
+        raise RecordError(f"{where}: 'pretrain' must be an object with a 'label'")
+    return record
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate one record file; raises :class:`RecordError` on any problem."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such record") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecordError(f"{path}: corrupt JSON ({e.__class__.__name__}: {e})") from None
+    return validate_record(record, where=str(path))
+
+
+def is_finished(output_dir: str | os.PathLike) -> bool:
+    """True when ``output_dir`` holds a valid record of a finished trial."""
+    try:
+        return read_record(Path(output_dir) / RECORD_NAME)["status"] == "finished"
+    except RecordError:
+        return False

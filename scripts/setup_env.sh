@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# One idempotent setup step: creates .venv and installs the suite's stack.
+#
+#   bash scripts/setup_env.sh        (what `make setup` runs; `make demo` / `make test` call it first)
+#
+# Detectron2 is taken, in this order, from:
+#   1. an already importable installation (e.g. a conda env built from environment.yml);
+#   2. the upstream git repository, when reachable (compiled ops);
+#   3. the PyPI redistribution sal-detectron2==0.7.2 as pure Python (no compiled ops: no rotated
+#      boxes, no deformable conv, no fast C++ COCO evaluator; standard Faster/Mask R-CNN work).
+# The choice is printed and stored in .venv/detectron2-source.txt (shown by `python -m transfer.doctor`).
+#
+# Environment knobs: VENV (default .venv), PYTHON (interpreter used to create it),
+# TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1"), D2_GIT (upstream repository URL).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+D2_GIT=${D2_GIT:-https://github.com/facebookresearch/detectron2.git}
+D2_PYPI=sal-detectron2==0.7.2
+
+say() { echo "[setup] $*"; }
+
+stamp_want=$( { cat scripts/setup_env.sh requirements.txt pyproject.toml; echo "$TORCH_SPEC"; } | sha256sum | cut -c1-16)
+stamp_file=$VENV/.setup-stamp
+if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_want" ] \
+   && "$VENV/bin/python" -c "import torch, torchvision, detectron2, transfer" 2>/dev/null; then
+  say "environment up to date ($VENV; Detectron2: $(cat "$VENV/detectron2-source.txt" 2>/dev/null || echo unknown))"
+  exit 0
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+  say "creating $VENV with $("$PY" --version 2>&1)"
+  "$PY" -m venv "$VENV"
+fi
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+quiet() { "$@" 2>&1 | grep -v -E "is ignored: it is neither a file nor a directory" || true; return "${PIPESTATUS[0]}"; }
+
+say "installing $TORCH_SPEC"
+# shellcheck disable=SC2086
+quiet "${pip[@]}" install -q $TORCH_SPEC
+say "installing requirements.txt"
+quiet "${pip[@]}" install -q -r requirements.txt
+say "installing the suite (editable)"
+quiet "${pip[@]}" install -q --no-deps --no-build-isolation -e .
+
+site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+source_file=$VENV/detectron2-source.txt
+d2_source=""
+if d2_file=$("$VENV/bin/python" -c "import detectron2; print(detectron2.__file__)" 2>/dev/null); then
+  case "$d2_file" in
+    */detectron2-pypi/*) d2_source="PyPI $D2_PYPI (pure Python, no compiled ops)" ;;
+    *) if [ -f "$source_file" ]; then d2_source=$(cat "$source_file"); else d2_source="already installed ($d2_file)"; fi ;;
+  esac
+elif command -v git >/dev/null && timeout 20 git ls-remote "$D2_GIT" HEAD >/dev/null 2>&1; then
+  say "Detectron2: upstream repository reachable, building from $D2_GIT"
+  if quiet "${pip[@]}" install -q --no-build-isolation "git+$D2_GIT"; then
+    d2_source="upstream git ($D2_GIT)"
+  else
+    say "Detectron2: building from git failed; falling back to PyPI $D2_PYPI"
+  fi
+else
+  say "Detectron2: upstream repository not reachable"
+fi
+if [ -z "$d2_source" ]; then
+  target=$VENV/detectron2-pypi
+  say "Detectron2: installing $D2_PYPI as pure Python into $target"
+  quiet "${pip[@]}" install -q --upgrade --no-deps --target "$target" \
+    --python-version 3.10 --only-binary=:all: "$D2_PYPI"
+  # Its compiled _C is built for another Python; its top-level tools/ would shadow other packages.
+  rm -rf "$target"/detectron2/_C*.so "$target/tools"
+  realpath "$target" > "$site/detectron2-pypi.pth"
+  d2_source="PyPI $D2_PYPI (pure Python, no compiled ops)"
+fi
+echo "$d2_source" > "$source_file"
+"$VENV/bin/python" -c "import detectron2, torch; print('[setup] torch', torch.__version__, '| detectron2', detectron2.__version__)"
+say "Detectron2 source: $d2_source"
+echo "$stamp_want" > "$stamp_file"
+say "done"

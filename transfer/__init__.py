@@ -1,0 +1,1 @@
+"""transfer stage of the suite."""
