@@ -1,0 +1,38 @@
+"""Shared test fixtures.
+
+Detectron2 registers its builtin datasets (voc_2007_trainval, coco_2017_train, cityscapes_fine_*)
+under $DETECTRON2_DATASETS when ``detectron2.data`` is first imported, so the tiny-dataset root is
+chosen here, before any test module imports Detectron2, and generated once per test process.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+_TINY_ROOT = Path(tempfile.mkdtemp(prefix="tiny_datasets_"))
+os.environ["DETECTRON2_DATASETS"] = str(_TINY_ROOT)
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_root() -> Path:
+    """Root of the tiny datasets in the real layouts (VOC2007/, VOC2012/, coco/, cityscapes/, pretrain/)."""
+    from benchmarks.tiny_data import generate
+
+    if not (_TINY_ROOT / ".complete").exists():
+        generate(_TINY_ROOT)
+    return _TINY_ROOT
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device; its CPU twin runs instead")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
