@@ -1,0 +1,54 @@
+"""``python -m results --runs DIR [DIR ...]``: collect trial records, print and write the tables.
+
+Prints the Markdown tables on stdout, one ``skipped <path>: <reason>`` line per unusable record on
+stderr, and writes the formats under ``--out`` (default ``<first run root>/tables``). Exit status 0
+when at least one table rendered, 1 (with a one-line message) when no usable record was found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from results.collect import collect
+from results.render import FORMATS, write_outputs
+from results.render_md import render_markdown
+from results.tables import build_tables
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m results", description=__doc__.splitlines()[0])
+    p.add_argument("--runs", nargs="+", required=True, metavar="DIR",
+                   help="run roots searched recursively for trial_record.json")
+    p.add_argument("--with-paper", action="store_true", help="add the papers' published rows beside measured ones")
+    p.add_argument("--out", help="output folder (default: <first run root>/tables)")
+    p.add_argument("--formats", default=",".join(FORMATS),
+                   help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
+    p.add_argument("--no-std", action="store_true", help="hide the ±std in Markdown/LaTeX cells")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    bad = sorted(set(formats) - set(FORMATS))
+    if bad:
+        print(f"results: unknown format(s) {', '.join(bad)} (choose from {', '.join(FORMATS)})", file=sys.stderr)
+        return 2
+    coll = collect(args.runs)
+    for path, reason in coll.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    tables = build_tables(coll.records, with_paper=args.with_paper)
+    if not tables:
+        print(f"results: no usable trial records under {' '.join(args.runs)} ({len(coll.skipped)} skipped)",
+              file=sys.stderr)
+        return 1
+    print(render_markdown(tables, std=not args.no_std), end="")
+    first = Path(args.runs[0])
+    out = Path(args.out) if args.out else (first.parent if first.is_file() else first) / "tables"
+    written = write_outputs(tables, out, formats, skipped=coll.skipped, std=not args.no_std)
+    n_files = sum(len(v) for v in written.values())
+    print(f"results: {len(tables)} table(s) from {len(coll.records)} record(s); {n_files} file(s) in {out}",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,101 @@
+"""Find and read every trial record under the run roots.
+
+Unusable records (corrupt, partial, unknown schema version, non-numeric metrics) are *skipped* and
+reported with their path and a one-line reason; the rest still make it into the tables. When two
+records claim the same trial of the same configuration (e.g. a failed trial re-run into another
+directory), the finished one wins, then the newest; the other is reported as superseded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from results.records import RECORD_NAME, RecordError, read_record
+
+# Keys that decide which trials are averaged together (see results.tables).
+RUN_KEYS = ("task", "arch", "schedule", "tiny", "label", "sha256")
+KINDS = ("random", "supervised", "moco")
+
+
+@dataclass
+class Collection:
+    """Usable records (each with ``_path``, the record file) and ``(path, reason)`` for skipped ones."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def find_records(roots: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every ``trial_record.json`` under ``roots`` (a root may itself be a record file), sorted."""
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            found.add(root)
+        elif root.is_dir():
+            found.update(p for p in root.rglob(RECORD_NAME) if p.is_file())
+    return sorted(found)
+
+
+def run_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The configuration a trial belongs to: (task, arch, schedule, tiny, pretrain label, sha256)."""
+    pre = record["pretrain"]
+    return (record["task"], record["arch"], record["schedule"], bool(record.get("tiny", False)),
+            str(pre["label"]), pre.get("sha256") or "")
+
+
+def check_usable(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """Checks beyond the schema that the tables rely on; raises :class:`RecordError`."""
+    for key in ("task", "arch", "schedule"):
+        if not isinstance(record[key], str) or not record[key]:
+            raise RecordError(f"{where}: {key!r} must be a non-empty string")
+    kind = record["pretrain"].get("kind")
+    if kind is not None and kind not in KINDS:
+        raise RecordError(f"{where}: unknown pretrain kind {kind!r}")
+    if not isinstance(record["trial"], int) or isinstance(record["trial"], bool):
+        raise RecordError(f"{where}: 'trial' must be an integer")
+    req = record.get("trials_requested")
+    if req is not None and (not isinstance(req, int) or req < 1):
+        raise RecordError(f"{where}: 'trials_requested' must be a positive integer")
+    if record["status"] == "finished":
+        for name, value in record["metrics"].items():
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise RecordError(f"{where}: metric {name!r} is not a number ({value!r})")
+        if all(v is None or (isinstance(v, float) and math.isnan(v)) for v in record["metrics"].values()):
+            raise RecordError(f"{where}: finished trial without any numeric metric")
+    return record
+
+
+def _rank(record: dict[str, Any]) -> tuple[int, str, str]:
+    return (record["status"] == "finished", str(record.get("created") or ""), record["_path"])
+
+
+def collect(roots: Iterable[str | os.PathLike]) -> Collection:
+    """Read every record under ``roots``; unusable and superseded ones go to ``skipped``."""
+    roots = list(roots)
+    out = Collection()
+    for root in roots:
+        if not Path(root).exists():
+            out.skipped.append((str(root), "run root does not exist"))
+    best: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for path in find_records(roots):
+        try:
+            record = check_usable(read_record(path), str(path))
+        except RecordError as e:
+            out.skipped.append((str(path), str(e).removeprefix(f"{path}: ")))
+            continue
+        record = {**record, "_path": str(path)}
+        key = (*run_key(record), record["trial"])
+        other = best.get(key)
+        if other is None:
+            best[key] = record
+            continue
+        keep, drop = (record, other) if _rank(record) > _rank(other) else (other, record)
+        best[key] = keep
+        out.skipped.append((drop["_path"], f"superseded by {keep['_path']} (same trial {record['trial']})"))
+    out.records = sorted(best.values(), key=lambda r: r["_path"])
+    return out

@@ -1,0 +1,355 @@
+"""Paper-style comparison tables from trial records (pandas does the grouping).
+
+One :class:`Table` per (task, arch, schedule, tiny); one measured :class:`Row` per pretrain
+(label, sha256), so runs of different configurations or weights are never averaged together. Each
+:class:`Cell` is the mean over the row's finished trials, with std, the trial count and failures.
+
+Gaps follow the paper: each row's 1-decimal mean minus the supervised row's 1-decimal mean (so a
+table's printed numbers always add up), rounded half-up to 1 decimal; a gap ≥ +0.5 is marked
+``better`` (the paper's green), a gap ≤ −0.5 ``worse``. The reference is the measured row with
+``pretrain.kind == "supervised"``; with several, the one with the most finished trials (the choice is
+noted); with none, no gaps. Paper rows (``with_paper``) get gaps to the paper's supervised row.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from results import paper as paper_mod
+
+MARK_THRESHOLD = 0.5
+TINY_CAPTION = ("Small-scale demonstration (tiny data and schedule), not the paper's protocol: "
+                "these numbers are not comparable with the paper's.")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    title: str
+    paper_table: str
+    metrics: tuple[str, ...]
+
+
+TASKS: dict[str, TaskInfo] = {
+    "voc_det": TaskInfo("PASCAL VOC detection (Faster R-CNN)", "Table 2", ("AP50", "AP", "AP75")),
+    "coco_maskrcnn": TaskInfo("COCO detection and instance segmentation (Mask R-CNN)", "Table 5",
+                              ("APbb", "APbb50", "APbb75", "APmk", "APmk50", "APmk75")),
+    "cityscapes_instance": TaskInfo("Cityscapes instance segmentation (Mask R-CNN)", "Table 6", ("APmk", "APmk50")),
+    "cityscapes_semseg": TaskInfo("Cityscapes semantic segmentation", "Table 6", ("mIoU",)),
+    "voc_semseg": TaskInfo("PASCAL VOC semantic segmentation", "Table 6", ("mIoU",)),
+    "coco_keypoints": TaskInfo("COCO keypoint detection", "Table 6", ("APkp", "APkp50", "APkp75")),
+    "coco_densepose": TaskInfo("COCO dense pose estimation", "Table 6", ("APdp", "APdp50", "APdp75")),
+    "lvis_v0.5": TaskInfo("LVIS v0.5 instance segmentation", "Table 6", ("APmk", "APmk50", "APmk75")),
+}
+ARCH_ORDER = ("R50-dilated-C5", "R50-FPN", "R50-C4", "R50-dilated-FCN16s")  # paper sub-table order
+SCHEDULE_ORDER = ("24k", "1x", "2x", "s1x", "d2-cityscapes", "90k", "30k")
+KIND_ORDER = {"random": 0, "supervised": 1}
+TABLE_KEYS = ["task", "arch", "schedule", "tiny"]
+ROW_KEYS = ["label", "sha256"]
+
+
+def round1(x: float) -> float:
+    """Round half-up to one decimal, like the paper (fp noise is cut first: 2.3999999999 -> 2.4)."""
+    return float(Decimal(repr(round(x, 9))).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)) + 0.0
+
+
+def fmt1(x: float) -> str:
+    return f"{round1(x):.1f}"
+
+
+def mark_of(gap: float | None) -> str | None:
+    """``"better"`` for a gap ≥ +0.5, ``"worse"`` for ≤ −0.5, else None."""
+    if gap is None:
+        return None
+    return "better" if gap >= MARK_THRESHOLD else "worse" if gap <= -MARK_THRESHOLD else None
+
+
+@dataclass
+class Cell:
+    """One metric of one row. ``n``/``requested``/``failed`` are None for paper rows."""
+
+    metric: str
+    mean: float | None
+    std: float | None = None
+    n: int | None = None
+    requested: int | None = None
+    failed: int = 0
+    gap: float | None = None
+    mark: str | None = None
+
+    @property
+    def incomplete(self) -> bool:
+        """Fewer finished trials than requested, or any failed trial."""
+        return self.requested is not None and ((self.n or 0) < self.requested or self.failed > 0)
+
+    def value_text(self, std: bool = True, pm: str = "±") -> str:
+        if self.mean is None:
+            return "—"
+        text = fmt1(self.mean)
+        if std and self.std is not None and not math.isnan(self.std):
+            text += f"{pm}{fmt1(self.std)}"
+        return text
+
+    def gap_text(self, minus: str = "-") -> str:
+        if self.gap is None:
+            return ""
+        return f"+{self.gap:.1f}" if self.gap >= 0 else f"{minus}{abs(self.gap):.1f}"
+
+    def count_text(self) -> str:
+        """``"3/5, 1 failed"`` for an incomplete cell, else ``""``."""
+        if not self.incomplete:
+            return ""
+        text = f"{self.n or 0}/{self.requested}"
+        return text + (f", {self.failed} failed" if self.failed else "")
+
+
+@dataclass
+class Row:
+    """One pre-training in one table: measured (``source == "measured"``) or from a paper."""
+
+    label: str
+    kind: str
+    sha256: str
+    cells: dict[str, Cell]
+    source: str = "measured"
+    paper_table: str | None = None
+    display: str = ""
+    weights: str | None = None
+    finished: int = 0
+    failed: int = 0
+    requested: int = 0
+    trial_dirs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def measured(self) -> bool:
+        return self.source == "measured"
+
+    @property
+    def source_text(self) -> str:
+        return "this run" if self.measured else f"paper: {paper_mod.short_source(self.source, self.paper_table or '')}"
+
+    def trials_text(self) -> str:
+        """``"5/5"`` or ``"3/5, 1 failed"``; ``""`` for paper rows."""
+        if not self.measured:
+            return ""
+        return f"{self.finished}/{self.requested}" + (f", {self.failed} failed" if self.failed else "")
+
+
+@dataclass
+class Table:
+    """Rows × metrics for one (task, arch, schedule, tiny)."""
+
+    task: str
+    arch: str
+    schedule: str
+    tiny: bool
+    metrics: list[str]
+    rows: list[Row]
+    reference: Row | None = None
+    paper_reference: Row | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        raw = f"{self.task}_{self.arch}_{self.schedule}" + ("_tiny" if self.tiny else "")
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
+
+    @property
+    def paper_table(self) -> str | None:
+        info = TASKS.get(self.task)
+        return info.paper_table if info else None
+
+    @property
+    def title(self) -> str:
+        info = TASKS.get(self.task)
+        title = f"{info.title if info else self.task}: {self.arch}, {self.schedule}"
+        if self.paper_table:
+            title += f" (layout of MoCo v1 {self.paper_table})"
+        return title + (" — tiny demo" if self.tiny else "")
+
+    @property
+    def has_paper_rows(self) -> bool:
+        return any(not r.measured for r in self.rows)
+
+    def measured_rows(self) -> list[Row]:
+        return [r for r in self.rows if r.measured]
+
+    def row(self, label: str, source: str = "measured") -> Row:
+        """The row with display name or label ``label`` (measured by default)."""
+        for r in self.rows:
+            if (r.source == source or (source != "measured" and not r.measured)) and label in (r.display, r.label):
+                return r
+        raise KeyError(label)
+
+    def legend(self, better: str = "▲", worse: str = "▼", minus: str = "−") -> str:
+        """One-paragraph caption: what a cell is, what the gap is against, the marks, tiny warning."""
+        parts = []
+        if self.tiny:
+            parts.append(TINY_CAPTION)
+        parts.append("Mean ± std over finished trials (percent).")
+        if self.reference is not None:
+            parts.append(f"In brackets: gap to {self.reference.display}; {better} gap ≥ +{MARK_THRESHOLD}, "
+                         f"{worse} gap ≤ {minus}{MARK_THRESHOLD}.")
+        else:
+            parts.append("No finished supervised row, so no gaps are shown.")
+        if any(c.incomplete for r in self.rows for c in r.cells.values()):
+            parts.append("[k/n, f failed]: only k of the n requested trials finished (f failed).")
+        if self.has_paper_rows:
+            parts.append("Paper rows are the published numbers; their gaps are to the paper's supervised row.")
+        return " ".join(parts)
+
+
+def _order_key(values: Iterable[str], order: tuple[str, ...]) -> dict[str, tuple[int, str]]:
+    return {v: (order.index(v) if v in order else len(order), v) for v in values}
+
+
+def _row_sort_key(row: Row) -> tuple[int, str, str]:
+    """Paper order: random init, supervised, then the others (by label, then weights hash)."""
+    return (KIND_ORDER.get(row.kind, 2), row.label.lower(), row.sha256)
+
+
+def records_frames(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per record, one row per finished record × finite metric value)."""
+    recs, vals = [], []
+    for r in records:
+        pre = r["pretrain"]
+        label = str(pre["label"])
+        base = {"task": r["task"], "arch": r["arch"], "schedule": r["schedule"], "tiny": bool(r.get("tiny", False)),
+                "label": label, "sha256": pre.get("sha256") or ""}
+        recs.append({**base, "kind": pre.get("kind") or paper_mod.kind_of(label),
+                     "weights": str(pre.get("weights") or ""), "trial": r["trial"], "status": r["status"],
+                     "requested": r.get("trials_requested"), "error": str(r.get("error") or ""),
+                     "dir": str(Path(r["_path"]).parent) if r.get("_path") else ""})
+        if r["status"] == "finished":
+            for metric, value in r["metrics"].items():
+                if value is not None and math.isfinite(value):
+                    vals.append({**base, "metric": metric, "value": float(value)})
+    return pd.DataFrame(recs), pd.DataFrame(vals, columns=TABLE_KEYS + ROW_KEYS + ["metric", "value"])
+
+
+def _measured_rows(recs: pd.DataFrame, stats: dict[tuple, dict[str, tuple[float, float, int]]],
+                   metrics: list[str]) -> list[Row]:
+    rows = []
+    for (label, sha), grp in recs.groupby(ROW_KEYS, sort=False):
+        finished = int((grp.status == "finished").sum())
+        failed = int((grp.status == "failed").sum())
+        req = grp.requested.dropna()
+        requested = max(int(req.max()) if len(req) else 0, finished + failed)
+        kind = Counter(grp.kind).most_common(1)[0][0]
+        weights = next((str(w) for w in grp.weights if isinstance(w, str) and w), None)
+        st = stats.get((label, sha), {})
+        cells = {}
+        for m in metrics:
+            mean, std, n = st.get(m, (None, None, 0))
+            cells[m] = Cell(m, mean, None if std is None or math.isnan(std) else std, n, requested, failed)
+        errors = [f"trial {t} failed: {e if isinstance(e, str) and e else 'no error message'}"
+                  for t, e in zip(grp.trial[grp.status == "failed"], grp.error[grp.status == "failed"])]
+        rows.append(Row(label=label, kind=kind, sha256=sha, cells=cells, weights=weights, finished=finished,
+                        failed=failed, requested=requested, trial_dirs=sorted(d for d in grp.dir if d),
+                        errors=errors))
+    dup = Counter(r.label for r in rows)
+    for r in rows:
+        r.display = f"{r.label} [{r.sha256[:8] or 'no hash'}]" if dup[r.label] > 1 else r.label
+    return rows
+
+
+def _apply_gaps(rows: list[Row], ref: Row | None) -> None:
+    if ref is None:
+        return
+    for row in rows:
+        if row is ref:
+            continue
+        for m, cell in row.cells.items():
+            rc = ref.cells.get(m)
+            if cell.mean is None or rc is None or rc.mean is None:
+                continue
+            cell.gap = round1(round1(cell.mean) - round1(rc.mean))
+            cell.mark = mark_of(cell.gap)
+
+
+def _pick_reference(rows: list[Row], notes: list[str]) -> Row | None:
+    sup = [r for r in rows if r.kind == "supervised" and r.finished > 0]
+    if not sup:
+        if any(r.kind == "supervised" for r in rows):
+            notes.append("The supervised row has no finished trial: gaps are not shown.")
+        return None
+    ref = max(sup, key=lambda r: r.finished)  # first of the best on ties (rows are sorted)
+    if len(sup) > 1:
+        notes.append(f"{len(sup)} supervised rows; gaps are to {ref.display}, the one with the most finished "
+                     f"trials ({ref.finished}).")
+    return ref
+
+
+def _paper_rows(task: str, arch: str, schedule: str, metrics: list[str], paper_csv: str | None) -> list[Row]:
+    rows = []
+    for pr in paper_mod.paper_rows(task, arch, schedule, paper_csv):
+        cells = {m: Cell(m, pr["metrics"].get(m)) for m in metrics}
+        rows.append(Row(label=pr["label"], kind=pr["kind"], sha256="", cells=cells, source=pr["source"],
+                        paper_table=pr["table"], display=pr["label"]))
+    return rows
+
+
+def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
+                 paper_csv: str | None = None) -> list[Table]:
+    """Group ``records`` (as from :func:`results.collect.collect`) into paper-ordered tables."""
+    if not records:
+        return []
+    recs, vals = records_frames(records)
+    stats: dict[tuple, dict[tuple, dict[str, tuple[float, float, int]]]] = {}
+    if len(vals):
+        agg = vals.groupby(TABLE_KEYS + ROW_KEYS + ["metric"]).value.agg(["mean", "std", "count"])
+        for (*tkey, label, sha, metric), (mean, std, n) in agg.iterrows():
+            stats.setdefault(tuple(tkey), {}).setdefault((label, sha), {})[metric] = (mean, std, int(n))
+    tables = []
+    for tkey, grp in recs.groupby(TABLE_KEYS, sort=False):
+        task, arch, schedule, tiny = tkey
+        tstats = stats.get(tuple(tkey), {})
+        info = TASKS.get(task)
+        seen = sorted({m for st in tstats.values() for m in st})
+        metrics = list(info.metrics) if info else seen
+        notes: list[str] = []
+        rows = sorted(_measured_rows(grp, tstats, metrics), key=_row_sort_key)
+        ref = _pick_reference(rows, notes)
+        _apply_gaps(rows, ref)
+        for r in rows:
+            notes.extend(f"{r.display}: {e}" for e in r.errors)
+        table = Table(task, arch, schedule, bool(tiny), metrics, rows, reference=ref, notes=notes)
+        if with_paper:
+            prows = sorted(_paper_rows(task, arch, schedule, metrics, paper_csv),  # stable: keeps paper order
+                           key=lambda r: KIND_ORDER.get(r.kind, 2))
+            table.paper_reference = next((r for r in prows if r.kind == "supervised"), None)
+            _apply_gaps(prows, table.paper_reference)
+            table.rows += prows
+            sources = dict.fromkeys(f"{r.source}, {r.paper_table}" for r in prows)
+            table.notes.append(f"Published numbers: {'; '.join(sources)}." if sources
+                               else "No published numbers for this configuration.")
+        tables.append(table)
+    t_order = _order_key({t.task for t in tables}, tuple(TASKS))
+    a_order = _order_key({t.arch for t in tables}, ARCH_ORDER)
+    s_order = _order_key({t.schedule for t in tables}, SCHEDULE_ORDER)
+    return sorted(tables, key=lambda t: (t.tiny, t_order[t.task], a_order[t.arch], s_order[t.schedule]))
+
+
+def tables_frame(tables: list[Table]) -> pd.DataFrame:
+    """Tidy frame, one row per (table, row, metric): the CSV output."""
+    out = []
+    for t in tables:
+        for r in t.rows:
+            for m in t.metrics:
+                c = r.cells[m]
+                out.append({"table": t.id, "task": t.task, "arch": t.arch, "schedule": t.schedule, "tiny": t.tiny,
+                            "source": r.source, "paper_table": r.paper_table or "", "pretrain": r.display,
+                            "label": r.label, "kind": r.kind, "sha256": r.sha256, "weights": r.weights or "",
+                            "metric": m, "mean": c.mean, "mean_1d": round1(c.mean) if c.mean is not None else None,
+                            "std": c.std, "n": c.n, "requested": c.requested if r.measured else None,
+                            "failed": c.failed if r.measured else None, "gap": c.gap, "mark": c.mark or "",
+                            "reference": r is t.reference or r is t.paper_reference})
+    return pd.DataFrame(out)
