@@ -18,18 +18,18 @@ WIDENED_ARCHS = {"resnet50w2": 2, "resnet50w4": 4}
 ARCHS = TORCHVISION_ARCHS + tuple(WIDENED_ARCHS)
 
 
-def _widened_resnet50(multiplier: int, num_classes: int) -> ResNet:
-    """R50 with all channel counts multiplied (stem 64m, stage widths 64m..512m, outputs x4)."""
-    net = ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
+def widened_resnet(layers: list[int], multiplier: int, num_classes: int = 1000) -> ResNet:
+    """Bottleneck ResNet with all channel counts multiplied (stem 64m, stage widths 64m..512m)."""
+    net = ResNet(Bottleneck, layers, num_classes=num_classes)
     base = 64 * multiplier
     net.inplanes = base
     net.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
     net.bn1 = nn.BatchNorm2d(base)
     # ResNet._make_layer tracks self.inplanes, so the stages are rebuilt in order.
-    net.layer1 = net._make_layer(Bottleneck, base, 3)
-    net.layer2 = net._make_layer(Bottleneck, base * 2, 4, stride=2)
-    net.layer3 = net._make_layer(Bottleneck, base * 4, 6, stride=2)
-    net.layer4 = net._make_layer(Bottleneck, base * 8, 3, stride=2)
+    net.layer1 = net._make_layer(Bottleneck, base, layers[0])
+    net.layer2 = net._make_layer(Bottleneck, base * 2, layers[1], stride=2)
+    net.layer3 = net._make_layer(Bottleneck, base * 4, layers[2], stride=2)
+    net.layer4 = net._make_layer(Bottleneck, base * 8, layers[3], stride=2)
     net.fc = nn.Linear(base * 8 * Bottleneck.expansion, num_classes)
     for m in net.modules():  # same init as torchvision's constructor
         if isinstance(m, nn.Conv2d):
@@ -43,7 +43,7 @@ def _widened_resnet50(multiplier: int, num_classes: int) -> ResNet:
 def build_resnet(arch: str, num_classes: int = 1000) -> ResNet:
     """Build an (untrained) ResNet encoder by name; ``fc`` has ``num_classes`` outputs."""
     if arch in WIDENED_ARCHS:
-        return _widened_resnet50(WIDENED_ARCHS[arch], num_classes)
+        return widened_resnet([3, 4, 6, 3], WIDENED_ARCHS[arch], num_classes)
     if arch in TORCHVISION_ARCHS:
         return getattr(tvm, arch)(weights=None, num_classes=num_classes)
     raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")

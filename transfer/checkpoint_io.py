@@ -1,0 +1,87 @@
+"""Safe loading of untrusted checkpoints and atomic writing of outputs.
+
+Checkpoints from others are never executed: ``torch.load(..., weights_only=True)`` only rebuilds
+tensors and plain containers. Every failure becomes a :class:`ConvertError` with one actionable line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class ConvertError(Exception):
+    """A conversion problem the user can act on; its message is one line."""
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_untrusted(path: str | os.PathLike) -> Any:
+    """Load a checkpoint with ``weights_only=True``; raise :class:`ConvertError` on any problem."""
+    p = Path(path)
+    if not p.exists():
+        raise ConvertError(f"{p}: no such file")
+    if p.is_dir():
+        raise ConvertError(f"{p}: is a directory, expected a checkpoint file (.pth/.pth.tar)")
+    if p.stat().st_size == 0:
+        raise ConvertError(f"{p}: file is empty (0 bytes); the save or download was interrupted, fetch it again")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before failing; the error says it all
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise ConvertError(
+                f"{p}: refused to load: it stores a Python object ({found.group(1)}) whose unpickling can run "
+                "arbitrary code; re-save only the weights, e.g. torch.save({'state_dict': model.state_dict()}, path)"
+            ) from None
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))
+        reason = detail.group(1).strip() if detail else _first_line(e)
+        raise ConvertError(f"{p}: not a PyTorch checkpoint (unreadable pickle: {reason})") from None
+    except RuntimeError as e:
+        if "zip archive" in str(e) or "central directory" in str(e):
+            raise ConvertError(f"{p}: truncated or corrupt checkpoint (broken zip archive); fetch or save it again") from None
+        raise ConvertError(f"{p}: cannot be loaded as a checkpoint ({_first_line(e)})") from None
+    except (EOFError, KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError, IndexError) as e:
+        raise ConvertError(f"{p}: not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
+    """Call ``write(tmp)`` on a temp file beside ``path`` then rename it into place.
+
+    If ``write`` raises, the temp file is removed and nothing appears at ``path``. ``suffix`` keeps
+    the temp file's extension meaningful to loaders that dispatch on it (e.g. ``.pkl``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__

@@ -1,0 +1,126 @@
+"""Convert a pretraining checkpoint into a Detectron2 backbone file.
+
+    python transfer/convert.py ckpt.pth [out.pkl] [--prefix P] [--no-verify]
+
+Input: MoCo v1/v2 (reference ``main_moco.py`` or this suite's ``pretrain/``, with or without
+``module.``), MoCo v3 ResNet, or a plain torchvision ResNet state dict (supervised ImageNet weights);
+ResNet-18/34/50/101/152 and wide R50 (torchvision ``wide_resnet50_2`` or fully widened w2/w4).
+Output (default ``ckpt.pkl`` beside the input), in Detectron2's model-zoo pickle format::
+
+    {"model": {d2_name: numpy array}, "__author__": ..., "matching_heuristics": True,
+     "provenance": {source, sha256, format, arch, epoch, prefix, dropped, verification}}
+
+The file is written atomically and only after verification passes (when Detectron2 is importable):
+nothing is left behind on failure. Errors are one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python transfer/convert.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transfer.checkpoint_formats import find_encoder  # noqa: E402
+from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of, write_atomic  # noqa: E402
+from transfer.resnet_spec import backbone_tensors, detectron2_name, infer_spec  # noqa: E402
+from transfer.verify import detectron2_available, verify_pkl  # noqa: E402
+
+AUTHOR = "moco-transfer-bench transfer/convert.py"
+
+
+def default_output(src: Path) -> Path:
+    """``ckpt.pth`` / ``ckpt.pth.tar`` -> ``ckpt.pkl`` beside it."""
+    name = src.name
+    for ext in (".pth.tar", ".pth", ".pt", ".tar", ".ckpt"):
+        if name.endswith(ext):
+            return src.with_name(name[: -len(ext)] + ".pkl")
+    return src.with_name(name + ".pkl")
+
+
+def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | None = None,
+            verify: bool | None = None, log=print) -> dict[str, Any]:
+    """Convert ``src`` and write ``out``; return the provenance dict. Raises :class:`ConvertError`."""
+    src = Path(src)
+    out = Path(out) if out is not None else default_output(src)
+    if out.suffix != ".pkl":
+        raise ConvertError(f"{out}: output must end in .pkl (Detectron2 reads model-zoo pickles by extension)")
+    obj = load_untrusted(src)
+    enc = find_encoder(obj, str(src), prefix)
+    tensors, dropped = backbone_tensors(enc.tensors)
+    spec = infer_spec(tensors, str(src))
+    model = {detectron2_name(k): v.detach().to("cpu").float().numpy() if v.is_floating_point() else v.numpy()
+             for k, v in tensors.items()}
+    provenance: dict[str, Any] = {
+        "source": str(src.resolve()),
+        "sha256": sha256_of(src),
+        "format": enc.format,
+        "prefix": enc.prefix,
+        "arch": spec.name,
+        "arch_hint": enc.arch_hint,
+        "resnet": spec.as_dict(),
+        "epoch": enc.epoch,
+        "dropped": dropped,
+        "input_format": "RGB",
+        "pixel_mean": [123.675, 116.280, 103.530],
+        "pixel_std": [58.395, 57.120, 57.375],
+        "stride_in_1x1": False,
+    }
+    log(f"[convert] {src.name}: format {enc.format} (prefix {enc.prefix!r}), arch {spec.name}, "
+        f"epoch {enc.epoch}, {len(model)} tensors kept, {len(dropped)} dropped (head/counters)")
+    if enc.arch_hint and enc.arch_hint != spec.name:
+        log(f"[convert] note: checkpoint says arch {enc.arch_hint!r}, tensor shapes say {spec.name!r}")
+    do_verify = detectron2_available() if verify is None else verify
+    if do_verify and not detectron2_available():
+        raise ConvertError("verification needs Detectron2, which is not importable; run `make setup` or pass --no-verify")
+
+    def write(tmp: Path) -> None:
+        data = {"model": model, "__author__": AUTHOR, "matching_heuristics": True, "provenance": provenance}
+        with open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        if do_verify:
+            provenance["verification"] = verify_pkl(tmp, spec, tensors)
+            errs = provenance["verification"]["max_relative_error"]
+            log(f"[convert] verified in Detectron2: res2..res5 match the source (max rel. error {max(errs.values()):.1e})")
+            data["provenance"] = provenance
+            with open(tmp, "wb") as f:
+                pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            provenance["verification"] = None
+            log("[convert] verification skipped")
+
+    write_atomic(out, write, suffix=".pkl")
+    provenance["output"] = str(out)
+    log(f"[convert] wrote {out}")
+    return provenance
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="pretraining checkpoint (.pth / .pth.tar)")
+    parser.add_argument("output", nargs="?", help="output .pkl (default: beside the input)")
+    parser.add_argument("--prefix", help="key prefix of the encoder (overrides format detection), e.g. 'module.encoder_q.'")
+    parser.add_argument("--no-verify", dest="verify", action="store_false", default=None,
+                        help="skip the Detectron2 load + feature-equivalence check")
+    parser.add_argument("--debug", action="store_true", help="show a traceback for unexpected errors")
+    args = parser.parse_args(argv)
+    try:
+        convert(args.checkpoint, args.output, prefix=args.prefix, verify=args.verify)
+    except ConvertError as e:
+        print(f"convert.py: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug or an exotic input: still one line unless asked
+        if args.debug:
+            raise
+        print(f"convert.py: error: unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(rerun with --debug for a traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
