@@ -1,0 +1,401 @@
+"""Validate the on-disk dataset layouts Detectron2's builtin registrations read, before training.
+
+``check_voc(root)``, ``check_coco(root)`` and ``check_cityscapes(root, task)`` return a list of
+problem lines (empty means OK); each names the offending file and what to do about it. At most
+``MAX_PER_KIND`` lines are kept per kind of problem, followed by a count of the rest. CLI::
+
+    python -m benchmarks.dataset_check voc|coco|cityscapes [--root DIR] [--task sem_seg]
+
+``--root`` defaults to ``$DETECTRON2_DATASETS`` (or ``datasets``), as in Detectron2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+MAX_PER_KIND = 5
+VOC_SPLITS: tuple[tuple[str, str], ...] = (("VOC2007", "trainval"), ("VOC2007", "test"),
+                                           ("VOC2012", "trainval"))
+COCO_SPLITS: tuple[str, ...] = ("train2017", "val2017")
+CITYSCAPES_SPLITS: tuple[str, ...] = ("train", "val")
+CITYSCAPES_GT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    # from_json=True loader reads polygons.json; the cityscapes evaluators read the PNGs.
+    "instance_seg": ("gtFine_polygons.json", "gtFine_instanceIds.png", "gtFine_labelIds.png"),
+    "sem_seg": ("gtFine_polygons.json", "gtFine_labelTrainIds.png", "gtFine_labelIds.png"),
+}
+
+
+class DatasetLayoutError(RuntimeError):
+    """Raised by :func:`require_layout` when a dataset layout has problems."""
+
+
+class Problems:
+    """Problem lines grouped by kind; keeps the first ``cap`` of each kind and counts the rest."""
+
+    def __init__(self, cap: int = MAX_PER_KIND) -> None:
+        self.cap = cap
+        self._lines: dict[str, list[str]] = {}
+        self._dropped: Counter[str] = Counter()
+
+    def add(self, kind: str, line: str) -> None:
+        lines = self._lines.setdefault(kind, [])
+        if line in lines:
+            return
+        if len(lines) < self.cap:
+            lines.append(line)
+        else:
+            self._dropped[kind] += 1
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for kind, lines in self._lines.items():
+            out += lines
+            if self._dropped[kind]:
+                out.append(f"... and {self._dropped[kind]} more '{kind}' problem(s) like the above")
+        return out
+
+
+def default_root() -> Path:
+    """``$DETECTRON2_DATASETS`` or ``datasets``, the root Detectron2's builtin datasets use."""
+    return Path(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")))
+
+
+def _listdir(path: Path) -> set[str]:
+    try:
+        return set(os.listdir(path))
+    except OSError:
+        return set()
+
+
+# ----------------------------------------------------------------------------- Pascal VOC
+
+
+def voc_class_names() -> tuple[str, ...]:
+    """Detectron2's 20 VOC ``CLASS_NAMES``, read from its source unless it is already imported."""
+    if "detectron2.data" in sys.modules:
+        from detectron2.data.datasets.pascal_voc import CLASS_NAMES
+
+        return tuple(CLASS_NAMES)
+    import importlib.util
+
+    spec = importlib.util.find_spec("detectron2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("detectron2 is needed for the VOC class names")
+    src = Path(list(spec.submodule_search_locations)[0]) / "data" / "datasets" / "pascal_voc.py"
+    for node in ast.parse(src.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "CLASS_NAMES" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise ImportError(f"CLASS_NAMES not found in {src}")
+
+
+def _int_text(elem: ET.Element | None, tag: str) -> int | None:
+    text = None if elem is None else elem.findtext(tag)
+    try:
+        return int(text.strip()) if text is not None else None
+    except ValueError:
+        return None
+
+
+def voc_xml_problems(path: Path, class_names: Sequence[str]) -> list[str]:
+    """Problems of one VOC annotation file (what the loader and the VOC evaluator read)."""
+    try:
+        tree = ET.parse(path)
+    except (ET.ParseError, OSError) as exc:
+        return [f"{path}: cannot parse XML ({exc})"]
+    width, height = _int_text(tree.find("size"), "width"), _int_text(tree.find("size"), "height")
+    if not width or not height or width <= 0 or height <= 0:
+        return [f"{path}: missing or non-integer <size><width>/<height>"]
+    out = []
+    for k, obj in enumerate(tree.findall("object")):
+        name = obj.findtext("name")
+        where = f"{path}: object {k} ({name!r})"
+        if name not in class_names:
+            out.append(f"{where}: unknown class name (not one of Detectron2's VOC CLASS_NAMES)")
+        missing = [t for t in ("pose", "truncated", "difficult") if obj.find(t) is None]
+        if missing:
+            out.append(f"{where}: missing <{'>, <'.join(missing)}> (the VOC evaluator reads them)")
+        box = obj.find("bndbox")
+        if box is None:
+            out.append(f"{where}: no <bndbox>")
+            continue
+        coords = [_int_text(box, t) for t in ("xmin", "ymin", "xmax", "ymax")]
+        if None in coords:
+            out.append(f"{where}: <bndbox> needs integer xmin/ymin/xmax/ymax")
+            continue
+        x1, y1, x2, y2 = coords
+        # VOC boxes are 1-based inclusive; Detectron2 uses (xmin - 1, ymin - 1, xmax, ymax).
+        if x1 < 1 or y1 < 1 or x2 > width or y2 > height:
+            out.append(f"{where}: box {coords} lies outside the {width}x{height} image")
+        if x2 < x1 or y2 < y1:
+            out.append(f"{where}: empty box {coords} (x2 <= x1 or y2 <= y1 after Detectron2's -1)")
+    return out
+
+
+def check_voc(root: Path | str, splits: Sequence[tuple[str, str]] = VOC_SPLITS) -> list[str]:
+    """Check ``<root>/VOC20xx/{JPEGImages,Annotations,ImageSets/Main/<split>.txt}``."""
+    root, problems = Path(root), Problems()
+    class_names = voc_class_names()
+    for dirname, split in splits:
+        _check_voc_split(root / dirname, split, class_names, problems)
+    return problems.lines()
+
+
+def _check_voc_split(base: Path, split: str, class_names: Sequence[str], problems: Problems) -> None:
+    if not base.is_dir():
+        problems.add("missing-dir", f"{base}: directory missing (Pascal VOC devkit folder with "
+                                    "JPEGImages/, Annotations/, ImageSets/Main/)")
+        return
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        if not (base / sub).is_dir():
+            problems.add("missing-dir", f"{base / sub}: directory missing")
+    split_file = base / "ImageSets" / "Main" / f"{split}.txt"
+    if not split_file.is_file():
+        problems.add("missing-split", f"{split_file}: split file missing")
+        return
+    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    if len(ids) < 2:
+        problems.add("short-split", f"{split_file}: lists {len(ids)} image id(s); Detectron2's "
+                                    "np.loadtxt-based reader needs at least 2")
+    has_jpegs, has_xmls = (base / "JPEGImages").is_dir(), (base / "Annotations").is_dir()
+    jpegs, xmls = _listdir(base / "JPEGImages"), _listdir(base / "Annotations")
+    for file_id in ids:  # a missing folder was reported above, not once per image
+        if has_jpegs and f"{file_id}.jpg" not in jpegs:
+            problems.add("missing-jpeg", f"{base / 'JPEGImages' / (file_id + '.jpg')}: missing "
+                                         f"(listed in {split_file})")
+        if not has_xmls:
+            continue
+        if f"{file_id}.xml" not in xmls:
+            problems.add("missing-xml", f"{base / 'Annotations' / (file_id + '.xml')}: missing "
+                                        f"(listed in {split_file})")
+            continue
+        for line in voc_xml_problems(base / "Annotations" / f"{file_id}.xml", class_names):
+            problems.add("bad-xml", line)
+
+
+# ----------------------------------------------------------------------------- COCO
+
+
+def _load_json(path: Path, problems: Problems) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        problems.add("bad-json", f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, "
+                                 f"column {exc.colno})")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.add("bad-json", f"{path}: cannot read ({exc})")
+    return None
+
+
+def _valid_segmentation(segm: Any) -> bool:
+    if isinstance(segm, dict):
+        return "counts" in segm and "size" in segm
+    if isinstance(segm, list):
+        return any(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in segm)
+    return False
+
+
+def _check_coco_categories(path: Path, categories: list, problems: Problems) -> set:
+    from benchmarks.tiny_data import coco_thing_categories
+
+    cats = [c for c in categories if isinstance(c, dict) and "id" in c and "name" in c]
+    if len(cats) != len(categories):
+        problems.add("bad-category", f"{path}: every entry of 'categories' needs 'id' and 'name'")
+    names = [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
+    expected = [c["name"] for c in coco_thing_categories()]
+    if names != expected:
+        diff = next((i for i, (a, b) in enumerate(zip(names, expected)) if a != b),
+                    min(len(names), len(expected)))
+        got = names[diff] if diff < len(names) else "<end>"
+        want = expected[diff] if diff < len(expected) else "<end>"
+        problems.add("bad-category", f"{path}: 'categories' ({len(names)} names) differ from "
+                                     "Detectron2's builtin 80 COCO categories, which it asserts equal; "
+                                     f"first difference at position {diff}: {got!r} instead of {want!r}")
+    return {c["id"] for c in cats}
+
+
+def _check_coco_split(base: Path, split: str, need_masks: bool, problems: Problems) -> None:
+    path = base / "annotations" / f"instances_{split}.json"
+    image_dir = base / split
+    if not image_dir.is_dir():
+        problems.add("missing-dir", f"{image_dir}: image directory missing")
+    if not path.is_file():
+        problems.add("missing-json", f"{path}: annotation file missing (COCO 2017 instances json)")
+        return
+    doc = _load_json(path, problems)
+    if doc is None:
+        return
+    missing = [k for k in ("images", "annotations", "categories")
+               if not isinstance(doc, dict) or not isinstance(doc.get(k), list)]
+    if missing:
+        problems.add("bad-json", f"{path}: missing or non-list key(s) {missing}")
+        return
+    cat_ids = _check_coco_categories(path, doc["categories"], problems)
+    image_ids = _check_coco_images(path, doc["images"], image_dir, problems)
+    _check_coco_annotations(path, doc["annotations"], image_ids, cat_ids, need_masks, problems)
+
+
+def _check_coco_images(path: Path, images: list, image_dir: Path, problems: Problems) -> set:
+    on_disk, seen = _listdir(image_dir), set()
+    for k, img in enumerate(images):
+        if not isinstance(img, dict) or any(key not in img for key in ("id", "file_name", "height", "width")):
+            problems.add("bad-image", f"{path}: images[{k}] needs id, file_name, height and width")
+            continue
+        if img["id"] in seen:
+            problems.add("bad-image", f"{path}: duplicate image id {img['id']}")
+        seen.add(img["id"])
+        fname = str(img["file_name"])
+        if fname not in on_disk and not (image_dir / fname).is_file():
+            problems.add("missing-image", f"{image_dir / fname}: missing (image id {img['id']} in {path})")
+    return seen
+
+
+_ANN_KEYS = ("id", "image_id", "category_id", "bbox")
+
+
+def _check_coco_annotations(path: Path, anns: list, image_ids: set, cat_ids: set, need_masks: bool,
+                            problems: Problems) -> None:
+    seen: set = set()
+    for k, ann in enumerate(anns):
+        if not isinstance(ann, dict) or any(key not in ann for key in _ANN_KEYS):
+            problems.add("bad-annotation", f"{path}: annotations[{k}] needs {', '.join(_ANN_KEYS)}")
+            continue
+        where = f"{path}: annotation id {ann['id']}"
+        if ann["id"] in seen:
+            problems.add("bad-annotation", f"{where}: duplicate annotation id "
+                                           "(Detectron2 asserts unique ids)")
+        seen.add(ann["id"])
+        if ann["image_id"] not in image_ids:
+            problems.add("unknown-image-id", f"{where}: image_id {ann['image_id']} is not in 'images'")
+        if ann["category_id"] not in cat_ids:
+            problems.add("unknown-category-id", f"{where}: category_id {ann['category_id']} "
+                                                "is not in 'categories'")
+        box = ann["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+                and box[2] >= 0 and box[3] >= 0):
+            problems.add("bad-bbox", f"{where}: bbox {box!r} is not [x, y, w, h] with w, h >= 0")
+        if need_masks and not _valid_segmentation(ann.get("segmentation")):
+            problems.add("missing-segmentation", f"{where}: no usable segmentation (polygons with >= 3 "
+                                                 "points or RLE), needed to train mask heads")
+
+
+def check_coco(root: Path | str, splits: Sequence[str] = COCO_SPLITS, need_masks: bool = True) -> list[str]:
+    """Check ``<root>/coco/<split>/`` and ``<root>/coco/annotations/instances_<split>.json``."""
+    root, problems = Path(root), Problems()
+    base = root / "coco"
+    if not base.is_dir():
+        problems.add("missing-dir", f"{base}: directory missing")
+        return problems.lines()
+    for split in splits:
+        _check_coco_split(base, split, need_masks, problems)
+    return problems.lines()
+
+
+# ----------------------------------------------------------------------------- Cityscapes
+
+
+def check_cityscapes(root: Path | str, task: str = "instance_seg",
+                     splits: Sequence[str] = CITYSCAPES_SPLITS) -> list[str]:
+    """Check ``<root>/cityscapes/{leftImg8bit,gtFine}/<split>/<city>/`` for ``task``."""
+    if task not in CITYSCAPES_GT_SUFFIXES:
+        raise ValueError(f"task must be one of {sorted(CITYSCAPES_GT_SUFFIXES)}, not {task!r}")
+    root, problems = Path(root), Problems()
+    base = root / "cityscapes"
+    for split in splits:
+        _check_cityscapes_split(base, split, CITYSCAPES_GT_SUFFIXES[task], problems)
+    return problems.lines()
+
+
+def _check_cityscapes_split(base: Path, split: str, suffixes: Sequence[str], problems: Problems) -> None:
+    img_root, gt_root = base / "leftImg8bit" / split, base / "gtFine" / split
+    for d in (img_root, gt_root):
+        if not d.is_dir():
+            problems.add("missing-dir", f"{d}: directory missing")
+    if not img_root.is_dir():
+        return
+    entries = sorted(img_root.iterdir())
+    for stray in (p for p in entries if not p.is_dir()):
+        problems.add("stray-file", f"{stray}: not a city folder (Detectron2 lists every entry of "
+                                   f"{img_root} as a city); remove it")
+    cities = [p.name for p in entries if p.is_dir()]
+    if not cities:
+        problems.add("missing-dir", f"{img_root}: no city folders with *_leftImg8bit.png images")
+    for city in cities:
+        gt_files = _listdir(gt_root / city)
+        if gt_root.is_dir() and not gt_files:
+            problems.add("missing-dir", f"{gt_root / city}: gtFine city folder missing or empty")
+        for name in sorted(os.listdir(img_root / city)):
+            if not name.endswith("_leftImg8bit.png"):
+                problems.add("stray-file", f"{img_root / city / name}: not a *_leftImg8bit.png image "
+                                           "(Detectron2 asserts every file there is one); remove it")
+                continue
+            stem = name[: -len("leftImg8bit.png")]
+            for suffix in suffixes:
+                if not gt_files or stem + suffix in gt_files:
+                    continue  # a missing/empty city folder is reported once above
+                gt = gt_root / city / (stem + suffix)
+                if suffix == "gtFine_labelTrainIds.png":
+                    problems.add("missing-trainids", f"{gt}: missing; create the labelTrainIds images with "
+                                                     f"`CITYSCAPES_DATASET={base} csCreateTrainIdLabelImgs` "
+                                                     "(from cityscapesscripts)")
+                else:
+                    problems.add("missing-gt", f"{gt}: missing gtFine counterpart of "
+                                               f"{img_root / city / name}")
+
+
+# ----------------------------------------------------------------------------- entry points
+
+CHECKS = {"voc": check_voc, "coco": check_coco, "cityscapes": check_cityscapes}
+
+
+def check(dataset: str, root: Path | str | None = None, **kwargs: Any) -> list[str]:
+    """Run the check for ``dataset`` ('voc', 'coco' or 'cityscapes') under ``root``."""
+    if dataset not in CHECKS:
+        raise ValueError(f"dataset must be one of {sorted(CHECKS)}, not {dataset!r}")
+    return CHECKS[dataset](default_root() if root is None else root, **kwargs)
+
+
+def require_layout(dataset: str, root: Path | str | None = None, **kwargs: Any) -> None:
+    """Raise :class:`DatasetLayoutError` listing the problems, if any (for benchmark runners)."""
+    problems = check(dataset, root, **kwargs)
+    if problems:
+        where = default_root() if root is None else root
+        raise DatasetLayoutError(f"{dataset} layout under {where} has problems:\n  " + "\n  ".join(problems))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Validate a dataset layout for Detectron2's builtin datasets.")
+    parser.add_argument("dataset", choices=sorted(CHECKS))
+    parser.add_argument("--root", type=Path, default=None,
+                        help="dataset root (default: $DETECTRON2_DATASETS or 'datasets')")
+    parser.add_argument("--task", choices=sorted(CITYSCAPES_GT_SUFFIXES), default="instance_seg",
+                        help="cityscapes only: which ground truth is needed")
+    parser.add_argument("--no-masks", action="store_true", help="coco only: boxes suffice")
+    args = parser.parse_args(argv)
+    root = default_root() if args.root is None else args.root
+    kwargs: dict[str, Any] = {}
+    if args.dataset == "cityscapes":
+        kwargs["task"] = args.task
+    if args.dataset == "coco":
+        kwargs["need_masks"] = not args.no_masks
+    problems = check(args.dataset, root, **kwargs)
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"{args.dataset}: layout under {root} has problems (see above)", file=sys.stderr)
+        return 1
+    print(f"{args.dataset}: layout under {root} OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
