@@ -1,0 +1,90 @@
+"""Evaluators picked by dataset name, and the mapping of their outputs to the paper's metric names.
+
+VOC: Detectron2's PascalVOCDetectionEvaluator (VOC07 11-point metric on voc_2007_test; "AP" is the
+mean over IoU 0.50:0.05:0.95). The subclass here averages over the classes that have ground truth:
+identical on real VOC07 test (all 20 classes present); on subsets (tiny data) a class with no
+ground truth would otherwise make the mean NaN. It also reports per-class AP50.
+COCO: COCOEvaluator with the pure-Python pycocotools path (Detectron2's compiled evaluator may be absent).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+
+import numpy as np
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDetectionEvaluator
+from detectron2.evaluation.pascal_voc_evaluation import voc_eval
+from detectron2.utils import comm
+
+
+class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
+    """PascalVOCDetectionEvaluator averaging over classes with ground truth (see module doc)."""
+
+    def _classes_with_gt(self) -> set[str]:
+        with open(self._image_set_path) as f:
+            ids = [line.strip() for line in f if line.strip()]
+        present = set()
+        for image_id in ids:
+            for obj in ET.parse(self._anno_file_template.format(image_id)).findall("object"):
+                present.add(obj.find("name").text.strip())
+        return present
+
+    def evaluate(self):
+        all_predictions = comm.gather(self._predictions, dst=0)
+        if not comm.is_main_process():
+            return None
+        merged: dict[int, list[str]] = {}
+        for per_rank in all_predictions:
+            for cls_id, lines in per_rank.items():
+                merged.setdefault(cls_id, []).extend(lines)
+        present = self._classes_with_gt()
+        self._logger.info(
+            f"Evaluating {self._dataset_name} with the VOC{2007 if self._is_2007 else 2012} metric over "
+            f"{len(present)}/{len(self._class_names)} classes with ground truth"
+        )
+        aps: dict[int, list[float]] = {t: [] for t in range(50, 100, 5)}
+        per_class = {}
+        with tempfile.TemporaryDirectory(prefix="voc_eval_") as tmp:
+            template = os.path.join(tmp, "{}.txt")
+            for cls_id, name in enumerate(self._class_names):
+                if name not in present:
+                    continue
+                with open(template.format(name), "w") as f:
+                    f.write("\n".join(merged.get(cls_id, [""])))
+                for t in aps:
+                    _, _, ap = voc_eval(template, self._anno_file_template, self._image_set_path, name,
+                                        ovthresh=t / 100.0, use_07_metric=self._is_2007)
+                    aps[t].append(ap * 100)
+                per_class[name] = aps[50][-1]
+        m = {t: float(np.mean(v)) for t, v in aps.items()}
+        ret = OrderedDict(bbox={"AP": float(np.mean(list(m.values()))), "AP50": m[50], "AP75": m[75]})
+        ret["bbox_per_class_AP50"] = per_class
+        return ret
+
+
+def build_evaluator(cfg, dataset_name: str, output_folder: str) -> DatasetEvaluator:
+    """The paper's evaluator for a registered dataset."""
+    if dataset_name.startswith("voc_"):
+        return VOCDetectionEvaluator(dataset_name)
+    if dataset_name.startswith("coco_"):
+        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+    raise ValueError(f"no evaluator configured for dataset {dataset_name!r}")
+
+
+def paper_metrics(task: str, results: dict) -> dict[str, float]:
+    """Map Detectron2 evaluator output to the paper's metric names (see results/records.py)."""
+    if task == "voc_det":
+        bbox = results["bbox"]
+        return {"AP50": bbox["AP50"], "AP": bbox["AP"], "AP75": bbox["AP75"]}
+    if task == "coco_maskrcnn":
+        out = {}
+        for src, dst in (("bbox", "APbb"), ("segm", "APmk")):
+            r = results.get(src, {})
+            for k, suffix in (("AP", ""), ("AP50", "50"), ("AP75", "75"), ("APs", "S"), ("APm", "M"), ("APl", "L")):
+                if k in r:
+                    out[dst + suffix] = r[k]
+        return out
+    raise ValueError(f"unknown task {task!r}")

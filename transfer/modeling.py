@@ -1,0 +1,77 @@
+"""Detectron2 components for normalized fine-tuning, registered by importing this module.
+
+* ``Res5ROIHeadsExtraNorm`` — the C4 box head of the MoCo paper: Detectron2's res5 ROI head with a
+  norm layer (cfg.MODEL.RESNETS.NORM, i.e. SyncBN) after res5. For ResNet-18/34 the res5 head is built
+  from basic blocks (Detectron2 always builds bottleneck blocks), so pretrained res5 weights of small
+  backbones are used instead of being skipped for a shape mismatch.
+* ``build_resnet_dc5_reduce_backbone`` — the paper's R50-dilated-C5: res5 with dilation 2 / stride 1,
+  followed by a 3x3 conv + norm + ReLU reducing to ``MODEL.DC5_REDUCE.CHANNELS`` (512) channels, which
+  the RPN and the 2-fc box head read as feature ``res5``.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from detectron2.config import CfgNode
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY, Backbone
+from detectron2.modeling.backbone.resnet import BasicBlock, ResNet, build_resnet_backbone
+from detectron2.modeling.roi_heads import Res5ROIHeads
+from fvcore.nn import weight_init
+from torch import nn
+
+_BASIC_RES5_BLOCKS = {18: 2, 34: 3}
+
+
+def add_suite_config(cfg: CfgNode) -> CfgNode:
+    """Config keys this suite adds to Detectron2's defaults."""
+    cfg.MODEL.DC5_REDUCE = CfgNode()
+    cfg.MODEL.DC5_REDUCE.CHANNELS = 512  # paper: "a 3x3 convolution (with BN) that reduces dimension to 512"
+    return cfg
+
+
+@ROI_HEADS_REGISTRY.register()
+class Res5ROIHeadsExtraNorm(Res5ROIHeads):
+    """Res5 ROI head followed by an extra norm layer (MoCo paper, normalized fine-tuning, C4)."""
+
+    @classmethod
+    def _build_res5_block(cls, cfg: CfgNode) -> tuple[nn.Sequential, int]:
+        depth = cfg.MODEL.RESNETS.DEPTH
+        if depth in _BASIC_RES5_BLOCKS:
+            out_channels = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS * 8
+            blocks = ResNet.make_stage(
+                BasicBlock, _BASIC_RES5_BLOCKS[depth], stride_per_block=[2] + [1] * (_BASIC_RES5_BLOCKS[depth] - 1),
+                in_channels=out_channels // 2, out_channels=out_channels, norm=cfg.MODEL.RESNETS.NORM,
+            )
+            res5 = nn.Sequential(*blocks)
+        else:
+            res5, out_channels = super()._build_res5_block(cfg)
+        res5.add_module("norm", get_norm(cfg.MODEL.RESNETS.NORM, out_channels))
+        return res5, out_channels
+
+
+class ResNetDC5Reduce(Backbone):
+    """Dilated-C5 ResNet plus a 3x3 conv-norm-ReLU to a smaller width, exposed as ``res5``."""
+
+    def __init__(self, cfg: CfgNode, input_shape: ShapeSpec) -> None:
+        super().__init__()
+        assert cfg.MODEL.RESNETS.RES5_DILATION == 2, "R50-dilated-C5 needs MODEL.RESNETS.RES5_DILATION: 2"
+        self.body = build_resnet_backbone(cfg, input_shape)
+        res5 = self.body.output_shape()["res5"]
+        width = cfg.MODEL.DC5_REDUCE.CHANNELS
+        norm = cfg.MODEL.RESNETS.NORM
+        self.reduce = Conv2d(res5.channels, width, kernel_size=3, padding=1, bias=not norm,
+                             norm=get_norm(norm, width), activation=F.relu)
+        weight_init.c2_msra_fill(self.reduce)
+        self._out_shape = ShapeSpec(channels=width, stride=res5.stride)
+
+    def forward(self, x):
+        return {"res5": self.reduce(self.body(x)["res5"])}
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {"res5": self._out_shape}
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_dc5_reduce_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> Backbone:
+    return ResNetDC5Reduce(cfg, input_shape)
