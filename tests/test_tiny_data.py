@@ -291,7 +291,10 @@ def test_cityscapes_semseg_evaluator_scores_ground_truth_100(tiny_root: Path) ->
     assert used <= {k for k, v in result.items() if v == pytest.approx(100.0)}
 
 
-def test_cityscapes_instance_evaluator_scores_ground_truth_100(cityscapes_val: list[dict]) -> None:
+def test_cityscapes_instance_evaluator_scores_ground_truth_100(
+    cityscapes_val: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # cityscapesscripts writes matches.json into the working directory
     from cityscapesscripts.helpers.labels import name2label
     from detectron2.evaluation import CityscapesInstanceEvaluator
     from detectron2.structures import Instances
