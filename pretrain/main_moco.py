@@ -1,0 +1,446 @@
+"""MoCo v1/v2 unsupervised pretraining (He et al. 2020; Chen et al. 2020).
+
+    python pretrain/main_moco.py [--preset v1|v2|v2-800ep] [reference flags] DATA_DIR
+    python -m pretrain.main_moco ...            torchrun --nproc-per-node 8 pretrain/main_moco.py ...
+
+``DATA_DIR`` is an ImageNet-style root (``DATA_DIR/train/<class>/*.jpg`` is used when it exists, as in
+the reference code), an ImageFolder, or a plain folder of unlabeled images. Defaults are the paper's
+(MoCo v1, ResNet-50); ``--lr`` defaults to 0.03 x batch/256. From Python: ``main(argv) -> Path``
+(the last checkpoint written); bad input raises ``SystemExit`` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python pretrain/main_moco.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from pretrain import augment, checkpoint as ckpt_io
+from pretrain.data import DataError, EpochBatchSampler, ImageDataset, ImageList, check_readable, scan_images, split_dir
+from pretrain.distributed import DistContext, LaunchError, all_reduce_mean_, barrier, launch
+from pretrain.knn import knn_accuracy
+from pretrain.logs import MetricsLog, format_seconds, setup_logging
+from pretrain.moco import MoCo, auto_bn_splits, build_moco, moco_loss, pretext_topk
+from pretrain.resnets import ARCHS
+from pretrain.schedule import epoch_lr
+from pretrain.speed import Speed, add_speed_args, resolve_speed, sgd
+
+PAPER_BATCH, PAPER_LR = 256, 0.03
+_COMMON = dict(arch="resnet50", moco_dim=128, moco_k=65536, moco_m=0.999, momentum=0.9, weight_decay=1e-4,
+               batch_size=PAPER_BATCH, epochs=200, schedule=[120, 160])
+PRESETS: dict[str, dict[str, Any]] = {
+    "v1": dict(_COMMON, moco_t=0.07, mlp=False, aug_plus=False, cos=False),
+    "v2": dict(_COMMON, moco_t=0.2, mlp=True, aug_plus=True, cos=True),
+    "v2-800ep": dict(_COMMON, moco_t=0.2, mlp=True, aug_plus=True, cos=True, epochs=800),
+}
+
+
+class UsageError(Exception):
+    """Flags that cannot work together; one-line message."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="main_moco.py", description="MoCo v1/v2 pretraining",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("data", metavar="DATA_DIR", help="ImageNet root (uses DATA_DIR/train if present), ImageFolder, or folder of images")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="published hyper-parameters (explicit flags still win)")
+    p.add_argument("-a", "--arch", default="resnet50", choices=ARCHS)
+    p.add_argument("-j", "--workers", type=int, default=None, help="loader workers per node (default min(32, CPUs))")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--start-epoch", type=int, default=0, help="first epoch when not resuming")
+    p.add_argument("-b", "--batch-size", type=int, default=PAPER_BATCH, help="total batch over all processes")
+    p.add_argument("--lr", "--learning-rate", type=float, default=None, help="initial lr (default 0.03 x batch/256)")
+    p.add_argument("--schedule", type=int, nargs="*", default=[120, 160], help="lr x0.1 at these epochs (without --cos)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-4)
+    p.add_argument("-p", "--print-freq", type=int, default=10)
+    p.add_argument("--resume", default="", metavar="PATH|auto", help="checkpoint to continue from; 'auto': latest in --output-dir")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: random, recorded in the checkpoint)")
+    g = p.add_argument_group("moco")
+    g.add_argument("--moco-dim", type=int, default=128, help="feature dimension")
+    g.add_argument("--moco-k", type=int, default=65536, help="queue size (number of negatives)")
+    g.add_argument("--moco-m", type=float, default=0.999, help="key encoder momentum")
+    g.add_argument("--moco-t", type=float, default=0.07, help="softmax temperature")
+    g.add_argument("--mlp", action=argparse.BooleanOptionalAction, default=False, help="v2 MLP head")
+    g.add_argument("--aug-plus", action=argparse.BooleanOptionalAction, default=False, help="v2 augmentation (blur, stronger jitter)")
+    g.add_argument("--cos", action=argparse.BooleanOptionalAction, default=False, help="cosine lr schedule")
+    g.add_argument("--bn-splits", type=int, default=None,
+                   help="one process only: BN groups emulating shuffling BN over this many devices (default ~32 images per group; 1 = off)")
+    g = p.add_argument_group("data, output")
+    g.add_argument("--crop-size", type=int, default=224, help="training crop (e.g. 64 for tiny images)")
+    g.add_argument("--data-layout", choices=("auto", "imagefolder", "flat"), default="auto")
+    g.add_argument("--output-dir", default="output/moco", help="checkpoints and logs")
+    g.add_argument("--keep-checkpoints", type=int, default=3, help="keep this many most recent checkpoints (0: all)")
+    g.add_argument("--save-every-iters", type=int, default=0, help="also checkpoint every N iterations inside an epoch")
+    g.add_argument("--max-iters", type=int, default=0, help="stop (with a checkpoint) after this many iterations in total")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
+    g = p.add_argument_group("kNN monitor")
+    g.add_argument("--knn-val", default=None, metavar="DIR", help="labeled validation ImageFolder; enables the monitor")
+    g.add_argument("--knn-train", default=None, metavar="DIR", help="labeled memory bank folder (default: the training folder)")
+    g.add_argument("--knn-every", type=int, default=1, help="run every N epochs (and after the last)")
+    g.add_argument("--knn-k", type=int, default=200)
+    g.add_argument("--knn-t", type=float, default=0.1)
+    g.add_argument("--knn-feature", choices=("pool", "head"), default="pool")
+    g = p.add_argument_group("distributed (reference flags; torchrun env vars are read too)")
+    g.add_argument("--world-size", type=int, default=1, help="nodes with --multiprocessing-distributed (CPU: local processes)")
+    g.add_argument("--rank", type=int, default=0, help="node rank with --multiprocessing-distributed, else process rank")
+    g.add_argument("--dist-url", default=None, help="init URL (default: env:// under torchrun, a free local port otherwise)")
+    g.add_argument("--dist-backend", default=None, help="default nccl on GPUs, gloo on the CPU")
+    g.add_argument("--multiprocessing-distributed", action="store_true", help="spawn one process per GPU (CPU: --world-size)")
+    g.add_argument("--nproc-per-node", type=int, default=None, help="CPU only: processes per node with several CPU nodes")
+    g.add_argument("--gpu", type=int, default=None, help="single-process GPU id")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_speed_args(p)
+    p.add_argument("--deterministic", action="store_true", help="cuDNN deterministic algorithms (slower)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS))
+    known, _ = pre.parse_known_args(argv)
+    if known.preset:
+        parser.set_defaults(**PRESETS[known.preset])
+    return parser.parse_args(argv)
+
+
+# --- preparation (before any process is spawned, so bad input fails with one line) ---------------------
+def prepare(args: argparse.Namespace) -> None:
+    """Check inputs and fill derived defaults in ``args``; raises one-line errors."""
+    for name in ("batch_size", "epochs", "moco_k", "moco_dim", "crop_size", "print_freq"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    args.output_dir = str(Path(args.output_dir).expanduser())
+    if args.resume == "auto":
+        latest = ckpt_io.latest_checkpoint(args.output_dir)
+        args.resume = str(latest) if latest else ""
+    if args.resume:
+        ck = ckpt_io.load_checkpoint(args.resume)
+        ckpt_io.check_moco_checkpoint(ck, args.resume, args.arch)
+        check_compatible(ck, args)
+        saved = ck.get("suite", {}).get("args", {}) if isinstance(ck.get("suite"), dict) else {}
+        if args.seed is None and isinstance(saved.get("seed"), int):
+            args.seed = saved["seed"]
+    args.train_dir = str(split_dir(args.data, "train"))
+    images = scan_images(args.train_dir, args.data_layout)
+    check_readable(images)
+    if len(images.samples) < args.batch_size:
+        raise DataError(f"only {len(images.samples)} images in {images.root} for a batch of {args.batch_size}: lower --batch-size")
+    args._images = images
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(2**31)
+    if args.lr is None:
+        args.lr = PAPER_LR * args.batch_size / PAPER_BATCH
+    if args.workers is None:
+        args.workers = min(32, os.cpu_count() or 1)
+    if args.knn_val:
+        val = scan_images(split_dir(args.knn_val, "val"), "imagefolder")
+        bank = scan_images(args.knn_train or args.train_dir, "imagefolder")
+        if len(bank.classes) < 2 or bank.classes != val.classes:
+            raise DataError(f"kNN monitor needs labeled folders with the same classes: {bank.root} has {len(bank.classes)}, "
+                            f"{val.root} has {len(val.classes)}; pass --knn-train DIR")
+        args.knn_val, args.knn_train = str(val.root), str(bank.root)
+
+
+def check_compatible(ck: dict[str, Any], args: argparse.Namespace) -> None:
+    """Shapes in a resume checkpoint must match --moco-dim/--moco-k/--mlp."""
+    sd = ck["state_dict"]
+    queue = sd.get("module.queue", sd.get("queue"))
+    if isinstance(queue, torch.Tensor) and tuple(queue.shape) != (args.moco_dim, args.moco_k):
+        raise ckpt_io.CheckpointError(f"{args.resume} has a queue of {tuple(queue.shape)} (dim, K), but --moco-dim "
+                                      f"{args.moco_dim} --moco-k {args.moco_k} were given")
+    has_mlp = any(k.endswith("encoder_q.fc.0.weight") for k in sd)
+    if has_mlp != args.mlp:
+        raise ckpt_io.CheckpointError(f"{args.resume} was trained {'with' if has_mlp else 'without'} the MLP head: "
+                                      f"{'add' if has_mlp else 'drop'} --mlp")
+
+
+def lr_at(epoch: int, args: argparse.Namespace) -> float:
+    """Per-epoch learning rate: cosine (v2) or x0.1 at each ``--schedule`` milestone (v1)."""
+    return epoch_lr(args.lr, epoch, args.epochs, args.schedule, args.cos)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- the training process -----------------------------------------------------------------------------
+class Trainer:
+    """One process of a MoCo run: model, optimizer, data and the loop."""
+
+    def __init__(self, ctx: DistContext, args: argparse.Namespace) -> None:
+        self.ctx, self.args = ctx, args
+        self.out = Path(args.output_dir)
+        self.log = setup_logging(self.out, ctx.rank)
+        self.speed: Speed = resolve_speed(args, ctx.device)
+        local_batch = args.batch_size // ctx.world_size
+        if args.batch_size % ctx.world_size:
+            raise UsageError(f"--batch-size {args.batch_size} is not divisible by the {ctx.world_size} processes")
+        splits = args.bn_splits if args.bn_splits is not None else (auto_bn_splits(local_batch) if ctx.world_size == 1 else 1)
+        if local_batch % splits:
+            raise UsageError(f"per-process batch {local_batch} is not divisible by --bn-splits {splits}")
+        self.bn_splits = splits
+        seed_all(args.seed)
+        self.model: MoCo = build_moco(args.arch, args.moco_dim, args.moco_k, args.moco_m, args.moco_t, args.mlp,
+                                      splits, self.speed.channels_last, args.seed)
+        self.model.to(ctx.device, memory_format=self.speed.memory_format)
+        self.optimizer = sgd(self.model.encoder_q.parameters(), args.lr, args.momentum, args.weight_decay, ctx.device)
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.speed.use_scaler)
+        self.epoch, self.iteration, self.step = args.start_epoch, 0, 0
+        resume_step = None
+        if args.resume:
+            self._load(args.resume)
+            resume_step = self.step
+        if self.speed.compile:
+            self.model.encoder_q.compile()
+            self.model.encoder_k.compile()
+        self.net = (DistributedDataParallel(self.model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+                                            broadcast_buffers=False) if ctx.distributed else self.model)
+        images: ImageList = getattr(args, "_images", None) or scan_images(args.train_dir, args.data_layout)
+        self.images = images
+        self.sampler = EpochBatchSampler(len(images.samples), args.batch_size, args.seed, ctx.rank, ctx.world_size)
+        self.iters_per_epoch = self.sampler.batches_per_epoch
+        workers = -(-args.workers // ctx.local_world_size)  # the reference splits --workers over a node's GPUs
+        self.loader = DataLoader(ImageDataset(images, augment.moco_transform(args.crop_size, args.aug_plus)),
+                                 batch_sampler=self.sampler, num_workers=workers, pin_memory=self.speed.pin_memory,
+                                 persistent_workers=workers > 0)
+        self.total_iters = args.epochs * self.iters_per_epoch
+        if args.max_iters:
+            self.total_iters = min(self.total_iters, args.max_iters)
+        self.metrics = MetricsLog(self.out, resume_step, self.epoch, args.tensorboard) if ctx.is_main else None
+        self.knn = self._knn_loaders(workers) if (args.knn_val and ctx.is_main) else None
+        self.last_saved: Path | None = None
+        self.pending: list[tuple[int, int, int, float, torch.Tensor]] = []  # per-iteration stats not yet logged
+        self._describe(workers)
+
+    # --- setup helpers ---
+    def _load(self, path: str) -> None:
+        ck = ckpt_io.load_checkpoint(path)
+        try:
+            self.model.load_state_dict(ckpt_io.strip_module_prefix(ck["state_dict"]))
+            self.optimizer.load_state_dict(ck["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise ckpt_io.CheckpointError(f"{path} does not fit this model: {str(e).strip().splitlines()[0][:300]}") from None
+        if ck.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ck["scaler"])
+        rng = ck.get("rng") or {}
+        ckpt_io.set_rng_state(rng)
+        if isinstance(rng.get("shuffle"), torch.Tensor):
+            self.model.shuffle_generator.set_state(rng["shuffle"])
+        self.epoch, self.iteration = int(ck["epoch"]), int(ck.get("iteration", 0))
+        self.step = int(ck.get("global_step", 0))
+        if ck.get("world_size", self.ctx.world_size) != self.ctx.world_size:
+            self.log.warning("resuming a %s-process run on %s processes: the data order stays the same, BN groups change",
+                             ck.get("world_size"), self.ctx.world_size)
+        self.log.info("resumed from %s (epoch %d, iteration %d, step %d)", path, self.epoch, self.iteration, self.step)
+
+    def _knn_loaders(self, workers: int) -> tuple[DataLoader, DataLoader, int]:
+        tf = augment.eval_transform(self.args.crop_size)
+        bank, val = scan_images(self.args.knn_train, "imagefolder"), scan_images(self.args.knn_val, "imagefolder")
+        kw = dict(batch_size=max(1, self.args.batch_size // self.ctx.world_size), num_workers=workers,
+                  pin_memory=self.speed.pin_memory)
+        return DataLoader(ImageDataset(bank, tf), **kw), DataLoader(ImageDataset(val, tf), **kw), len(bank.classes)
+
+    def _describe(self, workers: int) -> None:
+        a, ctx = self.args, self.ctx
+        n_params = sum(p.numel() for p in self.model.encoder_q.parameters())
+        shuffle = (f"shuffling BN across {ctx.world_size} processes" if ctx.distributed else
+                   f"shuffling BN emulated with {self.bn_splits} BN groups of {a.batch_size // self.bn_splits}"
+                   if self.bn_splits > 1 else "no shuffling BN (--bn-splits 1)")
+        self.log.info("MoCo %s: %s (%.1fM params), dim %d, K %d, m %g, T %g, %s head, %s augmentation",
+                      ckpt_io.moco_version(vars(a)), a.arch, n_params / 1e6, a.moco_dim, a.moco_k, a.moco_m, a.moco_t,
+                      "MLP" if a.mlp else "linear", "v2 (aug+)" if a.aug_plus else "v1")
+        self.log.info("batch %d (%d per process x %d), lr %g, %s, %d epochs x %d iterations, %s",
+                      a.batch_size, a.batch_size // ctx.world_size, ctx.world_size, a.lr,
+                      "cosine" if a.cos else f"x0.1 at {a.schedule}", a.epochs, self.iters_per_epoch, shuffle)
+        self.log.info("data %s: %d images (%s), crop %d, %d workers; device %s, %s; seed %d; output %s",
+                      self.images.root, len(self.images.samples), self.images.layout, a.crop_size, workers,
+                      ctx.device, self.speed.describe(), a.seed, self.out)
+
+    # --- checkpoints ---
+    def save(self, epoch_index: int, iteration: int) -> Path | None:
+        """Checkpoint after ``iteration`` batches of 0-based ``epoch_index`` (0: the epoch is complete)."""
+        if not self.ctx.is_main:
+            self.pending = []
+            return None
+        self._write_pending()  # metrics.csv must cover every step the checkpoint contains
+        a = {k: v for k, v in vars(self.args).items() if not k.startswith("_")}
+        state = {
+            "epoch": epoch_index if iteration else epoch_index + 1,
+            "iteration": iteration,
+            "global_step": self.step,
+            "arch": self.args.arch,
+            "state_dict": ckpt_io.with_module_prefix(self.model.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": {**ckpt_io.rng_state(), "shuffle": self.model.shuffle_generator.get_state()},
+            "world_size": self.ctx.world_size,
+            "suite": ckpt_io.suite_marker(a),
+        }
+        path = ckpt_io.save_atomic(state, self.out / ckpt_io.checkpoint_name(epoch_index, iteration))
+        ckpt_io.prune(self.out, self.args.keep_checkpoints)
+        self.last_saved = path
+        if self.metrics is not None:
+            self.metrics.flush()
+        return path
+
+    # --- the loop ---
+    def train_step(self, im_q: torch.Tensor, im_k: torch.Tensor) -> torch.Tensor:
+        """One MoCo step; returns detached ``[loss, acc1, acc5]`` averaged over processes."""
+        dtype = self.speed.amp_dtype
+        with torch.autocast(self.ctx.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits, keys = self.net(im_q, im_k)
+        loss = moco_loss(logits)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.model.enqueue(keys)
+        stats = torch.stack([loss.detach(), *pretext_topk(logits)])
+        return all_reduce_mean_(stats)
+
+    def run(self) -> Path | None:
+        a, dev = self.args, self.ctx.device
+        start_step, t_start = self.step, time.perf_counter()
+        stop = self.step >= self.total_iters
+        while self.epoch < a.epochs and not stop:
+            epoch, lr = self.epoch, lr_at(self.epoch, a)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.sampler.set_epoch(epoch, self.iteration)
+            sums, n_epoch_iters, skipped = torch.zeros(3, device=dev), 0, 0
+            t_epoch = t_window = time.perf_counter()
+            data_time, window_iters = 0.0, 0
+            t_data, i = time.perf_counter(), self.iteration - 1
+            for i, ((im_q, im_k), _, n_skipped) in enumerate(self.loader, start=self.iteration):
+                data_time += time.perf_counter() - t_data
+                skipped += int(n_skipped.sum())
+                stats = self.train_step(im_q.to(dev, non_blocking=True), im_k.to(dev, non_blocking=True))
+                self.step += 1
+                window_iters += 1
+                n_epoch_iters += 1
+                sums += stats
+                self.pending.append((epoch, i, self.step, lr, stats))
+                last_in_epoch = i + 1 == self.iters_per_epoch
+                stop = self.step >= self.total_iters
+                if self.step % a.print_freq == 0 or last_in_epoch or stop:
+                    elapsed = time.perf_counter() - t_window
+                    self._report(epoch, i, lr, window_iters / max(elapsed, 1e-9), data_time / window_iters,
+                                 (time.perf_counter() - t_start) / max(1, self.step - start_step))
+                    window_iters, data_time, t_window = 0, 0.0, time.perf_counter()
+                if stop or last_in_epoch:
+                    break
+                if a.save_every_iters and (i + 1) % a.save_every_iters == 0:
+                    self.save(epoch, i + 1)
+                t_data = time.perf_counter()
+            complete = i + 1 == self.iters_per_epoch
+            self.iteration = 0 if complete else i + 1
+            if complete:
+                self.epoch += 1
+            self.save(epoch, self.iteration)
+            if complete:
+                self._end_epoch(epoch, lr, sums / max(1, n_epoch_iters), skipped, time.perf_counter() - t_epoch, n_epoch_iters)
+        if self.metrics is not None:
+            self.metrics.close()
+        self.log.info("done: %d iterations in %s; last checkpoint %s", self.step - start_step,
+                      format_seconds(time.perf_counter() - t_start), self.last_saved)
+        barrier()
+        return self.last_saved
+
+    def _write_pending(self) -> list[float]:
+        """Write the per-iteration rows not yet in metrics.csv; return the last [loss, acc1, acc5]."""
+        if not self.pending:
+            return []
+        values = torch.stack([s for *_, s in self.pending]).cpu().tolist()  # one device sync per report
+        if self.metrics is not None:
+            for (epoch, it, step, lr, _), (loss, acc1, acc5) in zip(self.pending, values):
+                self.metrics.step(dict(step=step, epoch=epoch, iter=it, loss=loss, acc1=acc1, acc5=acc5, lr=lr))
+        self.pending = []
+        return values[-1]
+
+    def _report(self, epoch: int, i: int, lr: float, it_per_s: float, data_s: float, s_per_iter: float) -> None:
+        if not self.ctx.is_main:
+            self.pending = []
+            return
+        values = self._write_pending()
+        loss, acc1, acc5 = values
+        img_s = it_per_s * self.args.batch_size
+        self.metrics.scalars(self.step, dict(loss=loss, acc1=acc1, acc5=acc5, lr=lr, images_per_s=img_s))
+        self.log.info("[ep %d/%d][%*d/%d] loss %.4f  acc@1 %.2f  acc@5 %.2f  lr %.4g  %.1f img/s  data %.3fs  eta %s",
+                      epoch + 1, self.args.epochs, len(str(self.iters_per_epoch)), i + 1, self.iters_per_epoch,
+                      loss, acc1, acc5, lr, img_s, data_s, format_seconds((self.total_iters - self.step) * s_per_iter))
+
+    def _end_epoch(self, epoch: int, lr: float, means: torch.Tensor, skipped: int, seconds: float, iters: int) -> None:
+        a = self.args
+        skipped_t = torch.tensor([float(skipped)], device=self.ctx.device)
+        all_reduce_mean_(skipped_t)
+        skipped = round(float(skipped_t) * self.ctx.world_size)
+        knn_top1 = None
+        done = self.epoch >= a.epochs or self.step >= self.total_iters
+        if self.knn is not None and (self.epoch % a.knn_every == 0 or done):
+            bank_loader, val_loader, n_classes = self.knn
+            knn_top1 = knn_accuracy(self.model.encoder_q, bank_loader, val_loader, n_classes, self.ctx.device,
+                                    a.knn_k, a.knn_t, a.knn_feature, self.speed.memory_format, self.speed.amp_dtype)
+        if a.knn_val:
+            barrier()
+        if not self.ctx.is_main:
+            return
+        loss, acc1, acc5 = means.tolist()
+        img_s = iters * a.batch_size / max(seconds, 1e-9)
+        self.metrics.epoch(dict(epoch=self.epoch, loss=loss, acc1=acc1, acc5=acc5, lr=lr, images_per_s=img_s,
+                                skipped_images=skipped, knn_top1=knn_top1, seconds=round(seconds, 3)), self.step)
+        msg = f"epoch {epoch + 1}/{a.epochs}: loss {loss:.4f}  acc@1 {acc1:.2f}  {img_s:.1f} img/s  {format_seconds(seconds)}"
+        if knn_top1 is not None:
+            msg += f"  kNN top-1 {knn_top1:.2f}% (k={a.knn_k})"
+        if skipped:
+            msg += f"  [{skipped} unreadable images skipped]"
+        self.log.info(msg)
+
+
+def train_worker(ctx: DistContext, args: argparse.Namespace) -> Path | None:
+    """Entry point of every training process."""
+    return Trainer(ctx, args).run()
+
+
+_USER_ERRORS = (DataError, ckpt_io.CheckpointError, LaunchError, UsageError)
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    """Run pretraining with command-line ``argv``; return the last checkpoint written."""
+    args = parse_args(argv)
+    try:
+        prepare(args)
+        if args.multiprocessing_distributed:
+            args._images = None  # each spawned process scans the folder itself
+        result = launch(train_worker, args)
+    except _USER_ERRORS as e:
+        if args.debug:
+            raise
+        raise SystemExit(f"main_moco.py: error: {e}") from None
+    except torch.multiprocessing.ProcessExitedException as e:
+        raise SystemExit(f"main_moco.py: error: a training process failed ({e}); see its message above") from None
+    return result if result is not None else ckpt_io.latest_checkpoint(args.output_dir)
+
+
+if __name__ == "__main__":
+    if __package__ in (None, ""):  # re-enter through the package so spawned processes can pickle the worker
+        from pretrain.main_moco import main as _main
+    else:
+        _main = main
+    _main()
