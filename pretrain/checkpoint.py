@@ -103,6 +103,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
+def load_error_detail(e: BaseException) -> str:
+    """The informative line of a ``load_state_dict`` error (size mismatch / missing / unexpected keys)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("size mismatch", "Missing key", "Unexpected key")):
+            return ln[:300]
+    return lines[-1][:300] if lines else type(e).__name__
+
+
 def _line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0][:200] if lines else type(e).__name__

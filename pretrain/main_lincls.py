@@ -84,8 +84,7 @@ def build_linear_model(arch: str, backbone: dict[str, torch.Tensor], num_classes
     try:
         missing, unexpected = model.load_state_dict(backbone, strict=False)
     except RuntimeError as e:
-        detail = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
-        raise ckpt_io.CheckpointError(f"{path} does not fit a {arch}: {detail[:200]}") from None
+        raise ckpt_io.CheckpointError(f"{path} does not fit a {arch}: {ckpt_io.load_error_detail(e)}") from None
     if set(missing) != {"fc.weight", "fc.bias"} or unexpected:
         raise ckpt_io.CheckpointError(f"{path} does not fit a {arch}: missing {sorted(set(missing) - {'fc.weight', 'fc.bias'})[:3]}, "
                                       f"unexpected {sorted(unexpected)[:3]}")
@@ -123,7 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model.load_state_dict(ck["state_dict"])
             optimizer.load_state_dict(ck["optimizer"])
         except (KeyError, RuntimeError, ValueError) as e:
-            raise ckpt_io.CheckpointError(f"{args.resume} is not a lincls checkpoint of this model ({str(e).splitlines()[0][:200]})") from None
+            raise ckpt_io.CheckpointError(f"{args.resume} is not a lincls checkpoint of this model ({ckpt_io.load_error_detail(e)})") from None
         start, best = int(ck["epoch"]), float(ck.get("best_acc1", 0.0))
     if speed.compile:
         model.compile()

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nproc-per-node", type=int, default=None, help="CPU only: processes per node with several CPU nodes")
     g.add_argument("--gpu", type=int, default=None, help="single-process GPU id")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per process (0: torch's default, divided among local processes)")
     add_speed_args(p)
     p.add_argument("--deterministic", action="store_true", help="cuDNN deterministic algorithms (slower)")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -188,6 +190,8 @@ class Trainer:
         self.ctx, self.args = ctx, args
         self.out = Path(args.output_dir)
         self.log = setup_logging(self.out, ctx.rank)
+        if args.threads:
+            torch.set_num_threads(args.threads)
         self.speed: Speed = resolve_speed(args, ctx.device)
         local_batch = args.batch_size // ctx.world_size
         if args.batch_size % ctx.world_size:
@@ -202,20 +206,24 @@ class Trainer:
         self.model.to(ctx.device, memory_format=self.speed.memory_format)
         self.optimizer = sgd(self.model.encoder_q.parameters(), args.lr, args.momentum, args.weight_decay, ctx.device)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.speed.use_scaler)
-        self.epoch, self.iteration, self.step = args.start_epoch, 0, 0
-        resume_step = None
+        self.epoch, self.iteration = args.start_epoch, 0
+        self.step = 0
         if args.resume:
             self._load(args.resume)
-            resume_step = self.step
         if self.speed.compile:
             self.model.encoder_q.compile()
             self.model.encoder_k.compile()
-        self.net = (DistributedDataParallel(self.model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+        self.net = (DistributedDataParallel(self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                                             broadcast_buffers=False) if ctx.distributed else self.model)
         images: ImageList = getattr(args, "_images", None) or scan_images(args.train_dir, args.data_layout)
         self.images = images
         self.sampler = EpochBatchSampler(len(images.samples), args.batch_size, args.seed, ctx.rank, ctx.world_size)
         self.iters_per_epoch = self.sampler.batches_per_epoch
+        resume_step = None
+        if args.resume:
+            if self.step < 0:  # a reference checkpoint: no step count
+                self.step = self.epoch * self.iters_per_epoch + self.iteration
+            resume_step = self.step
         workers = -(-args.workers // ctx.local_world_size)  # the reference splits --workers over a node's GPUs
         self.loader = DataLoader(ImageDataset(images, augment.moco_transform(args.crop_size, args.aug_plus)),
                                  batch_sampler=self.sampler, num_workers=workers, pin_memory=self.speed.pin_memory,
@@ -236,7 +244,7 @@ class Trainer:
             self.model.load_state_dict(ckpt_io.strip_module_prefix(ck["state_dict"]))
             self.optimizer.load_state_dict(ck["optimizer"])
         except (RuntimeError, KeyError, ValueError) as e:
-            raise ckpt_io.CheckpointError(f"{path} does not fit this model: {str(e).strip().splitlines()[0][:300]}") from None
+            raise ckpt_io.CheckpointError(f"{path} does not fit this model: {ckpt_io.load_error_detail(e)}") from None
         if ck.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(ck["scaler"])
         rng = ck.get("rng") or {}
@@ -244,11 +252,11 @@ class Trainer:
         if isinstance(rng.get("shuffle"), torch.Tensor):
             self.model.shuffle_generator.set_state(rng["shuffle"])
         self.epoch, self.iteration = int(ck["epoch"]), int(ck.get("iteration", 0))
-        self.step = int(ck.get("global_step", 0))
+        self.step = int(ck["global_step"]) if isinstance(ck.get("global_step"), int) else -1
         if ck.get("world_size", self.ctx.world_size) != self.ctx.world_size:
             self.log.warning("resuming a %s-process run on %s processes: the data order stays the same, BN groups change",
                              ck.get("world_size"), self.ctx.world_size)
-        self.log.info("resumed from %s (epoch %d, iteration %d, step %d)", path, self.epoch, self.iteration, self.step)
+        self.log.info("resumed from %s (epoch %d, iteration %d)", path, self.epoch, self.iteration)
 
     def _knn_loaders(self, workers: int) -> tuple[DataLoader, DataLoader, int]:
         tf = augment.eval_transform(self.args.crop_size)

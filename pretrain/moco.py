@@ -113,6 +113,8 @@ class MoCo(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         self.shuffle_generator = torch.Generator().manual_seed(seed + 1)  # CPU: same draws on any device
         self._pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._ptr: int | None = None  # host copy of queue_ptr: no device->host sync per step
+        self.register_load_state_dict_post_hook(lambda module, incompatible: setattr(module, "_ptr", None))
 
     # --- momentum encoder -------------------------------------------------------------------------
     @torch.no_grad()
@@ -163,10 +165,11 @@ class MoCo(nn.Module):
         n = keys.shape[0]
         if n > self.K:
             raise ValueError(f"batch of {n} keys is larger than the queue (K={self.K})")
-        ptr = int(self.queue_ptr)
+        ptr = int(self.queue_ptr) if self._ptr is None else self._ptr
         idx = (torch.arange(n, device=keys.device) + ptr) % self.K if ptr + n > self.K else slice(ptr, ptr + n)
         self.queue[:, idx] = keys.T.to(self.queue.dtype)
-        self.queue_ptr[0] = (ptr + n) % self.K
+        self._ptr = (ptr + n) % self.K
+        self.queue_ptr.fill_(self._ptr)
 
     def forward(self, im_q: torch.Tensor, im_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = F.normalize(self.encoder_q(im_q.contiguous(memory_format=self.memory_format)).float(), dim=1)

@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> Path:
     optimizer = sgd(model.parameters(), lr, args.momentum, args.weight_decay, device)
     workers = min(32, os.cpu_count() or 1) if args.workers is None else args.workers
     train_loader, val_loader = loaders(train, val, args.crop_size, args.batch_size, workers, speed.pin_memory, args.seed)
-    raw = model
-    if speed.compile:
+    if speed.compile:  # in place: state-dict keys stay torchvision's
         model.compile()
     log.info("supervised %s: %d classes, %d images, batch %d, lr %g, %d epochs, %s; %s", args.arch, len(train.classes),
              len(train.samples), args.batch_size, lr, args.epochs, "cosine" if args.cos else f"x0.1 at {args.schedule}",
@@ -85,7 +84,7 @@ def run(args: argparse.Namespace) -> Path:
         if val_loader is not None:
             r = evaluate(model, val_loader, device, speed.amp_dtype, speed.memory_format)
             log.info("epoch %d/%d val: acc@1 %.2f  acc@5 %.2f", epoch + 1, args.epochs, r["top1"], r["top5"])
-        state = {k: v.detach().cpu() for k, v in raw.state_dict().items()}
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         path = ckpt_io.save_atomic({"state_dict": state, "arch": args.arch, "epoch": epoch + 1},
                                    out / ckpt_io.checkpoint_name(epoch))
         ckpt_io.prune(out, args.keep_checkpoints)

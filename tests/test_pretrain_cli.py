@@ -124,6 +124,16 @@ def test_resume_at_an_epoch_boundary_is_exact(data, tmp_path):
     assert losses(tmp_path / "two") == losses(tmp_path / "ref")
 
 
+def test_resume_from_a_reference_layout_checkpoint(trained, data, tmp_path):
+    """A checkpoint with only the reference main_moco.py keys (epoch, arch, state_dict, optimizer) resumes."""
+    ck = torch.load(trained / "checkpoint_0000.pth.tar", map_location="cpu", weights_only=True)
+    torch.save({k: ck[k] for k in ("epoch", "arch", "state_dict", "optimizer")}, tmp_path / "ref.pth.tar")
+    last = main_moco.main([*TINY, "--mlp", "--epochs", "2", "--resume", str(tmp_path / "ref.pth.tar"),
+                           "--output-dir", str(tmp_path / "out"), str(data)])
+    assert last.name == "checkpoint_0001.pth.tar"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 6
+
+
 def test_unreadable_images_are_skipped_and_counted(data, tmp_path):
     root = tmp_path / "mixed"
     write_image_folder(root, classes=2, per_class=5, size=36)
