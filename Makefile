@@ -1,5 +1,7 @@
 # The README's two commands are `make demo` and `make test`; both run the setup first.
-PY := .venv/bin/python
+VENV ?= .venv
+export VENV
+PY := $(VENV)/bin/python
 export PYTHONWARNINGS ?= ignore::UserWarning:detectron2.model_zoo.model_zoo
 
 .PHONY: setup demo test doctor clean

@@ -11,12 +11,13 @@
 # The choice is printed and stored in .venv/detectron2-source.txt (shown by `python -m transfer.doctor`).
 #
 # Environment knobs: VENV (default .venv), PYTHON (interpreter used to create it),
-# TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1"), D2_GIT (upstream repository URL).
+# TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1"; empty keeps the installed torch, e.g. a
+# conda CUDA build: `VENV=$CONDA_PREFIX TORCH_SPEC= make setup`), D2_GIT (upstream repository URL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
-TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+TORCH_SPEC=${TORCH_SPEC-"torch==2.14.1 torchvision==0.29.1"}
 D2_GIT=${D2_GIT:-https://github.com/facebookresearch/detectron2.git}
 D2_PYPI=sal-detectron2==0.7.2
 
@@ -38,9 +39,13 @@ fi
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 quiet() { "$@" 2>&1 | grep -v -E "is ignored: it is neither a file nor a directory" || true; return "${PIPESTATUS[0]}"; }
 
-say "installing $TORCH_SPEC"
-# shellcheck disable=SC2086
-quiet "${pip[@]}" install -q $TORCH_SPEC
+if [ -n "$TORCH_SPEC" ]; then
+  say "installing $TORCH_SPEC"
+  # shellcheck disable=SC2086
+  quiet "${pip[@]}" install -q $TORCH_SPEC
+else
+  say "TORCH_SPEC empty: keeping the environment's torch ($("$VENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo none))"
+fi
 say "installing requirements.txt"
 quiet "${pip[@]}" install -q -r requirements.txt
 say "installing the suite (editable)"
