@@ -10,7 +10,7 @@ setup:
 	@bash scripts/setup_env.sh
 
 demo: setup
-	@$(PY) -m benchmarks.demo
+	@bash benchmarks/run_voc.sh --tiny
 
 test: setup
 	@$(PY) -m pytest -n 2 --dist loadfile -q
