@@ -50,12 +50,12 @@ def _truncate_csv(path: Path, keep: Any) -> None:
     if not path.exists():
         return
     text = path.read_text()
-    if not text.endswith("\n"):
+    if not text.endswith("\n"):  # a partial last line from a killed run
         text = text[: text.rfind("\n") + 1]
-    rows = list(csv.DictReader(io.StringIO(text)))
     if not text:
         path.unlink()
         return
+    rows = list(csv.DictReader(io.StringIO(text)))
     header = text.splitlines()[0].split(",")
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=header)

@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse flags; ``--preset`` replaces the defaults, so flags given explicitly still win."""
     parser = build_parser()
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", choices=sorted(PRESETS))

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pretrain.distributed import all_gather_cat, broadcast_, get_rank, get_world_size, is_distributed
+from pretrain.distributed import all_gather_cat, broadcast_, get_rank, is_distributed
 from pretrain.resnets import build_resnet
 
 

@@ -77,3 +77,18 @@ def test_suite_marker_and_version():
     marker = ck.suite_marker({"data": ck.Path("/d"), "schedule": (120, 160), "lr": 0.03})
     assert marker == {"name": "moco-transfer-bench", "format": 1, "moco_version": "v1",
                       "args": {"data": "/d", "schedule": [120, 160], "lr": 0.03}}
+
+
+def test_metrics_csv_is_cut_back_to_the_resumed_step(tmp_path):
+    from pretrain.logs import MetricsLog
+
+    log = MetricsLog(tmp_path, resume_step=None, tensorboard=False)
+    for step in range(1, 6):
+        log.step({"step": step, "epoch": 0, "iter": step - 1, "loss": 1.0 / step, "acc1": 0.0, "acc5": 0.0, "lr": 0.1})
+    log.close()
+    with open(tmp_path / "metrics.csv", "a") as f:
+        f.write("6,0,5,0.16")  # a row cut short by a kill
+    MetricsLog(tmp_path, resume_step=3, tensorboard=False).close()
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("step,") and [ln.split(",")[0] for ln in lines[1:]] == ["1", "2", "3"]
+    assert float(lines[2].split(",")[3]) == 0.5  # full precision kept
