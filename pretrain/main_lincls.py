@@ -104,13 +104,13 @@ def check_backbone_unchanged(model: nn.Module, backbone: dict[str, torch.Tensor]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    train, val = labeled_folders(args.data)  # check the inputs before anything is written
+    arch, backbone = load_backbone(args.pretrained, args.arch)
     out = Path(args.output_dir).expanduser()
     log = setup_logging(out)
     device = torch.device("cuda", args.gpu or 0) if use_cuda(args) else torch.device("cpu")
     speed = resolve_speed(args, device)
     torch.manual_seed(args.seed)
-    train, val = labeled_folders(args.data)
-    arch, backbone = load_backbone(args.pretrained, args.arch)
     model = build_linear_model(arch, backbone, len(train.classes), args.pretrained)
     model.to(device, memory_format=speed.memory_format)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -59,12 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> Path:
+    train, val = labeled_folders(args.data, need_val=False)  # check the inputs before anything is written
     out = Path(args.output_dir).expanduser()
     log = setup_logging(out)
     device = torch.device("cuda", args.gpu or 0) if use_cuda(args) else torch.device("cpu")
     speed = resolve_speed(args, device)
     torch.manual_seed(args.seed)
-    train, val = labeled_folders(args.data, need_val=False)
     lr = args.lr if args.lr is not None else 0.1 * args.batch_size / 256
     model = build_resnet(args.arch, num_classes=len(train.classes)).to(device, memory_format=speed.memory_format)
     optimizer = sgd(model.parameters(), lr, args.momentum, args.weight_decay, device)

@@ -85,7 +85,8 @@ def test_linear_protocol_and_supervised_counterpart(trained, data, tmp_path):
                             "--max-iters", "1", "--output-dir", str(tmp_path / "lin2"), str(data)])
     assert res["arch"] == "resnet18"
     with pytest.raises(SystemExit, match="holds a resnet18, not a resnet50"):
-        main_lincls.main(["-a", "resnet50", "--pretrained", str(sup), str(data)])
+        main_lincls.main(["-a", "resnet50", "--pretrained", str(sup), "--output-dir", str(tmp_path / "x"), str(data)])
+    assert not (tmp_path / "x").exists()  # nothing written for bad input
 
 
 def test_resume_after_kill_continues_the_same_loss_curve(data, tmp_path):
