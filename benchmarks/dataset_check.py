@@ -2,7 +2,9 @@
 
 ``check_voc(root)``, ``check_coco(root)`` and ``check_cityscapes(root, task)`` return a list of
 problem lines (empty means OK); each names the offending file and what to do about it. At most
-``MAX_PER_KIND`` lines are kept per kind of problem, followed by a count of the rest. CLI::
+``MAX_PER_KIND`` lines are kept per kind of problem, followed by a count of the rest. ``check_coco`` and
+``check_cityscapes`` also take a ``notes`` list that receives facts worth knowing that are not errors
+(e.g. how many images have no annotations and what Detectron2 does with them). CLI::
 
     python -m benchmarks.dataset_check voc|coco|cityscapes [--root DIR] [--task sem_seg]
 
@@ -222,7 +224,7 @@ def _check_coco_categories(path: Path, categories: list, problems: Problems) -> 
     return {c["id"] for c in cats}
 
 
-def _check_coco_split(base: Path, split: str, need_masks: bool, problems: Problems) -> None:
+def _check_coco_split(base: Path, split: str, need_masks: bool, problems: Problems, notes: list[str]) -> None:
     path = base / "annotations" / f"instances_{split}.json"
     image_dir = base / split
     if not image_dir.is_dir():
@@ -240,7 +242,14 @@ def _check_coco_split(base: Path, split: str, need_masks: bool, problems: Proble
         return
     cat_ids = _check_coco_categories(path, doc["categories"], problems)
     image_ids = _check_coco_images(path, doc["images"], image_dir, problems)
-    _check_coco_annotations(path, doc["annotations"], image_ids, cat_ids, need_masks, problems)
+    annotated = _check_coco_annotations(path, doc["annotations"], image_ids, cat_ids, need_masks, problems)
+    empty = len(image_ids - annotated)
+    if image_ids and empty == len(image_ids):
+        problems.add("no-annotations", f"{path}: none of its {len(image_ids)} images has an annotation; "
+                                       "there is nothing to train on or to evaluate")
+    elif empty:
+        notes.append(f"{path}: {empty} of {len(image_ids)} images have no annotations; Detectron2 leaves them out "
+                     "of training (DATALOADER.FILTER_EMPTY_ANNOTATIONS) and keeps them in evaluation")
 
 
 def _check_coco_images(path: Path, images: list, image_dir: Path, problems: Problems) -> set:
@@ -262,8 +271,10 @@ _ANN_KEYS = ("id", "image_id", "category_id", "bbox")
 
 
 def _check_coco_annotations(path: Path, anns: list, image_ids: set, cat_ids: set, need_masks: bool,
-                            problems: Problems) -> None:
+                            problems: Problems) -> set:
+    """Check every annotation; return the ids of the images that have at least one."""
     seen: set = set()
+    annotated: set = set()
     for k, ann in enumerate(anns):
         if not isinstance(ann, dict) or any(key not in ann for key in _ANN_KEYS):
             problems.add("bad-annotation", f"{path}: annotations[{k}] needs {', '.join(_ANN_KEYS)}")
@@ -273,6 +284,7 @@ def _check_coco_annotations(path: Path, anns: list, image_ids: set, cat_ids: set
             problems.add("bad-annotation", f"{where}: duplicate annotation id "
                                            "(Detectron2 asserts unique ids)")
         seen.add(ann["id"])
+        annotated.add(ann["image_id"])
         if ann["image_id"] not in image_ids:
             problems.add("unknown-image-id", f"{where}: image_id {ann['image_id']} is not in 'images'")
         if ann["category_id"] not in cat_ids:
@@ -285,17 +297,20 @@ def _check_coco_annotations(path: Path, anns: list, image_ids: set, cat_ids: set
         if need_masks and not _valid_segmentation(ann.get("segmentation")):
             problems.add("missing-segmentation", f"{where}: no usable segmentation (polygons with >= 3 "
                                                  "points or RLE), needed to train mask heads")
+    return annotated
 
 
-def check_coco(root: Path | str, splits: Sequence[str] = COCO_SPLITS, need_masks: bool = True) -> list[str]:
+def check_coco(root: Path | str, splits: Sequence[str] = COCO_SPLITS, need_masks: bool = True,
+               notes: list[str] | None = None) -> list[str]:
     """Check ``<root>/coco/<split>/`` and ``<root>/coco/annotations/instances_<split>.json``."""
     root, problems = Path(root), Problems()
+    notes = [] if notes is None else notes
     base = root / "coco"
     if not base.is_dir():
         problems.add("missing-dir", f"{base}: directory missing")
         return problems.lines()
     for split in splits:
-        _check_coco_split(base, split, need_masks, problems)
+        _check_coco_split(base, split, need_masks, problems, notes)
     return problems.lines()
 
 
@@ -303,18 +318,73 @@ def check_coco(root: Path | str, splits: Sequence[str] = COCO_SPLITS, need_masks
 
 
 def check_cityscapes(root: Path | str, task: str = "instance_seg",
-                     splits: Sequence[str] = CITYSCAPES_SPLITS) -> list[str]:
-    """Check ``<root>/cityscapes/{leftImg8bit,gtFine}/<split>/<city>/`` for ``task``."""
+                     splits: Sequence[str] = CITYSCAPES_SPLITS, notes: list[str] | None = None) -> list[str]:
+    """Check ``<root>/cityscapes/{leftImg8bit,gtFine}/<split>/<city>/`` for ``task``.
+
+    Beyond the files: every ``*_gtFine_polygons.json`` parses with the keys Detectron2 reads; for
+    ``instance_seg`` its labels are Cityscapes label names and its polygons have >= 3 points; for
+    ``sem_seg`` every ``*_gtFine_labelTrainIds.png`` holds only train ids 0-18 and 255 (ignore).
+    """
     if task not in CITYSCAPES_GT_SUFFIXES:
         raise ValueError(f"task must be one of {sorted(CITYSCAPES_GT_SUFFIXES)}, not {task!r}")
     root, problems = Path(root), Problems()
+    notes = [] if notes is None else notes
     base = root / "cityscapes"
     for split in splits:
-        _check_cityscapes_split(base, split, CITYSCAPES_GT_SUFFIXES[task], problems)
+        _check_cityscapes_split(base, split, task, problems, notes)
     return problems.lines()
 
 
-def _check_cityscapes_split(base: Path, split: str, suffixes: Sequence[str], problems: Problems) -> None:
+def _cityscapes_polygons_problems(path: Path, instance_task: bool) -> tuple[list[str], int]:
+    """Problems of one ``*_gtFine_polygons.json`` and its number of thing instances (Detectron2's 8 classes)."""
+    from cityscapesscripts.helpers.labels import name2label
+
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [f"{path}: cannot read as JSON ({exc})"], 0
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), int) for k in ("imgHeight", "imgWidth")):
+        return [f"{path}: needs integer 'imgHeight' and 'imgWidth' (Detectron2 reads the image size there)"], 0
+    if not instance_task:
+        return [], 0
+    if not isinstance(doc.get("objects"), list):
+        return [f"{path}: needs an 'objects' list (the instance annotations Detectron2 reads)"], 0
+    out, things = [], 0
+    for k, obj in enumerate(doc["objects"]):
+        if not isinstance(obj, dict) or "deleted" in obj:
+            continue
+        name = str(obj.get("label"))
+        label = name2label.get(name[: -len("group")] if name.endswith("group") else name)
+        if label is None:
+            out.append(f"{path}: objects[{k}] has unknown label {name!r} (not a cityscapesscripts label name)")
+            continue
+        poly = obj.get("polygon")
+        if not (isinstance(poly, list) and len(poly) >= 3 and all(isinstance(p, list) and len(p) == 2 for p in poly)):
+            out.append(f"{path}: objects[{k}] ({name!r}) needs a 'polygon' of >= 3 [x, y] points")
+            continue
+        things += label.hasInstances and not label.ignoreInEval
+    return out, things
+
+
+def _train_ids_problem(path: Path) -> str | None:
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            counts = np.bincount(np.asarray(img, dtype=np.uint8).ravel(), minlength=256)
+    except (OSError, ValueError) as exc:
+        return f"{path}: cannot read as an 8-bit label image ({exc})"
+    bad = [v for v in np.nonzero(counts)[0].tolist() if v > 18 and v != 255]
+    if bad:
+        return (f"{path}: holds values {bad[:5]} that are neither train ids 0-18 nor 255 (ignore); regenerate it "
+                "with csCreateTrainIdLabelImgs (cityscapesscripts)")
+    return None
+
+
+def _check_cityscapes_split(base: Path, split: str, task: str, problems: Problems, notes: list[str]) -> None:
+    suffixes = CITYSCAPES_GT_SUFFIXES[task]
+    frames = without_things = 0
     img_root, gt_root = base / "leftImg8bit" / split, base / "gtFine" / split
     for d in (img_root, gt_root):
         if not d.is_dir():
@@ -338,6 +408,17 @@ def _check_cityscapes_split(base: Path, split: str, suffixes: Sequence[str], pro
                                            "(Detectron2 asserts every file there is one); remove it")
                 continue
             stem = name[: -len("leftImg8bit.png")]
+            frames += 1
+            if stem + "gtFine_polygons.json" in gt_files:
+                lines, things = _cityscapes_polygons_problems(gt_root / city / (stem + "gtFine_polygons.json"),
+                                                              task == "instance_seg")
+                for line in lines:
+                    problems.add("bad-polygons", line)
+                without_things += not lines and not things
+            if task == "sem_seg" and stem + "gtFine_labelTrainIds.png" in gt_files:
+                line = _train_ids_problem(gt_root / city / (stem + "gtFine_labelTrainIds.png"))
+                if line:
+                    problems.add("bad-trainids", line)
             for suffix in suffixes:
                 if not gt_files or stem + suffix in gt_files:
                     continue  # a missing/empty city folder is reported once above
@@ -349,6 +430,15 @@ def _check_cityscapes_split(base: Path, split: str, suffixes: Sequence[str], pro
                 else:
                     problems.add("missing-gt", f"{gt}: missing gtFine counterpart of "
                                                f"{img_root / city / name}")
+    if task != "instance_seg" or not without_things:
+        return
+    if without_things == frames:
+        problems.add("no-annotations", f"{gt_root}: none of its {frames} frames has an instance of the 8 thing "
+                                       "classes; there is nothing to train on or to evaluate")
+    else:
+        notes.append(f"{gt_root}: {without_things} of {frames} frames have no instance of the 8 thing classes; "
+                     "Detectron2 leaves them out of training (DATALOADER.FILTER_EMPTY_ANNOTATIONS) and keeps them "
+                     "in evaluation")
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -383,13 +473,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = default_root() if args.root is None else args.root
     kwargs: dict[str, Any] = {}
+    notes: list[str] = []
     if args.dataset == "cityscapes":
-        kwargs["task"] = args.task
+        kwargs.update(task=args.task, notes=notes)
     if args.dataset == "coco":
-        kwargs["need_masks"] = not args.no_masks
+        kwargs.update(need_masks=not args.no_masks, notes=notes)
     problems = check(args.dataset, root, **kwargs)
     for line in problems:
         print(line)
+    for line in notes:
+        print(f"note: {line}")
     if problems:
         print(f"{args.dataset}: layout under {root} has problems (see above)", file=sys.stderr)
         return 1

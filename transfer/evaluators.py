@@ -4,7 +4,14 @@ VOC: Detectron2's PascalVOCDetectionEvaluator (VOC07 11-point metric on voc_2007
 mean over IoU 0.50:0.05:0.95). The subclass here averages over the classes that have ground truth:
 identical on real VOC07 test (all 20 classes present); on subsets (tiny data) a class with no
 ground truth would otherwise make the mean NaN. It also reports per-class AP50.
-COCO: COCOEvaluator with the pure-Python pycocotools path (Detectron2's compiled evaluator may be absent).
+COCO: COCOEvaluator with the pure-Python pycocotools path (Detectron2's compiled evaluator may be absent),
+box AP and, with MODEL.MASK_ON, mask AP (AP, AP50, AP75, APs/APm/APl, per category); a model without any
+detection scores 0 instead of Detectron2's NaN.
+Cityscapes instance segmentation: the official cityscapesscripts evaluator through Detectron2's
+CityscapesInstanceEvaluator (mask AP and AP50 over the 8 thing classes); the script's matches.json goes
+to the output folder instead of the working directory.
+Cityscapes semantic segmentation: Detectron2's SemSegEvaluator on the 19 train ids (ignore 255): mIoU,
+per-class IoU, pixel accuracy. IoUs are accumulated over the whole split, as in cityscapesscripts.
 """
 
 from __future__ import annotations
@@ -15,7 +22,13 @@ import xml.etree.ElementTree as ET
 from collections import OrderedDict
 
 import numpy as np
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDetectionEvaluator
+from detectron2.evaluation import (
+    CityscapesInstanceEvaluator,
+    COCOEvaluator,
+    DatasetEvaluator,
+    PascalVOCDetectionEvaluator,
+    SemSegEvaluator,
+)
 from detectron2.evaluation.pascal_voc_evaluation import voc_eval
 from detectron2.utils import comm
 
@@ -65,12 +78,56 @@ class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
         return ret
 
 
+class COCOEvaluatorZeroWithoutDetections(COCOEvaluator):
+    """COCOEvaluator scoring a model with no detection at all as AP 0 (recall 0), not NaN as Detectron2 does;
+    an area range without ground truth stays NaN (undefined in pycocotools too)."""
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        if coco_eval is not None:
+            return super()._derive_coco_results(coco_eval, iou_type, class_names)
+        self._logger.warning(f"no {iou_type} detections on the whole split: AP 0")
+        areas = [a.get("area", 0) for a in self._coco_api.dataset["annotations"] if not a.get("iscrowd", 0)]
+        present = {"AP": bool(areas), "APs": any(a <= 32**2 for a in areas),
+                   "APm": any(32**2 <= a <= 96**2 for a in areas), "APl": any(a >= 96**2 for a in areas)}
+        return {m: 0.0 if present.get(m, present["AP"]) else float("nan")
+                for m in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+
+
+class CityscapesInstanceEvaluatorInFolder(CityscapesInstanceEvaluator):
+    """CityscapesInstanceEvaluator writing cityscapesscripts' ``matches.json`` into ``output_folder``."""
+
+    def __init__(self, dataset_name: str, output_folder: str) -> None:
+        super().__init__(dataset_name)
+        self._output_folder = output_folder
+
+    def evaluate(self):
+        import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as cs_eval
+
+        write = cs_eval.writeDict2JSON
+        os.makedirs(self._output_folder, exist_ok=True)
+
+        def write_in_folder(data, name):
+            return write(data, name if os.path.isabs(name) else os.path.join(self._output_folder, name))
+
+        cs_eval.writeDict2JSON = write_in_folder
+        try:
+            return super().evaluate()
+        finally:
+            cs_eval.writeDict2JSON = write
+
+
 def build_evaluator(cfg, dataset_name: str, output_folder: str) -> DatasetEvaluator:
     """The paper's evaluator for a registered dataset."""
     if dataset_name.startswith("voc_"):
         return VOCDetectionEvaluator(dataset_name)
     if dataset_name.startswith("coco_"):
-        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        return COCOEvaluatorZeroWithoutDetections(dataset_name, tasks=tasks, output_dir=output_folder,
+                                                  use_fast_impl=False)
+    if dataset_name.startswith("cityscapes_fine_instance_seg_"):
+        return CityscapesInstanceEvaluatorInFolder(dataset_name, output_folder)
+    if dataset_name.startswith("cityscapes_fine_sem_seg_"):
+        return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
     raise ValueError(f"no evaluator configured for dataset {dataset_name!r}")
 
 
@@ -87,4 +144,8 @@ def paper_metrics(task: str, results: dict) -> dict[str, float]:
                 if k in r:
                     out[dst + suffix] = r[k]
         return out
+    if task == "cityscapes_instance":
+        return {"APmk": results["segm"]["AP"], "APmk50": results["segm"]["AP50"]}
+    if task == "cityscapes_semseg":
+        return {"mIoU": results["sem_seg"]["mIoU"]}
     raise ValueError(f"unknown task {task!r}")

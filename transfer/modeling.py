@@ -7,6 +7,8 @@
 * ``build_resnet_dc5_reduce_backbone`` — the paper's R50-dilated-C5: res5 with dilation 2 / stride 1,
   followed by a 3x3 conv + norm + ReLU reducing to ``MODEL.DC5_REDUCE.CHANNELS`` (512) channels, which
   the RPN and the 2-fc box head read as feature ``res5``.
+
+Importing this module also registers the semantic-segmentation pieces of ``transfer/semseg.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ def add_suite_config(cfg: CfgNode) -> CfgNode:
     """Config keys this suite adds to Detectron2's defaults."""
     cfg.MODEL.DC5_REDUCE = CfgNode()
     cfg.MODEL.DC5_REDUCE.CHANNELS = 512  # paper: "a 3x3 convolution (with BN) that reduces dimension to 512"
+    # FCN head of transfer/semseg.py (paper A.4): N extra 3x3 convs with this dilation before the classifier
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CONVS = 2
+    cfg.MODEL.SEM_SEG_HEAD.DILATION = 6
+    # Random rescaling of whole training images (semantic segmentation); when enabled, the training
+    # loader uses transfer.semseg.scale_crop_flip_mapper (scale, then INPUT.CROP, then INPUT.RANDOM_FLIP)
+    cfg.INPUT.RANDOM_SCALE = CfgNode()
+    cfg.INPUT.RANDOM_SCALE.ENABLED = False
+    cfg.INPUT.RANDOM_SCALE.RANGE = (0.5, 2.0)
     return cfg
 
 
@@ -75,3 +85,6 @@ class ResNetDC5Reduce(Backbone):
 @BACKBONE_REGISTRY.register()
 def build_resnet_dc5_reduce_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> Backbone:
     return ResNetDC5Reduce(cfg, input_shape)
+
+
+import transfer.semseg  # noqa: E402,F401  (registers the FCN head and the dilated-C5 backbone)

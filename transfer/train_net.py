@@ -31,14 +31,16 @@ if __package__ in (None, ""):  # run as `python transfer/train_net.py`
 import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
+from detectron2.data import build_detection_train_loader  # noqa: E402
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
-import transfer.modeling  # noqa: E402,F401  (registers the extra-norm head and the DC5 backbone)
+import transfer.modeling  # noqa: E402,F401  (registers the extra-norm head, DC5 backbone, FCN head)
 from results.records import write_record  # noqa: E402
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of  # noqa: E402
 from transfer.evaluators import build_evaluator, paper_metrics  # noqa: E402
 from transfer.modeling import add_suite_config  # noqa: E402
+from transfer.semseg import scale_crop_flip_mapper  # noqa: E402
 
 CONVERTIBLE = (".pth", ".pth.tar", ".pt", ".tar", ".ckpt")
 logger = logging.getLogger("transfer.train_net")
@@ -49,11 +51,17 @@ class SetupError(Exception):
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with the suite's evaluators."""
+    """DefaultTrainer with the suite's evaluators and, when the config asks, the scale/crop/flip loader."""
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        if cfg.INPUT.RANDOM_SCALE.ENABLED:  # semantic segmentation (paper A.4): random scale, crop, flip
+            return build_detection_train_loader(cfg, mapper=scale_crop_flip_mapper(cfg))
+        return super().build_train_loader(cfg)
 
 
 # ------------------------------------------------------------------------- config and metadata
@@ -76,11 +84,17 @@ def task_of(cfg: CfgNode) -> str:
         return "voc_det"
     if all(n.startswith("coco_") for n in names):
         return "coco_maskrcnn" if cfg.MODEL.MASK_ON else "coco_det"
+    if all(n.startswith("cityscapes_fine_instance_seg_") for n in names):
+        return "cityscapes_instance"
+    if all(n.startswith("cityscapes_fine_sem_seg_") for n in names):
+        return "cityscapes_semseg"
     return "custom"
 
 
 def arch_of(cfg: CfgNode) -> str:
     depth = f"R{cfg.MODEL.RESNETS.DEPTH}"
+    if cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor" and cfg.MODEL.SEM_SEG_HEAD.NAME == "FCNDilatedHead":
+        return f"{depth}-dilated-FCN16s"
     if cfg.MODEL.BACKBONE.NAME == "build_resnet_dc5_reduce_backbone" or cfg.MODEL.RESNETS.RES5_DILATION == 2:
         return f"{depth}-dilated-C5"
     if "fpn" in cfg.MODEL.BACKBONE.NAME:
@@ -92,6 +106,8 @@ def schedule_of(cfg: CfgNode, task: str) -> str:
     it = cfg.SOLVER.MAX_ITER
     if task.startswith("coco") and it in (90000, 180000):
         return {90000: "1x", 180000: "2x"}[it]
+    if task == "cityscapes_instance" and it == 24000:
+        return "d2-cityscapes"  # Detectron2's Cityscapes Mask R-CNN schedule
     return f"{it // 1000}k" if it % 1000 == 0 else f"{it}it"
 
 

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# COCO Mask R-CNN transfer (MoCo paper Table 5). `bash benchmarks/run_coco.sh --help` for flags.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+py=${VENV:-$repo/.venv}/bin/python
+[ -x "$py" ] || { echo "run_coco.sh: no environment yet; run 'make setup' first" >&2; exit 2; }
+exec "$py" -m benchmarks.run_coco "$@"
