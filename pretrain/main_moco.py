@@ -288,7 +288,9 @@ class Trainer:
         if not self.ctx.is_main:
             self.pending = []
             return None
-        self._write_pending()  # metrics.csv must cover every step the checkpoint contains
+        self._write_pending()  # metrics.csv must cover every step the checkpoint contains...
+        if self.metrics is not None:
+            self.metrics.flush()  # ...on disk, before the checkpoint exists (a kill may follow at once)
         a = {k: v for k, v in vars(self.args).items() if not k.startswith("_")}
         state = {
             "epoch": epoch_index if iteration else epoch_index + 1,
