@@ -66,6 +66,11 @@ def bar_chart(table: Table, path: str | os.PathLike) -> Path | None:
     ax.set_ylabel("percent")
     ax.set_title(f"{table.title}" + (f"\n({TINY_NOTE})" if table.tiny else ""), fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    """Lay out, write and close ``fig``."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +104,4 @@ def training_curves(table: Table, path: str | os.PathLike) -> Path | None:
         ax.set_title(key, fontsize=9)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{table.title}" + (f" ({TINY_NOTE})" if table.tiny else ""), fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
