@@ -134,6 +134,7 @@ def prepare_weights(cfg: CfgNode) -> dict[str, Any]:
     weights = cfg.MODEL.WEIGHTS
     if not weights:
         return {"kind": "random", "weights": None, "sha256": None}
+    prov = None
     if weights.endswith(CONVERTIBLE) and not is_detectron2_checkpoint(weights):
         from transfer.convert import convert
 
@@ -141,12 +142,13 @@ def prepare_weights(cfg: CfgNode) -> dict[str, Any]:
         src_sha = sha256_of(weights) if Path(weights).is_file() else None
         prov = weights_provenance(str(out)) if out.exists() else None
         if prov is None or prov.get("sha256") != src_sha:
-            convert(weights, out, log=logger.info)
+            prov = convert(weights, out, log=logger.info)
         cfg.MODEL.WEIGHTS = str(out)
     local = cfg.MODEL.WEIGHTS
     if "://" not in local and not Path(local).is_file():
         raise SetupError(f"MODEL.WEIGHTS not found: {local}")
-    prov = weights_provenance(local) if "://" not in local else None
+    if prov is None and "://" not in local:
+        prov = weights_provenance(local)
     if prov and prov.get("input_format") == "RGB":
         wrong = []
         if cfg.INPUT.FORMAT != "RGB":
