@@ -126,8 +126,10 @@ def test_mlp_head_of_moco_v2_is_dropped(tmp_path: Path) -> None:
 def test_each_depth_and_width_matches_detectron2(tmp_path: Path, arch: str) -> None:
     src = save_moco(tmp_path / f"{arch}.pth", randomized(arch))
     prov = convert(src, log=lambda *a: None)
+    src.unlink()  # the widest pair is ~3 GB on disk; keep the peak to one file at a time
     assert prov["arch"] == arch
     data = load_pkl(tmp_path / f"{arch}.pkl")
+    (tmp_path / f"{arch}.pkl").unlink()
     spec = prov["resnet"]
     if arch in ("resnet50", "resnet101", "resnet152"):
         assert (spec["stem_out"], spec["res2_out"], spec["width_per_group"]) == (64, 256, 64)
