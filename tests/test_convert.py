@@ -51,9 +51,10 @@ def load_pkl(path: Path) -> dict:
         return pickle.load(f)
 
 
-def save_moco(path: Path, net: torch.nn.Module, prefix: str = "module.encoder_q.", **extra) -> Path:
+def save_moco(path: Path, net: torch.nn.Module, prefix: str = "module.encoder_q.", with_key: bool = True,
+              **extra) -> Path:
     sd = {prefix + k: v for k, v in net.state_dict().items()}
-    if prefix.startswith("module.encoder_q"):
+    if prefix.startswith("module.encoder_q") and with_key:
         sd.update({"module.encoder_k." + k: v.clone() for k, v in net.state_dict().items()})
         sd["module.queue"] = torch.randn(128, 16)
         sd["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
@@ -124,7 +125,8 @@ def test_mlp_head_of_moco_v2_is_dropped(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("arch", ["resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "resnet50w2", "resnet50w4"])
 def test_each_depth_and_width_matches_detectron2(tmp_path: Path, arch: str) -> None:
-    src = save_moco(tmp_path / f"{arch}.pth", randomized(arch))
+    # No key encoder: the format tests cover it, and it would double the widest file to 3 GB.
+    src = save_moco(tmp_path / f"{arch}.pth", randomized(arch), with_key=False)
     prov = convert(src, log=lambda *a: None)
     src.unlink()  # the widest pair is ~3 GB on disk; keep the peak to one file at a time
     assert prov["arch"] == arch
