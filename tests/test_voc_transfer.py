@@ -177,6 +177,8 @@ def test_train_net_runs_a_tiny_trial_records_it_and_resumes(tiny_root: Path, tmp
 
     assert set(per_class) == set(VOC_CLASSES_USED)  # averaged over classes with ground truth only
     assert (out / "last_checkpoint").exists() and (out / "metrics.json").exists()
+    # SOLVER.KEEP_CHECKPOINTS (1): the periodic checkpoint of iteration 1 was pruned once iteration 3's was written
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000003.pth", "model_final.pth"]
 
     # resume: continues from the last checkpoint (iteration 4) up to the new MAX_ITER
     assert cli(["--resume", *base, *_fast_opts(out, 6)]) == 0

@@ -37,6 +37,9 @@ def add_suite_config(cfg: CfgNode) -> CfgNode:
     cfg.INPUT.RANDOM_SCALE = CfgNode()
     cfg.INPUT.RANDOM_SCALE.ENABLED = False
     cfg.INPUT.RANDOM_SCALE.RANGE = (0.5, 2.0)
+    # Periodic checkpoints kept per run (0: all, as Detectron2 does). One is enough to resume: the older
+    # file is removed only after the newer one is written; model_final.pth is never removed.
+    cfg.SOLVER.KEEP_CHECKPOINTS = 1
     return cfg
 
 

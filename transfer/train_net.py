@@ -33,6 +33,7 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.data import build_detection_train_loader  # noqa: E402
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.engine.hooks import PeriodicCheckpointer  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
 import transfer.modeling  # noqa: E402,F401  (registers the extra-norm head, DC5 backbone, FCN head)
@@ -62,6 +63,14 @@ class Trainer(DefaultTrainer):
         if cfg.INPUT.RANDOM_SCALE.ENABLED:  # semantic segmentation (paper A.4): random scale, crop, flip
             return build_detection_train_loader(cfg, mapper=scale_crop_flip_mapper(cfg))
         return super().build_train_loader(cfg)
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        keep = self.cfg.SOLVER.KEEP_CHECKPOINTS
+        for h in hooks:
+            if isinstance(h, PeriodicCheckpointer) and keep > 0:
+                h.max_to_keep = keep  # fvcore's own pruning: 5 trials x 3 rows of R50 would otherwise fill disks
+        return hooks
 
 
 # ------------------------------------------------------------------------- config and metadata
