@@ -7,7 +7,9 @@ chosen here, before any test module imports Detectron2, and generated once per t
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 import torch
 
 _TINY_ROOT = Path(tempfile.mkdtemp(prefix="tiny_datasets_"))
+atexit.register(shutil.rmtree, _TINY_ROOT, ignore_errors=True)
 os.environ["DETECTRON2_DATASETS"] = str(_TINY_ROOT)
 torch.set_num_threads(1)
 
