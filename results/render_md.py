@@ -28,17 +28,14 @@ def cell_md(cell: Cell, std: bool = True) -> str:
 
 
 def _row_md(row: Row, table: Table, std: bool) -> str:
-    cols = [_esc(row.display)]
-    if table.has_paper_rows:
-        cols.append(_esc(row.source_text))
-    cols.append(row.trials_text())
+    cols = [_esc(c) for c in table.lead_cells(row)]
     cols += [cell_md(row.cells[m], std=std and row.measured) for m in table.metrics]
     return "| " + " | ".join(cols) + " |"
 
 
 def table_md(table: Table, std: bool = True) -> str:
     """One table: heading, pipe table, caption and notes."""
-    head = ["pre-train"] + (["source"] if table.has_paper_rows else []) + ["trials"] + table.metrics
+    head = table.lead_columns + table.metrics
     lines = [f"### {table.title}", ""]
     if table.tiny:
         lines += ["> **Small-scale demonstration — not the paper's protocol.**", ""]

@@ -52,21 +52,16 @@ def cell_tex(cell: Cell, std: bool = True) -> str:
 
 
 def _row_tex(row: Row, table: Table, std: bool) -> str:
-    cols = [esc(row.display)]
-    if table.has_paper_rows:
-        cols.append(esc(row.source_text))
-    cols.append(esc(row.trials_text()))
+    cols = [esc(c) for c in table.lead_cells(row)]
     cols += [cell_tex(row.cells[m], std=std and row.measured) for m in table.metrics]
     return " & ".join(cols) + r" \\"
 
 
 def table_tex(table: Table, std: bool = True) -> str:
     """One ``table`` environment with a booktabs ``tabular``."""
-    n_left = 3 if table.has_paper_rows else 2
-    head = ["pre-train"] + (["source"] if table.has_paper_rows else []) + ["trials"]
-    head += [metric_tex(m) for m in table.metrics]
+    head = table.lead_columns + [metric_tex(m) for m in table.metrics]
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             r"\begin{tabular}{" + "l" * n_left + "c" * len(table.metrics) + "}", r"\toprule",
+             r"\begin{tabular}{" + "l" * len(table.lead_columns) + "c" * len(table.metrics) + "}", r"\toprule",
              " & ".join(head) + r" \\", r"\midrule"]
     prev_measured = True
     for row in table.rows:

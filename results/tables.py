@@ -179,6 +179,15 @@ class Table:
     def has_paper_rows(self) -> bool:
         return any(not r.measured for r in self.rows)
 
+    @property
+    def lead_columns(self) -> list[str]:
+        """Headers of the text columns before the metrics: pre-train, source (with paper rows), trials."""
+        return ["pre-train"] + (["source"] if self.has_paper_rows else []) + ["trials"]
+
+    def lead_cells(self, row: Row) -> list[str]:
+        """``row``'s text under :attr:`lead_columns`."""
+        return [row.display] + ([row.source_text] if self.has_paper_rows else []) + [row.trials_text()]
+
     def measured_rows(self) -> list[Row]:
         return [r for r in self.rows if r.measured]
 
