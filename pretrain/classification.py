@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import time
@@ -15,8 +16,34 @@ from torch.utils.data import DataLoader
 from pretrain import augment
 from pretrain.data import DataError, ImageDataset, ImageList, check_readable, scan_images, split_dir
 from pretrain.logs import format_seconds
+from pretrain.speed import add_speed_args
 
 log = logging.getLogger("pretrain")
+
+
+def add_training_args(p: argparse.ArgumentParser, *, epochs: int, lr: float | None, schedule: list[int],
+                      weight_decay: float, lr_help: str | None = None) -> None:
+    """The optimisation and data flags both trainers share, with each recipe's defaults."""
+    p.add_argument("-j", "--workers", type=int, default=None, help="default min(32, CPUs)")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("-b", "--batch-size", type=int, default=256)
+    p.add_argument("--lr", "--learning-rate", type=float, default=lr, help=lr_help)
+    p.add_argument("--schedule", type=int, nargs="*", default=schedule)
+    p.add_argument("--cos", action="store_true", help="cosine schedule instead of steps")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=weight_decay)
+    p.add_argument("-p", "--print-freq", type=int, default=10)
+    p.add_argument("--crop-size", type=int, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-iters", type=int, default=0, help="cap iterations per epoch (smoke tests)")
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """Device, speed and debugging flags both trainers share."""
+    p.add_argument("--gpu", type=int, default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_speed_args(p)
+    p.add_argument("--debug", action="store_true")
 
 
 def labeled_folders(data: str, need_val: bool = True) -> tuple[ImageList, ImageList | None]:

@@ -27,13 +27,14 @@ import torch
 import torch.nn as nn
 
 from pretrain import checkpoint as ckpt_io
-from pretrain.classification import evaluate, labeled_folders, loaders, train_epoch
+from pretrain.classification import (add_device_args, add_training_args, evaluate, labeled_folders, loaders,
+                                     train_epoch)
 from pretrain.data import DataError
 from pretrain.distributed import LaunchError, use_cuda
 from pretrain.logs import setup_logging
 from pretrain.resnets import ARCHS, build_resnet
 from pretrain.schedule import epoch_lr
-from pretrain.speed import add_speed_args, resolve_speed
+from pretrain.speed import resolve_speed
 
 
 class UsageError(Exception):
@@ -46,25 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA_DIR", help="folder with train/<class>/ and val/<class>/")
     p.add_argument("-a", "--arch", default=None, choices=ARCHS, help="default: the checkpoint's arch")
     p.add_argument("--pretrained", required=True, help="MoCo checkpoint or torchvision-style state dict")
-    p.add_argument("-j", "--workers", type=int, default=None, help="default min(32, CPUs)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("-b", "--batch-size", type=int, default=256)
-    p.add_argument("--lr", "--learning-rate", type=float, default=30.0)
-    p.add_argument("--schedule", type=int, nargs="*", default=[60, 80])
-    p.add_argument("--cos", action="store_true", help="cosine schedule instead of steps")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=0.0)
-    p.add_argument("-p", "--print-freq", type=int, default=10)
-    p.add_argument("--crop-size", type=int, default=224)
+    add_training_args(p, epochs=100, lr=30.0, schedule=[60, 80], weight_decay=0.0)
     p.add_argument("--resume", default="", help="lincls checkpoint to continue from")
     p.add_argument("-e", "--evaluate", action="store_true", help="only evaluate (a --resume checkpoint, or the fresh head)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-iters", type=int, default=0, help="cap iterations per epoch (smoke tests)")
     p.add_argument("--output-dir", default="output/lincls")
-    p.add_argument("--gpu", type=int, default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    add_speed_args(p)
-    p.add_argument("--debug", action="store_true")
+    add_device_args(p)
     return p
 
 

@@ -23,13 +23,14 @@ if __package__ in (None, ""):
 import torch
 
 from pretrain import checkpoint as ckpt_io
-from pretrain.classification import evaluate, labeled_folders, loaders, train_epoch
+from pretrain.classification import (add_device_args, add_training_args, evaluate, labeled_folders, loaders,
+                                     train_epoch)
 from pretrain.data import DataError
 from pretrain.distributed import LaunchError, use_cuda
 from pretrain.logs import setup_logging
 from pretrain.resnets import ARCHS, build_resnet
 from pretrain.schedule import epoch_lr
-from pretrain.speed import add_speed_args, resolve_speed, sgd
+from pretrain.speed import resolve_speed, sgd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,24 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", metavar="DATA_DIR")
     p.add_argument("-a", "--arch", default="resnet50", choices=ARCHS)
-    p.add_argument("-j", "--workers", type=int, default=None, help="default min(32, CPUs)")
-    p.add_argument("--epochs", type=int, default=90)
-    p.add_argument("-b", "--batch-size", type=int, default=256)
-    p.add_argument("--lr", "--learning-rate", type=float, default=None, help="default 0.1 x batch/256")
-    p.add_argument("--schedule", type=int, nargs="*", default=[30, 60])
-    p.add_argument("--cos", action="store_true")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-4)
-    p.add_argument("-p", "--print-freq", type=int, default=10)
-    p.add_argument("--crop-size", type=int, default=224)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-iters", type=int, default=0, help="cap iterations per epoch (smoke tests)")
+    add_training_args(p, epochs=90, lr=None, lr_help="default 0.1 x batch/256", schedule=[30, 60],
+                      weight_decay=1e-4)
     p.add_argument("--keep-checkpoints", type=int, default=1)
     p.add_argument("--output-dir", default="output/supervised")
-    p.add_argument("--gpu", type=int, default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    add_speed_args(p)
-    p.add_argument("--debug", action="store_true")
+    add_device_args(p)
     return p
 
 
