@@ -148,8 +148,8 @@ def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag
     moco = _finished(moco_dir, TINY_MOCO_EPOCHS, what, tag) or _pretrain(
         main_moco.main, [str(train), "-a", "resnet18", "--preset", "v2", "--epochs", str(TINY_MOCO_EPOCHS), "-b",
                          "32", "--lr", "0.06", "--moco-k", "1024", "--crop-size", "64", "--seed", str(args.seed),
-                         "-j", "0", "--output-dir", str(moco_dir), "--resume", "auto", "--keep-checkpoints", "1", "--knn-val", str(val),
-                         "--knn-every", "10", "--no-tensorboard"], what, tag, prog)
+                         "-j", "0", "--output-dir", str(moco_dir), "--resume", "auto", "--keep-checkpoints", "1",
+                         "--knn-val", str(val), "--knn-every", "10", "--no-tensorboard"], what, tag, prog)
     rows.append(Row("MoCo v2 (tiny pretraining)", "moco", config, str(moco)))
     return rows
 
