@@ -1,10 +1,12 @@
 """What the benchmark runners (``run_voc.py``, ``run_coco.py``, ``run_cityscapes.py``) share.
 
-The command line (rows, trials, seeds, GPUs, output, dataset root, ``--tiny``, Detectron2 overrides after
-``--``), the choice of config flavour per row (supervised MSRA weights: the BGR base config; MoCo /
-torchvision weights: ``*_moco.yaml``; random init: ``*_random.yaml``), the tiny MoCo v2 and supervised
+The command line (rows, trials, seeds, GPUs, output, dataset root, ``--tiny``, ``--dry-run``, input
+formats, Detectron2 overrides after ``--``), the choice of config flavour per row from the input format
+its weights need (``transfer/weights.py``: Caffe2/MSRA weights -> the BGR base config; every
+torchvision-style file -> ``*_moco.yaml``; random init -> ``*_random.yaml``), the tiny MoCo v2 and supervised
 ResNet-18 checkpoints of the embedded small-scale default (made once under the output dir and reused),
-and the run itself: layout check or tiny data, trials through ``benchmarks/runner.py``, table.
+and the run itself: dataset check or tiny data, preflight (``benchmarks/preflight.py``), plan, trials
+through ``benchmarks/runner.py``, table.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.runner import REPO, Row, child_env, plan_trials, print_table, run_all
+from benchmarks.runner import REPO, Row, SweepStop, child_env, plan_trials, print_table, run_all
 
 CONFIGS = REPO / "transfer" / "configs"
 MSRA_R50 = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
@@ -42,6 +44,10 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     p.add_argument("--weights", help="pretrained backbone for the MoCo row: .pth/.pth.tar checkpoint or converted .pkl")
     p.add_argument("--label", help="row label for --weights (default: 'MoCo <file stem>')")
     p.add_argument("--supervised-weights", default=MSRA_R50, help=f"supervised row weights (default {MSRA_R50})")
+    p.add_argument("--weights-format", choices=("RGB", "BGR"),
+                   help="input format --weights needs (default: decided from the file; see README)")
+    p.add_argument("--supervised-format", choices=("RGB", "BGR"),
+                   help="input format --supervised-weights needs (default: decided from the file)")
     p.add_argument("--rows", default=",".join(ROWS),
                    help="rows to run, comma-separated from supervised,moco,random (moco needs --weights)")
     p.add_argument("--trials", type=int, default=None, help="trials per row (default 5; 1 with --tiny)")
@@ -49,8 +55,15 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     p.add_argument("--gpus", type=int, default=1, help="GPUs per trial (Detectron2 launch)")
     p.add_argument("--output", type=Path, default=None,
                    help=f"output root (default output/{default_output}, output/{default_output}-tiny)")
-    p.add_argument("--datasets", type=Path, default=None, help="dataset root (default $DETECTRON2_DATASETS or ./datasets)")
+    p.add_argument("--datasets", "--root", dest="datasets", type=Path, default=None,
+                   help="dataset root (default $DETECTRON2_DATASETS or ./datasets)")
     p.add_argument("--tiny", action="store_true", help="run the embedded small-scale default")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check rows, weights, datasets, output folder and disk, print the plan, train nothing")
+    p.add_argument("--allow-partial-weights", action="store_true",
+                   help="train even when backbone tensors of the weights are not loaded (experts)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="do not wait for trials another runner is training; print the table of what finished")
     p.add_argument("--with-paper", action="store_true", help="show the paper's rows beside the measured ones")
     return p
 
@@ -71,36 +84,52 @@ def dataset_root(args: argparse.Namespace) -> Path:
     return (args.datasets or Path(os.environ.get("DETECTRON2_DATASETS", "datasets"))).expanduser()
 
 
+def requested_rows(args: argparse.Namespace, prog: str) -> list[str]:
+    names = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        raise SystemExit(f"{prog}: error: unknown row {unknown[0]!r} (choose from {','.join(ROWS)})")
+    return names
+
+
 # ----------------------------------------------------------------------------- rows
 
-def config_for(base: Path, weights: str) -> Path:
-    """Supervised MSRA (BGR, caffe-style) weights use ``base``; torchvision-style ones its ``_moco`` flavour."""
-    from transfer.train_net import weights_provenance
+def config_for(base: Path, weights: str, input_format: str | None = None) -> tuple[Path, str, str]:
+    """(config, input format, reason): the BGR base config for Caffe2/MSRA weights, its ``_moco`` flavour for
+    torchvision-style ones, ``_random`` without weights (rule in ``transfer/weights.py``)."""
+    from transfer.weights import decide_input_format
 
+    fmt = decide_input_format(weights, input_format)
     if not weights:
-        return base.with_name(base.stem + "_random.yaml")
-    if weights.endswith(".pkl") and (weights_provenance(weights) or {}).get("input_format") != "RGB":
-        return base
-    if "://" in weights:
-        return base
-    return base.with_name(base.stem + "_moco.yaml")
+        return base.with_name(base.stem + "_random.yaml"), fmt.format, fmt.reason
+    config = base if fmt.format == "BGR" else base.with_name(base.stem + "_moco.yaml")
+    return config, fmt.format, fmt.reason
+
+
+def make_row(label: str, kind: str, base: Path, weights: str, input_format: str | None = None,
+             fixed_config: bool = False) -> Row:
+    """A row whose config flavour follows its weights (``fixed_config``: ``base`` as it is, format checked by
+    the trial)."""
+    config, fmt, why = config_for(base, weights, input_format)
+    return Row(label, kind, base if fixed_config else config, weights, fmt, why)
+
+
+def moco_label(args: argparse.Namespace) -> str:
+    return args.label or f"MoCo {Path(args.weights).name.split('.')[0]}"
 
 
 def full_rows(args: argparse.Namespace, base: Path, prog: str) -> list[Row]:
     """Rows of the full protocol for the supervised-flavour config ``base``."""
     rows = []
-    for name in (r.strip() for r in args.rows.split(",") if r.strip()):
+    for name in requested_rows(args, prog):
         if name == "supervised":
-            rows.append(Row("supervised IN-1M", "supervised", config_for(base, args.supervised_weights),
-                            args.supervised_weights))
-        elif name == "moco":
-            if args.weights:
-                rows.append(Row(args.label or f"MoCo {Path(args.weights).name.split('.')[0]}", "moco",
-                                config_for(base, args.weights), str(Path(args.weights).resolve())))
+            rows.append(make_row("supervised IN-1M", "supervised", base, args.supervised_weights,
+                                 args.supervised_format))
+        elif name == "moco" and args.weights:
+            rows.append(make_row(moco_label(args), "moco", base, str(Path(args.weights).resolve()),
+                                 args.weights_format))
         elif name == "random":
-            rows.append(Row("random init", "random", config_for(base, ""), ""))
-        else:
-            raise SystemExit(f"{prog}: error: unknown row {name!r} (choose from {','.join(ROWS)})")
+            rows.append(make_row("random init", "random", base, ""))
     return rows
 
 
@@ -125,32 +154,45 @@ def _finished(folder: Path, epochs: int, what: str, tag: str) -> Path | None:
     return None
 
 
-def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag: str, prog: str) -> list[Row]:
-    """Random init, the tiny supervised counterpart and tiny MoCo v2 (or ``--weights``) rows for ``config``.
-
-    The checkpoints live in ``out/pretrain/{supervised,moco}`` and are made only when missing.
-    """
+def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag: str, prog: str,
+              dry_run: bool = False) -> list[Row]:
+    """The requested rows among random init, the tiny supervised counterpart and tiny MoCo v2 (or ``--weights``)
+    for ``config``. Their checkpoints live in ``out/pretrain/{supervised,moco}`` and are made only when
+    missing (not with ``dry_run``: the row then names the checkpoint it will make)."""
     from pretrain import main_moco, supervised
+    from pretrain.checkpoint import checkpoint_name
 
+    names = requested_rows(args, prog)
     train, val = data / "pretrain" / "train", data / "pretrain" / "val"
-    rows = [Row("random init", "random", config, "")]
-    sup_dir, what = out / "pretrain" / "supervised", "supervised counterpart (ImageFolder labels)"
-    sup = _finished(sup_dir, TINY_SUPERVISED_EPOCHS, what, tag) or _pretrain(
-        supervised.main, [str(train), "-a", "resnet18", "--epochs", str(TINY_SUPERVISED_EPOCHS), "-b", "32",
-                          "--lr", "0.03", "--cos", "--crop-size", "64", "--seed", str(args.seed), "-j", "0",
-                          "--output-dir", str(sup_dir)], what, tag, prog)
-    rows.append(Row("supervised (tiny labels)", "supervised", config, str(sup)))
-    if args.weights:
-        rows.append(Row(args.label or f"MoCo {Path(args.weights).name.split('.')[0]}", "moco", config,
-                        str(Path(args.weights).resolve())))
-        return rows
-    moco_dir, what = out / "pretrain" / "moco", "MoCo v2 pretraining"
-    moco = _finished(moco_dir, TINY_MOCO_EPOCHS, what, tag) or _pretrain(
-        main_moco.main, [str(train), "-a", "resnet18", "--preset", "v2", "--epochs", str(TINY_MOCO_EPOCHS), "-b",
-                         "32", "--lr", "0.06", "--moco-k", "1024", "--crop-size", "64", "--seed", str(args.seed),
-                         "-j", "0", "--output-dir", str(moco_dir), "--resume", "auto", "--keep-checkpoints", "1",
-                         "--knn-val", str(val), "--knn-every", "10", "--no-tensorboard"], what, tag, prog)
-    rows.append(Row("MoCo v2 (tiny pretraining)", "moco", config, str(moco)))
+    rows = []
+    if "random" in names:
+        rows.append(make_row("random init", "random", config, "", fixed_config=True))
+    if "supervised" in names:
+        sup_dir, what = out / "pretrain" / "supervised", "supervised counterpart (ImageFolder labels)"
+        sup = sup_dir / checkpoint_name(TINY_SUPERVISED_EPOCHS - 1)
+        if not dry_run:
+            sup = _finished(sup_dir, TINY_SUPERVISED_EPOCHS, what, tag) or _pretrain(
+                supervised.main, [str(train), "-a", "resnet18", "--epochs", str(TINY_SUPERVISED_EPOCHS), "-b", "32",
+                                  "--lr", "0.03", "--cos", "--crop-size", "64", "--seed", str(args.seed), "-j", "0",
+                                  "--output-dir", str(sup_dir)], what, tag, prog)
+        rows.append(make_row("supervised (tiny labels)", "supervised", config, str(sup), args.supervised_format,
+                             fixed_config=True))
+        rows[-1].pending = "made by the tiny supervised pretraining"
+    if "moco" in names and args.weights:
+        rows.append(make_row(moco_label(args), "moco", config, str(Path(args.weights).resolve()),
+                             args.weights_format, fixed_config=True))
+    elif "moco" in names:
+        moco_dir, what = out / "pretrain" / "moco", "MoCo v2 pretraining"
+        moco = moco_dir / checkpoint_name(TINY_MOCO_EPOCHS - 1)
+        if not dry_run:
+            moco = _finished(moco_dir, TINY_MOCO_EPOCHS, what, tag) or _pretrain(
+                main_moco.main, [str(train), "-a", "resnet18", "--preset", "v2", "--epochs", str(TINY_MOCO_EPOCHS),
+                                 "-b", "32", "--lr", "0.06", "--moco-k", "1024", "--crop-size", "64", "--seed",
+                                 str(args.seed), "-j", "0", "--output-dir", str(moco_dir), "--resume", "auto",
+                                 "--keep-checkpoints", "1", "--knn-val", str(val), "--knn-every", "10",
+                                 "--no-tensorboard"], what, tag, prog)
+        rows.append(make_row("MoCo v2 (tiny pretraining)", "moco", config, str(moco), fixed_config=True))
+        rows[-1].pending = "made by the tiny MoCo v2 pretraining"
     return rows
 
 
@@ -173,16 +215,70 @@ class Benchmark:
     tiny_unavailable: str = ""         # the error when tiny_config is None
 
 
+def _fail(prog: str, message: str, lines: list[str] = ()) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)
+    return 2
+
+
+def _check_dataset(bench: Benchmark, root: Path, tag: str) -> list[str]:
+    print(f"[{tag}] checking the {bench.dataset} layout under {root} ...")
+    notes: list[str] = []
+    problems = bench.check(root, notes)
+    for line in notes:
+        print(f"[{tag}] note: {line}")
+    return problems
+
+
+def _preflight(bench: Benchmark, args: argparse.Namespace, rows: list[Row], trials: int, out: Path, tag: str,
+               run_dir: str) -> int:
+    """Check everything before the first trial and print the plan; 0 when the sweep may start."""
+    from benchmarks import preflight
+
+    problem = preflight.check_output_dir(out)
+    if problem:
+        return _fail(bench.prog, problem)
+    if not args.dry_run:  # a .pth is converted once per sweep, not once per trial
+        for row in rows:
+            if row.weights.endswith((".pth", ".pth.tar", ".pt", ".tar", ".ckpt")):
+                try:
+                    row.weights = preflight.convert_once(row.weights, out / "weights",
+                                                         log=lambda line: print(f"[{tag}] {line}"))
+                except Exception as e:  # noqa: BLE001  (ConvertError and friends: one line)
+                    return _fail(bench.prog, f"{row.label}: {e}")
+    checks = preflight.check_rows(rows, args.opts, args.allow_partial_weights)
+    disk_line, disk_problem = preflight.disk_problem(rows, trials, out)
+    print(f"[{tag}] plan: {len(rows)} row(s) x {trials} trial(s) -> {out / run_dir}")
+    for line in preflight.describe_rows(checks, trials, args.seed):
+        print(f"[{tag}]   {line}")
+    print(f"[{tag}] disk: {disk_line}")
+    if args.opts:
+        print(f"[{tag}] Detectron2 overrides for every trial: {' '.join(args.opts)}")
+    problems = [p for c in checks for p in c.problems] + ([disk_problem] if disk_problem else [])
+    if problems:
+        return _fail(bench.prog, f"{len(problems)} problem(s) found before training; nothing was started:", problems)
+    return 0
+
+
 def run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
     """Full protocol on the real data, or the embedded tiny default (``--tiny`` or no data found)."""
+    from transfer.weights import WeightsFormatError
+
+    try:
+        return _run_benchmark(bench, args)
+    except WeightsFormatError as e:
+        return _fail(bench.prog, str(e))
+
+
+def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
     root = dataset_root(args)
     tiny = args.tiny or not bench.has_data(root)
     tag = f"{bench.name}-tiny" if tiny else bench.name
     t0 = time.perf_counter()
     if tiny:
         if bench.tiny_config is None:
-            print(f"{bench.prog}: error: {bench.tiny_unavailable}", file=sys.stderr)
-            return 2
+            return _fail(bench.prog, bench.tiny_unavailable)
         out = args.output or Path(f"output/{bench.name}-tiny")
         if not args.tiny:
             print(f"[{bench.name}] no {bench.dataset} under {root}: running the embedded small-scale default")
@@ -190,33 +286,49 @@ def run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
         from benchmarks.tiny_data import generate
 
         data = out / "datasets"
+        problem = _writable(out)
+        if problem:
+            return _fail(bench.prog, problem)
         if not (data / ".complete").exists():
             generate(data, log=lambda line: print(f"[{tag}] {line}"))
-        rows = tiny_rows(args, data, out, bench.tiny_config, tag, bench.prog)
+        problems = _check_dataset(bench, data, tag)
+        if problems:
+            return _fail(bench.prog, f"generated tiny data under {data} is not usable:", problems)
+        rows = tiny_rows(args, data, out, bench.tiny_config, tag, bench.prog, dry_run=args.dry_run)
         trials, run_dir, extra, env = args.trials or 1, bench.tiny_run_dir, ["--tiny", "--schedule", "tiny"], child_env(data)
     else:
-        print(f"[{bench.name}] checking the {bench.dataset} layout under {root} ...")
-        notes: list[str] = []
-        problems = bench.check(root, notes)
-        for line in notes:
-            print(f"[{bench.name}] note: {line}")
+        problems = _check_dataset(bench, root, tag)
         if problems:
-            print(f"{bench.prog}: error: {bench.dataset} layout under {root} is not usable:", file=sys.stderr)
-            for line in problems:
-                print(f"  {line}", file=sys.stderr)
-            return 2
+            return _fail(bench.prog, f"{bench.dataset} layout under {root} is not usable:", problems)
         out = args.output or Path(f"output/{bench.name}")
         rows = full_rows(args, bench.config, bench.prog)
-        if not rows:
-            print(f"{bench.prog}: error: no rows to run (pass --weights for the MoCo row)", file=sys.stderr)
-            return 2
         trials, run_dir, extra, env = args.trials or 5, bench.run_dir, [], child_env(root)
+    if not rows:
+        return _fail(bench.prog, "no rows to run (pass --weights for the MoCo row)")
+    if args.allow_partial_weights:
+        extra = [*extra, "--allow-partial-weights"]
+    rc = _preflight(bench, args, rows, trials, out, tag, run_dir)
+    if rc or args.dry_run:
+        if args.dry_run and not rc:
+            print(f"[{tag}] dry run: nothing was trained")
+        return rc
     plan = plan_trials(rows, trials, out.resolve(), run_dir, args.seed, args.opts)
-    print(f"[{bench.name}] {len(rows)} row(s) x {trials} trial(s) -> {out}")
-    counts = run_all(plan, trials_requested=trials, env=env, gpus=args.gpus, extra=extra)
+    try:
+        counts = run_all(plan, trials_requested=trials, env=env, gpus=args.gpus, extra=extra, wait=not args.no_wait)
+    except SweepStop as e:
+        print(f"{bench.prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
     print(f"[{bench.name}] trials: {counts['finished']} finished, {counts['skipped']} skipped (done before), "
-          f"{counts['failed']} failed; {time.perf_counter() - t0:.0f}s")
+          f"{counts['elsewhere']} by another runner, {counts['failed']} failed"
+          + (f", {counts['held']} still held elsewhere" if counts.get("held") else "")
+          + f"; {time.perf_counter() - t0:.0f}s")
     if tiny:
         print(f"[{tag}] {tiny_banner(bench.table)}")
     rc = print_table(out, with_paper=args.with_paper and not tiny)
     return 1 if counts["failed"] else rc
+
+
+def _writable(out: Path) -> str | None:
+    from benchmarks.preflight import check_output_dir
+
+    return check_output_dir(out)

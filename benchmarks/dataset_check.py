@@ -2,13 +2,18 @@
 
 ``check_voc(root)``, ``check_coco(root)`` and ``check_cityscapes(root, task)`` return a list of
 problem lines (empty means OK); each names the offending file and what to do about it. At most
-``MAX_PER_KIND`` lines are kept per kind of problem, followed by a count of the rest. ``check_coco`` and
-``check_cityscapes`` also take a ``notes`` list that receives facts worth knowing that are not errors
-(e.g. how many images have no annotations and what Detectron2 does with them). CLI::
+``MAX_PER_KIND`` lines are kept per kind of problem, followed by a count of the rest. Each also takes a
+``notes`` list that receives facts worth knowing that are not errors (e.g. how many images have no
+annotations and what Detectron2 does with them, or which real-world XML forms are read leniently).
 
-    python -m benchmarks.dataset_check voc|coco|cityscapes [--root DIR] [--task sem_seg]
+What is checked is what Detectron2's loaders and the evaluators read: the files each split lists, every
+annotation field they parse (VOC XML through the same reader the loader and evaluator use,
+``transfer/voc_xml.py``), and every image (present, complete — a JPEG cut in half is found without
+decoding it — and of the size the annotations state; ``benchmarks/image_files.py``). CLI::
 
-``--root`` defaults to ``$DETECTRON2_DATASETS`` (or ``datasets``), as in Detectron2.
+    python -m benchmarks.dataset_check voc|coco|cityscapes [--datasets DIR] [--task sem_seg]
+
+``--datasets`` (the runners' flag too) defaults to ``$DETECTRON2_DATASETS`` (or ``datasets``), as in Detectron2.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ import ast
 import json
 import os
 import sys
-import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
+
+from benchmarks.image_files import image_problem
 
 MAX_PER_KIND = 5
 VOC_SPLITS: tuple[tuple[str, str], ...] = (("VOC2007", "trainval"), ("VOC2007", "test"),
@@ -98,59 +104,38 @@ def voc_class_names() -> tuple[str, ...]:
     raise ImportError(f"CLASS_NAMES not found in {src}")
 
 
-def _int_text(elem: ET.Element | None, tag: str) -> int | None:
-    text = None if elem is None else elem.findtext(tag)
+def _read_voc_xml(path: Path, class_names: Sequence[str] | None,
+                  lenient: Counter | None) -> tuple[list[str], tuple[int, int] | None]:
+    """(problems, (width, height) or None when unreadable)."""
+    from transfer.voc_xml import VocXmlError, box_problems, read_voc_xml
+
     try:
-        return int(text.strip()) if text is not None else None
-    except ValueError:
-        return None
+        ann = read_voc_xml(path)
+    except VocXmlError as exc:
+        return [str(exc)], None
+    if lenient is not None and ann.lenient:
+        lenient.update(ann.lenient)
+        lenient["_files"] += 1
+    return box_problems(ann, class_names), (ann.width, ann.height)
 
 
-def voc_xml_problems(path: Path, class_names: Sequence[str]) -> list[str]:
-    """Problems of one VOC annotation file (what the loader and the VOC evaluator read)."""
-    try:
-        tree = ET.parse(path)
-    except (ET.ParseError, OSError) as exc:
-        return [f"{path}: cannot parse XML ({exc})"]
-    width, height = _int_text(tree.find("size"), "width"), _int_text(tree.find("size"), "height")
-    if not width or not height or width <= 0 or height <= 0:
-        return [f"{path}: missing or non-integer <size><width>/<height>"]
-    out = []
-    for k, obj in enumerate(tree.findall("object")):
-        name = obj.findtext("name")
-        where = f"{path}: object {k} ({name!r})"
-        if name not in class_names:
-            out.append(f"{where}: unknown class name (not one of Detectron2's VOC CLASS_NAMES)")
-        missing = [t for t in ("pose", "truncated", "difficult") if obj.find(t) is None]
-        if missing:
-            out.append(f"{where}: missing <{'>, <'.join(missing)}> (the VOC evaluator reads them)")
-        box = obj.find("bndbox")
-        if box is None:
-            out.append(f"{where}: no <bndbox>")
-            continue
-        coords = [_int_text(box, t) for t in ("xmin", "ymin", "xmax", "ymax")]
-        if None in coords:
-            out.append(f"{where}: <bndbox> needs integer xmin/ymin/xmax/ymax")
-            continue
-        x1, y1, x2, y2 = coords
-        # VOC boxes are 1-based inclusive; Detectron2 uses (xmin - 1, ymin - 1, xmax, ymax).
-        if x1 < 1 or y1 < 1 or x2 > width or y2 > height:
-            out.append(f"{where}: box {coords} lies outside the {width}x{height} image")
-        if x2 < x1 or y2 < y1:
-            out.append(f"{where}: empty box {coords} (x2 <= x1 or y2 <= y1 after Detectron2's -1)")
-    return out
-
-
-def check_voc(root: Path | str, splits: Sequence[tuple[str, str]] = VOC_SPLITS) -> list[str]:
-    """Check ``<root>/VOC20xx/{JPEGImages,Annotations,ImageSets/Main/<split>.txt}``."""
+def check_voc(root: Path | str, splits: Sequence[tuple[str, str]] = VOC_SPLITS, notes: list[str] | None = None,
+              class_names: Sequence[str] | None = None) -> list[str]:
+    """Check ``<root>/VOC20xx/{JPEGImages,Annotations,ImageSets/Main/<split>.txt}`` (``class_names``:
+    default Detectron2's 20 VOC classes)."""
     root, problems = Path(root), Problems()
-    class_names = voc_class_names()
+    notes = [] if notes is None else notes
+    class_names = voc_class_names() if class_names is None else class_names
     for dirname, split in splits:
-        _check_voc_split(root / dirname, split, class_names, problems)
+        check_voc_split(root / dirname, split, class_names, problems, notes)
     return problems.lines()
 
 
-def _check_voc_split(base: Path, split: str, class_names: Sequence[str], problems: Problems) -> None:
+def check_voc_split(base: Path, split: str, class_names: Sequence[str] | None, problems: Problems,
+                    notes: list[str]) -> None:
+    """One VOC-layout split: folders, split file, and every listed image and annotation."""
+    from transfer.voc_xml import lenient_summary
+
     if not base.is_dir():
         problems.add("missing-dir", f"{base}: directory missing (Pascal VOC devkit folder with "
                                     "JPEGImages/, Annotations/, ImageSets/Main/)")
@@ -168,18 +153,29 @@ def _check_voc_split(base: Path, split: str, class_names: Sequence[str], problem
                                     "np.loadtxt-based reader needs at least 2")
     has_jpegs, has_xmls = (base / "JPEGImages").is_dir(), (base / "Annotations").is_dir()
     jpegs, xmls = _listdir(base / "JPEGImages"), _listdir(base / "Annotations")
+    lenient: Counter = Counter()
     for file_id in ids:  # a missing folder was reported above, not once per image
-        if has_jpegs and f"{file_id}.jpg" not in jpegs:
-            problems.add("missing-jpeg", f"{base / 'JPEGImages' / (file_id + '.jpg')}: missing "
-                                         f"(listed in {split_file})")
-        if not has_xmls:
-            continue
-        if f"{file_id}.xml" not in xmls:
-            problems.add("missing-xml", f"{base / 'Annotations' / (file_id + '.xml')}: missing "
-                                        f"(listed in {split_file})")
-            continue
-        for line in voc_xml_problems(base / "Annotations" / f"{file_id}.xml", class_names):
-            problems.add("bad-xml", line)
+        size = None
+        if has_xmls:
+            if f"{file_id}.xml" not in xmls:
+                problems.add("missing-xml", f"{base / 'Annotations' / (file_id + '.xml')}: missing "
+                                            f"(listed in {split_file})")
+            else:
+                lines, size = _read_voc_xml(base / "Annotations" / f"{file_id}.xml", class_names, lenient)
+                for line in lines:
+                    problems.add("bad-xml", line)
+        if has_jpegs:
+            jpeg = base / "JPEGImages" / f"{file_id}.jpg"
+            if f"{file_id}.jpg" not in jpegs:
+                problems.add("missing-jpeg", f"{jpeg}: missing (listed in {split_file})")
+            else:
+                line = image_problem(jpeg, size)
+                if line:
+                    problems.add("bad-image", line)
+    files = lenient.pop("_files", 0)
+    if lenient:
+        notes.append(lenient_summary(lenient, files, f"{base} {split}") +
+                     "; the loader and the VOC evaluator read them the same way")
 
 
 # ----------------------------------------------------------------------------- COCO
@@ -264,6 +260,10 @@ def _check_coco_images(path: Path, images: list, image_dir: Path, problems: Prob
         fname = str(img["file_name"])
         if fname not in on_disk and not (image_dir / fname).is_file():
             problems.add("missing-image", f"{image_dir / fname}: missing (image id {img['id']} in {path})")
+            continue
+        line = image_problem(image_dir / fname, (img["width"], img["height"]))
+        if line:
+            problems.add("bad-image", f"{line} (image id {img['id']} in {path})")
     return seen
 
 
@@ -409,6 +409,9 @@ def _check_cityscapes_split(base: Path, split: str, task: str, problems: Problem
                 continue
             stem = name[: -len("leftImg8bit.png")]
             frames += 1
+            line = image_problem(img_root / city / name)
+            if line:
+                problems.add("bad-image", line)
             if stem + "gtFine_polygons.json" in gt_files:
                 lines, things = _cityscapes_polygons_problems(gt_root / city / (stem + "gtFine_polygons.json"),
                                                               task == "instance_seg")
@@ -465,19 +468,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Validate a dataset layout for Detectron2's builtin datasets.")
     parser.add_argument("dataset", choices=sorted(CHECKS))
-    parser.add_argument("--root", type=Path, default=None,
+    parser.add_argument("--datasets", "--root", dest="root", type=Path, default=None,
                         help="dataset root (default: $DETECTRON2_DATASETS or 'datasets')")
     parser.add_argument("--task", choices=sorted(CITYSCAPES_GT_SUFFIXES), default="instance_seg",
                         help="cityscapes only: which ground truth is needed")
     parser.add_argument("--no-masks", action="store_true", help="coco only: boxes suffice")
     args = parser.parse_args(argv)
     root = default_root() if args.root is None else args.root
-    kwargs: dict[str, Any] = {}
     notes: list[str] = []
+    kwargs: dict[str, Any] = {"notes": notes}
     if args.dataset == "cityscapes":
-        kwargs.update(task=args.task, notes=notes)
+        kwargs.update(task=args.task)
     if args.dataset == "coco":
-        kwargs.update(need_masks=not args.no_masks, notes=notes)
+        kwargs.update(need_masks=not args.no_masks)
     problems = check(args.dataset, root, **kwargs)
     for line in problems:
         print(line)

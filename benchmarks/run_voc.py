@@ -44,7 +44,7 @@ def benchmark(args: argparse.Namespace) -> Benchmark:
 
     return Benchmark(
         name="voc", prog="run_voc.sh", table="Table 2", dataset="VOC2007/VOC2012", has_data=has_voc,
-        check=lambda root, notes: check_voc(root),
+        check=lambda root, notes: check_voc(root, notes=notes),
         config=CONFIGS / "voc" / f"voc_R_50_{args.arch}_24k.yaml", run_dir=f"R50-{args.arch}",
         tiny_config=CONFIGS / "tiny" / "voc_R_18_C4_tiny.yaml" if args.arch == "C4" else None, tiny_run_dir="R18-C4",
         tiny_unavailable="the embedded small-scale default runs the C4 detector only (drop --arch DC5 or provide "

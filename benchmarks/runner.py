@@ -1,27 +1,49 @@
 """Run fine-tuning trials (one ``transfer/train_net.py`` process each) and keep what finished.
 
-Shared by the VOC / COCO / Cityscapes runners: distinct seeds per trial, finished trials skipped
-(their ``trial_record.json`` says so), an interrupted trial resumed from Detectron2's last
-checkpoint, a readable console (progress lines only; the full log stays in the trial dir), and the
-comparison table from ``results`` at the end.
+Shared by every benchmark runner: distinct seeds per trial, finished trials skipped (their
+``trial_record.json`` says so), an interrupted trial resumed from Detectron2's last checkpoint, a
+readable console (progress lines only; the full log stays in the trial dir), and the comparison table.
+
+What a sweep survives:
+
+* **Two runners on one sweep** (a re-submitted job): each trial is trained by the runner holding its lock
+  (``benchmarks/locks.py``); the other skips it, says who holds it, goes on with the rest, then waits for
+  the held trials (taking one over if its holder dies) so that both end with the full table.
+* **The runner dying**: a trial runs in its own process group and dies with the runner (``PR_SET_PDEATHSIG``
+  via ``transfer/process.py``), also on ``SIGKILL``; ``Ctrl-C``/``SIGTERM`` stop the current trial
+  (``SIGINT`` to its group, then ``SIGKILL``) and leave it resumable.
+* **A full or read-only disk**: free space is checked before each trial; ``ENOSPC``/``EROFS``/``EACCES`` in
+  the runner or in a trial end the sweep with one line naming the path; finished records are never touched.
+* A finished trial keeps ``model_final.pth`` only: its periodic checkpoints are deleted.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.locks import TrialLock, describe, is_locked
 from results.records import RECORD_NAME, RecordError, is_finished, read_record
+from transfer.process import DIE_WITH_PARENT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_NET = REPO / "transfer" / "train_net.py"
 # Lines of Detectron2's log worth showing on the console while a trial runs.
-_PROGRESS = re.compile(r"(eta: |copypaste: |trial record written|Starting training|Resuming|error|Error|Traceback)")
+_PROGRESS = re.compile(r"(eta: |copypaste: |trial record written|Starting training|Resuming|input format|"
+                       r"load report|error|Error|Traceback)")
+DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+               errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
+EXIT_DISK = 3            # train_net.py's exit status for a disk error
+STOP_GRACE_S = 60        # a stopped trial gets this long to exit after SIGINT before SIGKILL
+WAIT_POLL_S = 5.0        # how often a runner looks at trials another runner holds
 
 
 @dataclass
@@ -32,6 +54,10 @@ class Row:
     kind: str  # moco | supervised | random
     config: Path
     weights: str = ""  # .pkl / .pth / detectron2:// URL; "" for random init
+    input_format: str = ""  # RGB | BGR, decided from the weights (transfer/weights.py)
+    input_reason: str = ""
+    checkpoint_bytes: int = 0  # size of one Detectron2 checkpoint of this row's model (0: unknown)
+    pending: str = ""  # why the weights do not exist yet (e.g. made by the tiny pretraining)
 
 
 @dataclass
@@ -41,6 +67,14 @@ class Trial:
     seed: int
     output: Path
     opts: list[str] = field(default_factory=list)
+
+
+class SweepStop(Exception):
+    """Ends the whole sweep (full disk, interrupt); the message is one actionable line."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def slug(text: str) -> str:
@@ -53,28 +87,112 @@ def plan_trials(rows: list[Row], trials: int, output: Path, arch: str, base_seed
             for row in rows for i in range(trials)]
 
 
+def disk_line(e: OSError, what: str = "writing") -> str:
+    where = e.filename or "the output directory"
+    reason = DISK_ERRNOS.get(e.errno or 0, e.strerror or str(e))
+    return (f"{what} {where}: {reason}; free space or fix the permissions there, then rerun the same command "
+            "(finished trials are kept; an interrupted one resumes)")
+
+
+def free_bytes(path: Path) -> int:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def trial_footprint(row: Row, keep: int = 1) -> int:
+    """Peak bytes a running trial needs: ``keep`` periodic checkpoints, the next one while it is written,
+    and ``model_final.pth``."""
+    return (keep + 2) * row.checkpoint_bytes
+
+
+def prune_periodic(output: Path) -> int:
+    """Delete the periodic checkpoints of a finished trial (``model_final.pth`` stays); bytes freed."""
+    freed = 0
+    for p in output.glob("model_[0-9]*.pth"):
+        freed += p.stat().st_size
+        p.unlink(missing_ok=True)
+    return freed
+
+
+def _command(trial: Trial, trials_requested: int, gpus: int, extra: list[str], resume: bool) -> list[str]:
+    row = trial.row
+    cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(row.config), "--num-gpus", str(max(gpus, 1)),
+           "--seed", str(trial.seed), "--trial", str(trial.index), "--trials-requested", str(trials_requested),
+           "--label", row.label, "--kind", row.kind, *extra]
+    if row.input_format:
+        cmd += ["--input-format", row.input_format]
+    if resume:
+        cmd.append("--resume")
+    return cmd + ["MODEL.WEIGHTS", row.weights, "OUTPUT_DIR", str(trial.output), *trial.opts]
+
+
+def _stop(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
+    """Stop a trial's whole process group: SIGINT (Detectron2 ends cleanly), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def run_trial(trial: Trial, *, trials_requested: int, env: dict[str, str], gpus: int, extra: list[str],
-              log=print) -> str:
-    """Run (or skip / resume) one trial; return 'skipped', 'finished' or 'failed'."""
+              log=print, keep_checkpoints: int = 1) -> str:
+    """Run (or skip / resume) one trial; return 'skipped', 'finished', 'failed' or 'busy' (held elsewhere).
+
+    Raises :class:`SweepStop` on a disk error or an interrupt (the trial stays resumable).
+    """
     out = trial.output
     name = f"{trial.row.label} / trial {trial.index} (seed {trial.seed})"
     if is_finished(out):
         log(f"[runner] {name}: already finished, skipped ({out / RECORD_NAME})")
         return "skipped"
+    try:
+        lock = TrialLock(out)
+        if not lock.acquire():
+            log(f"[runner] {name}: held by {describe(lock.owner)}; leaving it to that runner")
+            return "busy"
+    except OSError as e:
+        raise SweepStop(disk_line(e, "cannot create the trial folder")) from None
+    try:
+        if is_finished(out):  # finished while we were taking the lock
+            log(f"[runner] {name}: finished by another runner, skipped")
+            return "skipped"
+        need = trial_footprint(trial.row, keep_checkpoints)
+        if need and free_bytes(out) < need:
+            raise SweepStop(f"only {free_bytes(out) / 1e9:.1f} GB free under {out}, a trial of this row needs about "
+                            f"{need / 1e9:.1f} GB (checkpoints); free space and rerun the same command "
+                            "(finished trials are kept)")
+        return _run_locked(trial, name, trials_requested, env, gpus, extra, log)
+    finally:
+        lock.release()
+
+
+def _run_locked(trial: Trial, name: str, trials_requested: int, env: dict[str, str], gpus: int, extra: list[str],
+                log) -> str:
+    out = trial.output
     resume = (out / "last_checkpoint").exists()
-    cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(trial.row.config), "--num-gpus", str(max(gpus, 1)),
-           "--seed", str(trial.seed), "--trial", str(trial.index), "--trials-requested", str(trials_requested),
-           "--label", trial.row.label, "--kind", trial.row.kind, *extra]
-    if resume:
-        cmd.append("--resume")
-    cmd += ["MODEL.WEIGHTS", trial.row.weights, "OUTPUT_DIR", str(out), *trial.opts]
+    cmd = _command(trial, trials_requested, gpus, extra, resume)
     log(f"[runner] {name}: {'resuming' if resume else 'starting'} -> {out}")
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(out / "console.log", "a") as console:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
+    last_error = ""
+    try:
+        console = open(out / "console.log", "a")
+    except OSError as e:
+        raise SweepStop(disk_line(e)) from None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            env={**env, DIE_WITH_PARENT_ENV: "1"}, start_new_session=True)
+    try:
         assert proc.stdout is not None
-        last_error = ""
         for line in proc.stdout:
             console.write(line)
             clean = re.sub(r"\x1b\[[0-9;]*m", "", line.rstrip())
@@ -84,11 +202,31 @@ def run_trial(trial: Trial, *, trials_requested: int, env: dict[str, str], gpus:
                 shown = clean[clean.index("eta: "):] if "eta: " in clean else clean
                 log(f"    {shown[:220]}")
         rc = proc.wait()
+        console.close()
+    except OSError as e:
+        _stop(proc, grace=10)
+        raise SweepStop(disk_line(e)) from None
+    except KeyboardInterrupt:
+        log(f"[runner] {name}: stopping (interrupted); it resumes from its last checkpoint when rerun")
+        _stop(proc)
+        raise SweepStop("interrupted; rerun the same command to continue (finished trials are skipped, "
+                        "this one resumes from its last checkpoint)", exit_code=130) from None
+    finally:
+        if proc.poll() is None:
+            _stop(proc, grace=5)
+        try:
+            console.close()
+        except OSError:
+            pass
     elapsed = time.perf_counter() - t0
+    if rc == EXIT_DISK:
+        raise SweepStop(last_error.removeprefix("train_net.py: error: ") or "a trial could not write to disk")
     if rc == 0 and is_finished(out):
         rec = read_record(out / RECORD_NAME)
         metrics = ", ".join(f"{k} {v:.1f}" for k, v in rec["metrics"].items())
-        log(f"[runner] {name}: finished in {elapsed:.0f}s: {metrics}")
+        freed = prune_periodic(out)
+        log(f"[runner] {name}: finished in {elapsed:.0f}s: {metrics}"
+            + (f" ({freed / 1e6:.0f} MB of periodic checkpoints deleted)" if freed else ""))
         return "finished"
     try:
         why = read_record(out / RECORD_NAME).get("error") or last_error
@@ -98,12 +236,60 @@ def run_trial(trial: Trial, *, trials_requested: int, env: dict[str, str], gpus:
     return "failed"
 
 
+def _raise_on_signal(signum, frame):  # SIGTERM / SIGHUP end the sweep like Ctrl-C
+    raise KeyboardInterrupt
+
+
+def _install_stop_signals() -> dict:
+    try:
+        return {s: signal.signal(s, _raise_on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    except ValueError:  # not the main thread: the caller handles signals
+        return {}
+
+
 def run_all(trials: list[Trial], *, trials_requested: int, env: dict[str, str], gpus: int = 1,
-            extra: list[str] | None = None, log=print) -> dict[str, int]:
-    """Run trials in order; an interrupted or failed trial never touches the finished ones."""
-    counts = {"skipped": 0, "finished": 0, "failed": 0}
-    for trial in trials:
-        counts[run_trial(trial, trials_requested=trials_requested, env=env, gpus=gpus, extra=extra or [], log=log)] += 1
+            extra: list[str] | None = None, log=print, wait: bool = True, keep_checkpoints: int = 1,
+            wait_poll: float = WAIT_POLL_S) -> dict[str, int]:
+    """Run trials in order; trials another runner holds are waited for at the end (``wait``).
+
+    Raises :class:`SweepStop` when the sweep must end early; finished trials are never touched.
+    """
+    counts = {"skipped": 0, "finished": 0, "failed": 0, "elsewhere": 0}
+    kw = dict(trials_requested=trials_requested, env=env, gpus=gpus, extra=extra or [], log=log,
+              keep_checkpoints=keep_checkpoints)
+    previous = _install_stop_signals()
+    try:
+        held = []
+        for trial in trials:
+            result = run_trial(trial, **kw)
+            if result == "busy":
+                held.append(trial)
+            else:
+                counts[result] += 1
+        if held and not wait:
+            log(f"[runner] {len(held)} trial(s) held by other runners; not waiting (--no-wait)")
+        announced = False
+        while held and wait:
+            if not announced:
+                log(f"[runner] waiting for {len(held)} trial(s) another runner is training ...")
+                announced = True
+            time.sleep(wait_poll)
+            for trial in list(held):
+                if is_finished(trial.output):
+                    held.remove(trial)
+                    counts["elsewhere"] += 1
+                elif not is_locked(trial.output):  # its runner stopped before finishing it: take it over
+                    result = run_trial(trial, **kw)
+                    if result != "busy":
+                        held.remove(trial)
+                        counts["elsewhere" if result == "skipped" else result] += 1
+        counts["held"] = len(held)
+    except KeyboardInterrupt:
+        raise SweepStop("interrupted; rerun the same command to continue (finished trials are skipped)",
+                        exit_code=130) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return counts
 
 

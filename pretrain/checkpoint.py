@@ -16,12 +16,13 @@ import os
 import pickle
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from transfer.atomic import write_atomic
 
 SUITE_NAME = "moco-transfer-bench"
 SUITE_FORMAT = 1
@@ -60,17 +61,8 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
 
 
 def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place (user's umask)."""
+    return write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def prune(folder: str | os.PathLike, keep: int) -> None:

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from transfer.atomic import write_atomic
 
 SCHEMA = "moco-transfer-bench/trial-record/1"
 RECORD_NAME = "trial_record.json"
@@ -47,19 +48,13 @@ class RecordError(ValueError):
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as JSON to ``path`` via a temp file + rename (never a partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_atomic(path, write)
 
 
 def write_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> Path:

@@ -236,7 +236,9 @@ def test_converted_r18_fills_the_dilated_backbone(tmp_path: Path) -> None:
 def test_evaluators_and_paper_metrics(tiny_root: Path) -> None:
     from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
 
-    from transfer.evaluators import CityscapesInstanceEvaluatorInFolder, build_evaluator, paper_metrics
+    from transfer.evaluators import CityscapesInstanceEvaluatorInFolder
+    from transfer.tasks import evaluator_for as build_evaluator
+    from transfer.tasks import paper_metrics, task_of
 
     cfg = load_cfg(str(TINY / "coco_R_18_FPN_tiny.yaml"), [])
     ev = build_evaluator(cfg, "coco_2017_val", "/tmp/unused")
@@ -247,6 +249,8 @@ def test_evaluators_and_paper_metrics(tiny_root: Path) -> None:
     assert isinstance(build_evaluator(cfg, "cityscapes_fine_instance_seg_val", "/tmp/x"),
                       CityscapesInstanceEvaluatorInFolder)
     assert isinstance(build_evaluator(cfg, "cityscapes_fine_sem_seg_val", "/tmp/x"), SemSegEvaluator)
+    assert task_of(cfg) == "coco_det"  # boxes only: its own task, box metrics only
+    assert paper_metrics("coco_det", {"bbox": {"AP": 1.0, "AP50": 2.0}}) == {"APbb": 1.0, "APbb50": 2.0}
     # a model without any detection scores 0 (Detectron2: NaN); tiny COCO has no large (>= 96^2 px) objects
     none = ev._derive_coco_results(None, "segm")
     assert none == {**dict.fromkeys(("AP", "AP50", "AP75", "APs", "APm"), 0.0), "APl": pytest.approx(float("nan"),

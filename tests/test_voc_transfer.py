@@ -234,14 +234,14 @@ def test_runner_skips_finished_resumes_interrupted_and_keeps_going(tmp_path: Pat
     (plan[2].output / "CRASH").write_text("")
     env = runner.child_env(None)
     counts = runner.run_all(plan, trials_requested=2, env=env)
-    assert counts == {"skipped": 0, "finished": 3, "failed": 1}
+    assert counts == {"skipped": 0, "finished": 3, "failed": 1, "elsewhere": 0, "held": 0}
     calls = [json.loads(line) for line in (fake.parent / "calls.jsonl").read_text().splitlines()]
     assert [c["resume"] for c in calls] == [False, True, False, False]
     assert "simulated crash" in capsys.readouterr().out
     # second run: the finished trials are skipped, only the failed one runs again
     (plan[2].output / "CRASH").unlink()
     counts = runner.run_all(plan, trials_requested=2, env=env)
-    assert counts == {"skipped": 3, "finished": 1, "failed": 0}
+    assert counts == {"skipped": 3, "finished": 1, "failed": 0, "elsewhere": 0, "held": 0}
     assert len((fake.parent / "calls.jsonl").read_text().splitlines()) == 5
     assert runner.print_table(tmp_path / "out") == 0
     table = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Safe loading of untrusted checkpoints and atomic writing of outputs.
+"""Safe loading of untrusted checkpoints (atomic writing lives in ``transfer/atomic.py``).
 
 Checkpoints from others are never executed: ``torch.load(..., weights_only=True)`` only rebuilds
 tensors and plain containers. Every failure becomes a :class:`ConvertError` with one actionable line.
@@ -10,13 +10,13 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from transfer.atomic import write_atomic  # noqa: F401  (re-exported: convert.py, checkpointer.py)
 
 
 class ConvertError(Exception):
@@ -61,25 +61,6 @@ def load_untrusted(path: str | os.PathLike) -> Any:
         raise ConvertError(f"{p}: cannot be loaded as a checkpoint ({_first_line(e)})") from None
     except (EOFError, KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError, IndexError) as e:
         raise ConvertError(f"{p}: not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
-    """Call ``write(tmp)`` on a temp file beside ``path`` then rename it into place.
-
-    If ``write`` raises, the temp file is removed and nothing appears at ``path``. ``suffix`` keeps
-    the temp file's extension meaningful to loaders that dispatch on it (e.g. ``.pkl``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _first_line(e: BaseException) -> str:

@@ -12,13 +12,15 @@ CityscapesInstanceEvaluator (mask AP and AP50 over the 8 thing classes); the scr
 to the output folder instead of the working directory.
 Cityscapes semantic segmentation: Detectron2's SemSegEvaluator on the 19 train ids (ignore 255): mIoU,
 per-class IoU, pixel accuracy. IoUs are accumulated over the whole split, as in cityscapesscripts.
+
+Which evaluator a dataset gets, and how its output maps to the paper's metric names, is stated per
+task in ``transfer/tasks.py``.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
 
 import numpy as np
@@ -32,18 +34,16 @@ from detectron2.evaluation import (
 from detectron2.evaluation.pascal_voc_evaluation import voc_eval
 from detectron2.utils import comm
 
+from transfer.voc_xml import parse_rec
+
 
 class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
     """PascalVOCDetectionEvaluator averaging over classes with ground truth (see module doc)."""
 
     def _classes_with_gt(self) -> set[str]:
         with open(self._image_set_path) as f:
-            ids = [line.strip() for line in f if line.strip()]
-        present = set()
-        for image_id in ids:
-            for obj in ET.parse(self._anno_file_template.format(image_id)).findall("object"):
-                present.add(obj.find("name").text.strip())
-        return present
+            ids = [line.split()[0] for line in f if line.strip()]
+        return {obj["name"] for image_id in ids for obj in parse_rec(self._anno_file_template.format(image_id))}
 
     def evaluate(self):
         all_predictions = comm.gather(self._predictions, dst=0)
@@ -114,38 +114,3 @@ class CityscapesInstanceEvaluatorInFolder(CityscapesInstanceEvaluator):
             return super().evaluate()
         finally:
             cs_eval.writeDict2JSON = write
-
-
-def build_evaluator(cfg, dataset_name: str, output_folder: str) -> DatasetEvaluator:
-    """The paper's evaluator for a registered dataset."""
-    if dataset_name.startswith("voc_"):
-        return VOCDetectionEvaluator(dataset_name)
-    if dataset_name.startswith("coco_"):
-        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-        return COCOEvaluatorZeroWithoutDetections(dataset_name, tasks=tasks, output_dir=output_folder,
-                                                  use_fast_impl=False)
-    if dataset_name.startswith("cityscapes_fine_instance_seg_"):
-        return CityscapesInstanceEvaluatorInFolder(dataset_name, output_folder)
-    if dataset_name.startswith("cityscapes_fine_sem_seg_"):
-        return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
-    raise ValueError(f"no evaluator configured for dataset {dataset_name!r}")
-
-
-def paper_metrics(task: str, results: dict) -> dict[str, float]:
-    """Map Detectron2 evaluator output to the paper's metric names (see results/records.py)."""
-    if task == "voc_det":
-        bbox = results["bbox"]
-        return {"AP50": bbox["AP50"], "AP": bbox["AP"], "AP75": bbox["AP75"]}
-    if task == "coco_maskrcnn":
-        out = {}
-        for src, dst in (("bbox", "APbb"), ("segm", "APmk")):
-            r = results.get(src, {})
-            for k, suffix in (("AP", ""), ("AP50", "50"), ("AP75", "75"), ("APs", "S"), ("APm", "M"), ("APl", "L")):
-                if k in r:
-                    out[dst + suffix] = r[k]
-        return out
-    if task == "cityscapes_instance":
-        return {"APmk": results["segm"]["AP"], "APmk50": results["segm"]["AP50"]}
-    if task == "cityscapes_semseg":
-        return {"mIoU": results["sem_seg"]["mIoU"]}
-    raise ValueError(f"unknown task {task!r}")

@@ -2,21 +2,31 @@
 
     python transfer/train_net.py --config-file transfer/configs/voc/voc_R_50_C4_24k_moco.yaml \
         [--num-gpus 8 --num-machines 1 --dist-url auto] [--resume] [--seed 1] [--trial 0] \
-        [--label "MoCo IN-1M"] MODEL.WEIGHTS ckpt.pkl OUTPUT_DIR output/voc/moco/trial0
+        [--label "MoCo IN-1M"] [--input-format RGB|BGR] MODEL.WEIGHTS ckpt.pkl OUTPUT_DIR output/voc/moco/trial0
 
 Detectron2's ``DefaultTrainer`` and ``launch`` do the training; this adds the suite's modeling pieces
-(``transfer/modeling.py``), the evaluator per dataset (``transfer/evaluators.py``), on-the-fly
-conversion of ``.pth`` weights (``transfer/convert.py``), a weights/config sanity check, and one JSON
-record per trial (``results/records.py``) with final metrics, config, seed, weights hash and timings.
+(``transfer/modeling.py``), the evaluator per task (``transfer/tasks.py``), on-the-fly conversion of
+``.pth`` weights (``transfer/convert.py``) and, before the first iteration:
+
+* weights are read without running code (``transfer/checkpointer.py``), their input format is decided
+  from the file (``transfer/weights.py``) and must match the config's;
+* after Detectron2 loads them, a load report counts backbone tensors loaded / missing / mis-shaped; a
+  missing backbone tensor or a shape mismatch stops the trial (``--allow-partial-weights`` overrides).
+
+Training reads a resumable, seeded data stream (``transfer/train_loader.py``), so a trial resumed from
+a checkpoint ends as an uninterrupted one would on a CPU; checkpoints are written atomically. Each trial
+leaves one JSON record (``results/records.py``) with metrics, the protocol fingerprint
+(``transfer/protocol.py``), the load report, the input-format decision, whether it resumed, timings.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
-import pickle
 import platform
+import random
 import socket
 import sys
 import time
@@ -29,22 +39,37 @@ if __package__ in (None, ""):  # run as `python transfer/train_net.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
-from detectron2.data import build_detection_train_loader  # noqa: E402
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.engine.hooks import PeriodicCheckpointer  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
 import transfer.modeling  # noqa: E402,F401  (registers the extra-norm head, DC5 backbone, FCN head)
-from results.records import write_record  # noqa: E402
+from results.records import write_json_atomic, write_record  # noqa: E402
+from transfer import checkpointer, voc_xml  # noqa: E402
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of  # noqa: E402
-from transfer.evaluators import build_evaluator, paper_metrics  # noqa: E402
-from transfer.modeling import add_suite_config  # noqa: E402
+from transfer.checkpointer import SuiteCheckpointer, WeightsError  # noqa: E402
+from transfer.load_report import LoadReport  # noqa: E402
+from transfer.process import die_with_parent  # noqa: E402
+from transfer.protocol import detectron2_id, expected_input_values, fingerprint  # noqa: E402
 from transfer.semseg import scale_crop_flip_mapper  # noqa: E402
+from transfer.tasks import evaluator_for, paper_metrics, task_of  # noqa: E402,F401  (task_of: re-exported)
+from transfer.train_loader import SeedEachStep, build_resumable_train_loader  # noqa: E402
+from transfer.weights import (  # noqa: E402
+    CONVERTIBLE,
+    InputFormat,
+    WeightsFormatError,
+    decide_input_format,
+    is_remote,
+    remote_problem,
+    weights_provenance,
+)
 
-CONVERTIBLE = (".pth", ".pth.tar", ".pt", ".tar", ".ckpt")
+checkpointer.install()  # every DetectionCheckpointer reads weights without running code
+voc_xml.install()       # Detectron2's VOC loader and evaluator read XML like the dataset check
 logger = logging.getLogger("transfer.train_net")
+LOAD_REPORT = "weights_load.json"
+RESUMES = "resumes.json"
 
 
 class SetupError(Exception):
@@ -52,31 +77,52 @@ class SetupError(Exception):
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with the suite's evaluators and, when the config asks, the scale/crop/flip loader."""
+    """DefaultTrainer with the suite's evaluators, resumable data stream and checkpointer."""
+
+    def __init__(self, cfg: CfgNode) -> None:
+        super().__init__(cfg)
+        # DefaultTrainer builds a DetectionCheckpointer; the suite's adds safe reading, atomic saving and
+        # the load report. Same state, so the hooks that already hold it keep working.
+        self.checkpointer.__class__ = SuiteCheckpointer
+        self.checkpointer.report_source = Path(cfg.MODEL.WEIGHTS).name if cfg.MODEL.WEIGHTS else "weights"
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        return build_evaluator(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
+        return evaluator_for(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if cfg.INPUT.RANDOM_SCALE.ENABLED:  # semantic segmentation (paper A.4): random scale, crop, flip
-            return build_detection_train_loader(cfg, mapper=scale_crop_flip_mapper(cfg))
-        return super().build_train_loader(cfg)
+        mapper = scale_crop_flip_mapper(cfg) if cfg.INPUT.RANDOM_SCALE.ENABLED else None  # semantic segmentation
+        return build_resumable_train_loader(cfg, mapper)
 
     def build_hooks(self):
-        hooks = super().build_hooks()
+        hooks = [SeedEachStep(self.cfg.SEED), *super().build_hooks()]
         keep = self.cfg.SOLVER.KEEP_CHECKPOINTS
         for h in hooks:
             if isinstance(h, PeriodicCheckpointer) and keep > 0:
                 h.max_to_keep = keep  # fvcore's own pruning: 5 trials x 3 rows of R50 would otherwise fill disks
         return hooks
 
+    def resume_or_load(self, resume: bool = True) -> None:
+        super().resume_or_load(resume=resume)
+        self.data_loader.batch_sampler.start_iter = self.start_iter  # continue the same data stream
+        periodic = [h for h in self._hooks if isinstance(h, PeriodicCheckpointer)]
+        if self.start_iter and periodic and periodic[0].max_to_keep:
+            # fvcore prunes only what this process saved: hand it the checkpoint we resumed from too
+            older = sorted(str(p) for p in Path(self.cfg.OUTPUT_DIR).glob("model_[0-9]*.pth"))
+            periodic[0].recent_checkpoints = older
+
+    @property
+    def data_loader(self):
+        return self._trainer.data_loader
+
 
 # ------------------------------------------------------------------------- config and metadata
 
 def load_cfg(config_file: str, opts: list[str]) -> CfgNode:
     """Suite defaults + config file + command-line opts; CPU fallback when no GPU."""
+    from transfer.modeling import add_suite_config
+
     cfg = add_suite_config(get_cfg())
     if not Path(config_file).is_file():
         raise SetupError(f"config file not found: {config_file}")
@@ -85,19 +131,6 @@ def load_cfg(config_file: str, opts: list[str]) -> CfgNode:
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
         cfg.MODEL.DEVICE = "cpu"
     return cfg
-
-
-def task_of(cfg: CfgNode) -> str:
-    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    if all(n.startswith("voc_") for n in names):
-        return "voc_det"
-    if all(n.startswith("coco_") for n in names):
-        return "coco_maskrcnn" if cfg.MODEL.MASK_ON else "coco_det"
-    if all(n.startswith("cityscapes_fine_instance_seg_") for n in names):
-        return "cityscapes_instance"
-    if all(n.startswith("cityscapes_fine_sem_seg_") for n in names):
-        return "cityscapes_semseg"
-    return "custom"
 
 
 def arch_of(cfg: CfgNode) -> str:
@@ -120,15 +153,6 @@ def schedule_of(cfg: CfgNode, task: str) -> str:
     return f"{it // 1000}k" if it % 1000 == 0 else f"{it}it"
 
 
-def weights_provenance(path: str) -> dict[str, Any] | None:
-    """The provenance block that transfer/convert.py stores in a .pkl, if any."""
-    if not path.endswith(".pkl") or not Path(path).is_file():
-        return None
-    with open(path, "rb") as f:
-        data = pickle.load(f, encoding="latin1")  # Detectron2 reads the same file this way when loading
-    return data.get("provenance") if isinstance(data, dict) else None
-
-
 def is_detectron2_checkpoint(path: str) -> bool:
     """A full Detectron2 model (e.g. model_final.pth of a fine-tuning run), not a backbone to convert."""
     if not Path(path).is_file():
@@ -138,11 +162,28 @@ def is_detectron2_checkpoint(path: str) -> bool:
     return isinstance(model, dict) and any(str(k).startswith(("backbone.", "roi_heads.")) for k in model)
 
 
-def prepare_weights(cfg: CfgNode) -> dict[str, Any]:
-    """Convert .pth weights, check that the input format fits them; return the pretrain description."""
+def input_format_mismatch(cfg: CfgNode, fmt: InputFormat, prov: dict | None) -> list[str]:
+    """Config values that contradict the input format the weights need (empty: consistent)."""
+    want = expected_input_values(fmt.format)
+    if prov and prov.get("pixel_mean"):
+        want["MODEL.PIXEL_MEAN"] = list(prov["pixel_mean"])
+    got = {"INPUT.FORMAT": cfg.INPUT.FORMAT, "MODEL.RESNETS.STRIDE_IN_1X1": cfg.MODEL.RESNETS.STRIDE_IN_1X1,
+           "MODEL.PIXEL_MEAN": list(cfg.MODEL.PIXEL_MEAN)}
+    wrong = []
+    for key in got:
+        a, b = got[key], want[key]
+        same = [round(x, 3) for x in a] == [round(x, 3) for x in b] if isinstance(a, list) else a == b
+        if not same:
+            wrong.append(f"{key} {a}")
+    return wrong
+
+
+def prepare_weights(cfg: CfgNode, input_format: str | None = None) -> dict[str, Any]:
+    """Convert .pth weights, decide and check the input format; return the pretrain description."""
     weights = cfg.MODEL.WEIGHTS
     if not weights:
-        return {"kind": "random", "weights": None, "sha256": None}
+        fmt = decide_input_format("", input_format)
+        return {"kind": "random", "weights": None, "sha256": None, **fmt.as_record()}
     prov = None
     if weights.endswith(CONVERTIBLE) and not is_detectron2_checkpoint(weights):
         from transfer.convert import convert
@@ -154,36 +195,37 @@ def prepare_weights(cfg: CfgNode) -> dict[str, Any]:
             prov = convert(weights, out, log=logger.info)
         cfg.MODEL.WEIGHTS = str(out)
     local = cfg.MODEL.WEIGHTS
-    if "://" not in local and not Path(local).is_file():
+    if is_remote(local):
+        problem = remote_problem(local)
+        if problem:
+            raise SetupError(problem)
+    elif not Path(local).is_file():
         raise SetupError(f"MODEL.WEIGHTS not found: {local}")
-    if prov is None and "://" not in local:
+    if prov is None and not is_remote(local):
         prov = weights_provenance(local)
-    if prov and prov.get("input_format") == "RGB":
-        wrong = []
-        if cfg.INPUT.FORMAT != "RGB":
-            wrong.append(f"INPUT.FORMAT {cfg.INPUT.FORMAT}")
-        if cfg.MODEL.RESNETS.STRIDE_IN_1X1:
-            wrong.append("MODEL.RESNETS.STRIDE_IN_1X1 True")
-        if [round(v, 3) for v in cfg.MODEL.PIXEL_MEAN] != [round(v, 3) for v in prov["pixel_mean"]]:
-            wrong.append(f"MODEL.PIXEL_MEAN {list(cfg.MODEL.PIXEL_MEAN)}")
-        if wrong:
-            raise SetupError(
-                f"{Path(local).name} holds torchvision-style (RGB) weights but the config sets {', '.join(wrong)}; "
-                "use the *_moco.yaml config of this benchmark"
-            )
+    fmt = decide_input_format(local, input_format)
+    wrong = input_format_mismatch(cfg, fmt, prov)
+    if wrong:
+        flavour = "*_moco.yaml config" if fmt.format == "RGB" else "supervised (BGR) config"
+        raise SetupError(f"{Path(local).name} needs {fmt.format} input ({fmt.reason}) but the config sets "
+                         f"{', '.join(wrong)}; use the {flavour} of this benchmark, or --input-format if the "
+                         "decision is wrong")
+    logger.info(f"input format {fmt.format}: {fmt.reason}")
     kind = "supervised"
     if prov and str(prov.get("format", "")).startswith("moco"):
         kind = "moco"
-    sha = prov["sha256"] if prov else (sha256_of(local) if "://" not in local else None)
+    sha = prov["sha256"] if prov else (sha256_of(local) if not is_remote(local) else None)
     return {"kind": kind, "weights": weights, "sha256": sha, "converted": local if local != weights else None,
-            "provenance": prov}
+            "provenance": prov, **fmt.as_record()}
 
 
 def setup(args) -> tuple[CfgNode, dict[str, Any]]:
     cfg = load_cfg(args.config_file, args.opts)
     if args.seed is not None:
         cfg.SEED = args.seed
-    pretrain = prepare_weights(cfg)
+    if cfg.SEED < 0:  # the data stream and the record need a concrete seed
+        cfg.SEED = random.SystemRandom().randrange(2**31)
+    pretrain = prepare_weights(cfg, args.input_format)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg, pretrain
@@ -200,7 +242,8 @@ def _versions() -> dict[str, str]:
 
 
 def make_record(cfg: CfgNode, args, pretrain: dict[str, Any], status: str, metrics: dict[str, float],
-                timings: dict[str, float], error: str | None = None, raw: dict | None = None) -> dict[str, Any]:
+                timings: dict[str, float], error: str | None = None, raw: dict | None = None,
+                load: dict | None = None, resumes: list[int] | None = None) -> dict[str, Any]:
     task = args.task or task_of(cfg)
     kind = args.kind or pretrain["kind"]
     default_label = {"random": "random init", "supervised": "supervised", "moco": "MoCo"}.get(kind, kind)
@@ -209,9 +252,14 @@ def make_record(cfg: CfgNode, args, pretrain: dict[str, Any], status: str, metri
         "arch": args.arch_name or arch_of(cfg),
         "schedule": args.schedule or schedule_of(cfg, task),
         "pretrain": {"label": args.label or default_label, "kind": kind, "weights": pretrain.get("weights"),
-                     "sha256": pretrain.get("sha256"), "converted": pretrain.get("converted")},
+                     "sha256": pretrain.get("sha256"), "converted": pretrain.get("converted"),
+                     "input_format": pretrain.get("input_format"),
+                     "input_format_reason": pretrain.get("input_format_reason"),
+                     "load_report": load},
         "trial": args.trial, "seed": cfg.SEED, "trials_requested": args.trials_requested,
         "status": status, "error": error, "metrics": metrics, "raw_results": raw or {},
+        "fingerprint": fingerprint(cfg, comm.get_world_size(), detectron2_id()),
+        "resumed": {"count": len(resumes or []), "from_iters": list(resumes or [])},
         "dataset": {"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST),
                     "root": os.environ.get("DETECTRON2_DATASETS", "datasets")},
         "config_file": str(args.config_file), "config": cfg.dump(),
@@ -225,15 +273,54 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=float))
 
 
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def check_load(trainer: Trainer, cfg: CfgNode, allow_partial: bool) -> dict | None:
+    """The weights' load report (kept in OUTPUT_DIR for resumed runs); stop before training when the
+    backbone was not fully loaded."""
+    path = Path(cfg.OUTPUT_DIR) / LOAD_REPORT
+    report: LoadReport | None = trainer.checkpointer.last_load_report
+    if trainer.start_iter > 0 or not cfg.MODEL.WEIGHTS or report is None:
+        return _read_json(path, None) if trainer.start_iter > 0 else None
+    logger.info(f"weights load report: {report.summary()}; new layers: {', '.join(report.expected_missing)}")
+    if not report.ok:
+        if not allow_partial:
+            raise SetupError(report.refusal() + " (--allow-partial-weights trains anyway)")
+        logger.warning(f"training with a partially loaded backbone (--allow-partial-weights): {report.refusal()}")
+    record = report.as_record()
+    if comm.is_main_process():
+        write_json_atomic(path, record)
+    return record
+
+
+def note_resume(cfg: CfgNode, start_iter: int) -> list[int]:
+    """Append ``start_iter`` to the trial's resume history when it resumed; return the history."""
+    path = Path(cfg.OUTPUT_DIR) / RESUMES
+    history = [int(i) for i in _read_json(path, [])]
+    if start_iter > 0:
+        history.append(start_iter)
+        if comm.is_main_process():
+            write_json_atomic(path, history)
+    return history
+
+
 def main(args) -> dict | None:
+    die_with_parent()  # a worker never outlives the process that launched it
     cfg, pretrain = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        SuiteCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     start_iter = trainer.start_iter
+    load = check_load(trainer, cfg, args.allow_partial_weights)
+    resumes = note_resume(cfg, start_iter)
     t0 = time.perf_counter()
     try:
         trainer.train()
@@ -241,10 +328,11 @@ def main(args) -> dict | None:
         # evaluation (EvalHook) stores them here. A resumed, already finished run evaluates anew.
         results = getattr(trainer, "_last_eval_results", None) or Trainer.test(cfg, trainer.model)
     except Exception as e:
-        if comm.is_main_process():
+        if comm.is_main_process() and not _is_disk_error(e):
             timings = {"train_s": time.perf_counter() - t0}
             line = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            write_record(cfg.OUTPUT_DIR, make_record(cfg, args, pretrain, "failed", {}, timings, error=line))
+            write_record(cfg.OUTPUT_DIR, make_record(cfg, args, pretrain, "failed", {}, timings, error=line,
+                                                     load=load, resumes=resumes))
             (Path(cfg.OUTPUT_DIR) / "error.txt").write_text(traceback.format_exc())
         raise
     train_s = time.perf_counter() - t0
@@ -255,10 +343,26 @@ def main(args) -> dict | None:
                "s_per_iter": round(train_s / iters, 4) if iters > 0 else None}
     task = args.task or task_of(cfg)
     metrics = paper_metrics(task, results)
-    record = make_record(cfg, args, pretrain, "finished", metrics, timings, raw=_jsonable(results))
+    record = make_record(cfg, args, pretrain, "finished", metrics, timings, raw=_jsonable(results), load=load,
+                         resumes=resumes)
     path = write_record(cfg.OUTPUT_DIR, record)
     logger.info(f"trial record written: {path} ({', '.join(f'{k} {v:.1f}' for k, v in metrics.items())})")
     return results
+
+
+DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+               errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
+
+
+def _is_disk_error(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in DISK_ERRNOS
+
+
+def disk_error_line(e: OSError) -> str:
+    """``disk full writing /path: free space there and rerun the same command (it resumes)``."""
+    where = e.filename or "the output directory"
+    return (f"cannot write {where}: {DISK_ERRNOS[e.errno]}; free space or fix the permissions there, then rerun "
+            "the same command: finished trials are kept and this one resumes from its last checkpoint")
 
 
 def build_parser():
@@ -272,6 +376,10 @@ def build_parser():
     parser.add_argument("--arch-name", help="architecture name in records (default: inferred, e.g. R50-C4)")
     parser.add_argument("--schedule", help="schedule name in records (default: inferred, e.g. 24k)")
     parser.add_argument("--tiny", action="store_true", help="mark the record as a small-scale demonstration")
+    parser.add_argument("--input-format", choices=["RGB", "BGR"],
+                        help="input format the weights need (default: decided from the weights file)")
+    parser.add_argument("--allow-partial-weights", action="store_true",
+                        help="train even when backbone tensors of the weights were not loaded (experts)")
     return parser
 
 
@@ -280,7 +388,7 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except (SetupError, ConvertError) as e:
+    except (SetupError, ConvertError, WeightsError, WeightsFormatError) as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -290,6 +398,9 @@ def cli(argv: list[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("TRANSFER_DEBUG"):
             raise
+        if _is_disk_error(e):
+            print(f"train_net.py: error: {disk_error_line(e)}", file=sys.stderr)
+            return 3
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"train_net.py: error: {type(e).__name__}: {msg} (traceback in OUTPUT_DIR/log.txt; "
               "TRANSFER_DEBUG=1 shows it here)", file=sys.stderr)

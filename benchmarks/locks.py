@@ -1,0 +1,125 @@
+"""One owner per trial: an advisory lock in the trial folder, held while a runner trains the trial.
+
+Two runners started on the same sweep (a re-submitted job, a second terminal) must not both train a
+trial: they would interleave logs, write checkpoints twice and keep whichever record came last. Before
+a trial starts its runner takes ``<trial>/.lock`` with ``fcntl.flock`` (non-blocking); the kernel drops
+the lock when the holder dies, however it dies, so a crashed runner never leaves a stale lock. The
+holder's host, pid and a heartbeat (refreshed every ``HEARTBEAT_S`` seconds) go to ``<trial>/.owner.json``
+for the status view and for the second rule below.
+
+**Shared filesystems.** ``flock`` works across machines on NFSv4 and Lustre/GPFS mounted with locking,
+but some NFS setups (``nolock``, old NFSv3 without lockd) grant every ``flock`` locally. So a lock is also
+refused while ``.owner.json`` names *another* host whose heartbeat is younger than ``STALE_S``: a runner on
+another node that holds the trial keeps it, and a node that died stops refreshing and is taken over after
+``STALE_S`` seconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from transfer.atomic import write_atomic
+
+LOCK_NAME, OWNER_NAME = ".lock", ".owner.json"
+HEARTBEAT_S = 30.0
+STALE_S = 300.0
+
+
+def read_owner(trial_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The last holder's ``{"host", "pid", "started", "heartbeat"}`` (it may have finished since)."""
+    try:
+        return json.loads((Path(trial_dir) / OWNER_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def describe(owner: dict[str, Any] | None) -> str:
+    if not owner:
+        return "another runner"
+    age = time.time() - float(owner.get("heartbeat", 0))
+    return f"{owner.get('host', '?')}:{owner.get('pid', '?')} (alive {age:.0f}s ago)"
+
+
+def is_locked(trial_dir: str | os.PathLike) -> bool:
+    """True while some process holds the trial (probes the lock without keeping it)."""
+    lock = TrialLock(trial_dir)
+    if lock.acquire(write_owner=False):
+        lock.release()
+        return False
+    return True
+
+
+class TrialLock:
+    """``with TrialLock(dir) as lock: if lock.held: ...`` or ``acquire()``/``release()``."""
+
+    def __init__(self, trial_dir: str | os.PathLike) -> None:
+        self.dir = Path(trial_dir)
+        self.held = False
+        self._fd: int | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self.owner: dict[str, Any] | None = None  # the other holder when acquire() failed
+
+    def acquire(self, write_owner: bool = True) -> bool:
+        """Take the lock without waiting; False (and :attr:`owner` set) when someone else holds it."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            self.owner = read_owner(self.dir)
+            return False
+        owner = read_owner(self.dir)
+        if owner and owner.get("host") != socket.gethostname() and \
+                time.time() - float(owner.get("heartbeat", 0)) < STALE_S and owner.get("active", True):
+            os.close(fd)  # flock granted locally but a live runner on another node holds it (see module doc)
+            self.owner = owner
+            return False
+        self._fd, self.held = fd, True
+        if write_owner:
+            self._write_owner(active=True)
+            self._beat = threading.Thread(target=self._heartbeat, daemon=True, name=f"heartbeat {self.dir.name}")
+            self._beat.start()
+        return True
+
+    def _write_owner(self, active: bool) -> None:
+        now = time.time()
+        prev = read_owner(self.dir) or {}
+        started = prev.get("started", now) if prev.get("pid") == os.getpid() else now
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": started, "heartbeat": now,
+                "active": active}
+        try:
+            write_atomic(self.dir / OWNER_NAME, lambda tmp: tmp.write_text(json.dumps(info)))
+        except OSError:
+            pass  # a full disk must not break the lock itself; the flock still holds
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self._write_owner(active=True)
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5)
+            self._write_owner(active=False)
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd, self.held = None, False
+
+    def __enter__(self) -> "TrialLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

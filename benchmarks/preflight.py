@@ -1,0 +1,168 @@
+"""Everything a sweep can check before its first iteration, and the plan it prints (``--dry-run``).
+
+Per row: the weights exist (a local file, Detectron2's download cache, or a server that answers), are
+read without running code, need which input format (and why), and fill the whole backbone of the row's
+model (the load report, on a CPU-built model). For the sweep: the dataset check (done by the caller),
+an output folder that can be written, and free disk against the checkpoints the sweep will keep. A
+problem found here stops the sweep before the first trial, with one line each.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from benchmarks.runner import Row, free_bytes, trial_footprint
+
+
+@dataclass
+class RowCheck:
+    row: Row
+    weights_note: str = ""
+    load_note: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def check_output_dir(out: Path) -> str | None:
+    """One line when ``out`` cannot be created or written (read-only, permissions, full)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".write-test.", dir=out)
+        os.write(fd, b"x" * 4096)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        from benchmarks.runner import DISK_ERRNOS
+
+        reason = DISK_ERRNOS.get(e.errno or 0, e.strerror or str(e))
+        return (f"cannot write to the output folder {e.filename or out}: {reason}; pick another --output or fix "
+                "its permissions/free space")
+    return None
+
+
+def convert_once(weights: str, folder: Path, log: Callable[[str], None]) -> str:
+    """A ``.pth`` checkpoint converted once per sweep into ``folder`` (reused while its source is unchanged)."""
+    from transfer.checkpoint_io import sha256_of
+    from transfer.convert import convert
+    from transfer.weights import weights_provenance
+
+    src = Path(weights)
+    out = folder / (src.name.split(".")[0] + ".pkl")
+    prov = weights_provenance(str(out)) if out.is_file() else None
+    if prov is None or prov.get("sha256") != sha256_of(src):
+        convert(src, out, log=log)
+    return str(out.resolve())
+
+
+def weights_problem(weights: str) -> tuple[str, str | None]:
+    """(where the weights are, problem or None) for one row's weights."""
+    from transfer import safe_pickle
+    from transfer.checkpoint_io import ConvertError, load_untrusted
+    from transfer.weights import cache_path, is_remote, local_file, remote_problem
+
+    if not weights:
+        return "none (random init)", None
+    if is_remote(weights):
+        cached = local_file(weights)
+        if cached is None:
+            problem = remote_problem(weights)
+            return f"{weights} (not cached; downloaded by the first trial to {cache_path(weights)})", problem
+        weights = str(cached)
+    path = Path(weights)
+    if not path.is_file():
+        return weights, f"weights not found: {weights}"
+    try:
+        safe_pickle.load(path) if path.suffix == ".pkl" else load_untrusted(path)
+    except (safe_pickle.UnsafePickleError, ConvertError) as e:
+        return weights, str(e)
+    return str(path), None
+
+
+def load_check(row: Row, opts: list[str]) -> tuple[str, str | None, int]:
+    """Build the row's model on the CPU and load its weights: (report line, problem or None, checkpoint bytes)."""
+    from transfer.checkpointer import SuiteCheckpointer, WeightsError
+    from transfer.train_net import Trainer, load_cfg
+    from transfer.weights import local_file
+
+    cfg = load_cfg(str(row.config), [*opts, "MODEL.DEVICE", "cpu"])
+    model = Trainer.build_model(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    ckpt_bytes = int(n_params * 4 * 2.05)  # fp32 weights + SGD momentum (+ a few buffers)
+    weights = str(local_file(row.weights) or "") if row.weights else ""
+    if not weights:
+        return ("" if not row.weights else "checked when the first trial has downloaded it"), None, ckpt_bytes
+    checker = SuiteCheckpointer(model)
+    checker.report_source = Path(weights).name
+    try:
+        checker.load(weights, checkpointables=[])
+    except WeightsError as e:
+        return "", str(e), ckpt_bytes
+    report = checker.last_load_report
+    assert report is not None
+    return report.summary(), (report.refusal() or None), ckpt_bytes
+
+
+def check_rows(rows: list[Row], opts: list[str], allow_partial: bool) -> list[RowCheck]:
+    """Weights and load checks of every row (fills ``row.checkpoint_bytes``)."""
+    checks = []
+    for row in rows:
+        rc = RowCheck(row)
+        if row.pending and not Path(row.weights).exists():
+            rc.weights_note = f"{row.weights} ({row.pending})"
+            checks.append(rc)
+            continue
+        rc.weights_note, problem = weights_problem(row.weights)
+        if problem:
+            rc.problems.append(problem)
+        else:
+            rc.load_note, problem, row.checkpoint_bytes = load_check(row, opts)
+            if problem and not allow_partial:
+                rc.problems.append(problem + " (--allow-partial-weights trains anyway)")
+        checks.append(rc)
+    return checks
+
+
+def disk_problem(rows: list[Row], trials: int, out: Path, keep: int = 1) -> tuple[str, str | None]:
+    """(estimate line, problem or None): finished trials keep ``model_final.pth``; the running one peaks at
+    ``keep + 2`` checkpoints."""
+    per_final = sum(r.checkpoint_bytes for r in rows) * trials
+    peak = max((trial_footprint(r, keep) for r in rows), default=0)
+    need, free = per_final + peak, free_bytes(out)
+    line = f"about {need / 1e9:.1f} GB for checkpoints ({free / 1e9:.1f} GB free under {out})"
+    if need and free < need:
+        return line, (f"not enough free disk under {out}: the sweep needs {line}; free space or pick another "
+                      "--output")
+    return line, None
+
+
+def describe_rows(checks: list[RowCheck], trials: int, seed: int) -> list[str]:
+    """The plan, one block per row."""
+    lines = []
+    for rc in checks:
+        r = rc.row
+        lines.append(f"{r.label} ({r.kind}): {trials} trial(s), seeds {seed}..{seed + trials - 1}")
+        lines.append(f"    config   {r.config}")
+        if r.input_format:
+            lines.append(f"    input    {r.input_format}: {r.input_reason}")
+        lines.append(f"    weights  {rc.weights_note}")
+        sha = _sha(r.weights)
+        if sha:
+            lines.append(f"    sha256   {sha}")
+        if rc.load_note:
+            lines.append(f"    loading  {rc.load_note}")
+        lines += [f"    PROBLEM  {p}" for p in rc.problems]
+    return lines
+
+
+def _sha(weights: str) -> str:
+    from transfer.checkpoint_io import sha256_of
+    from transfer.weights import local_file, weights_provenance
+
+    path = local_file(weights) if weights else None
+    if path is None:
+        return ""
+    prov = weights_provenance(str(path))
+    return (prov or {}).get("sha256") or sha256_of(path)

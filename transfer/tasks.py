@@ -1,0 +1,112 @@
+"""The fine-tuning tasks, as entries of one registry: which datasets belong to a task, which evaluator
+scores it, and how the evaluator's output becomes the paper's metric names.
+
+A new benchmark task is a config family plus one :class:`Task` registered here (and, for the runner, a
+``benchmarks`` entry with its dataset check); ``transfer/train_net.py`` and the records read nothing else.
+Evaluators are built lazily, so importing this module does not import Detectron2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Metrics = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str                                        # record task id, e.g. "voc_det"
+    dataset_prefixes: tuple[str, ...]                # registered dataset names of this task start with one
+    build_evaluator: Callable[[Any, str, str], Any]  # (cfg, dataset name, output folder) -> DatasetEvaluator
+    to_metrics: Callable[[dict], Metrics]            # evaluator results -> paper metric names (percent)
+    applies: Callable[[Any], bool] = field(default=lambda cfg: True)  # e.g. needs MODEL.MASK_ON
+
+    def owns(self, dataset_name: str) -> bool:
+        return dataset_name.startswith(self.dataset_prefixes)
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task``; later registrations of a name replace earlier ones (as Detectron2's catalogs refuse,
+    this is deliberate: a project may override the suite's evaluator for a task)."""
+    TASKS[task.name] = task
+    return task
+
+
+def task_of(cfg: Any) -> str:
+    """The task whose datasets are all of ``cfg.DATASETS.TRAIN`` and ``TEST`` ("custom" if none)."""
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    for task in TASKS.values():
+        if names and all(task.owns(n) for n in names) and task.applies(cfg):
+            return task.name
+    return "custom"
+
+
+def evaluator_for(cfg: Any, dataset_name: str, output_folder: str) -> Any:
+    """The paper's evaluator for a registered dataset."""
+    for task in TASKS.values():
+        if task.owns(dataset_name) and task.applies(cfg):
+            return task.build_evaluator(cfg, dataset_name, output_folder)
+    raise ValueError(f"no evaluator configured for dataset {dataset_name!r} (register a Task in transfer/tasks.py)")
+
+
+def paper_metrics(task: str, results: dict) -> Metrics:
+    """Map evaluator output to the paper's metric names (see results/records.py)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
+    return TASKS[task].to_metrics(results)
+
+
+# ----------------------------------------------------------------------------- the suite's tasks
+
+def _voc_evaluator(cfg: Any, name: str, out: str) -> Any:
+    from transfer.evaluators import VOCDetectionEvaluator
+
+    return VOCDetectionEvaluator(name)
+
+
+def _coco_evaluator(cfg: Any, name: str, out: str) -> Any:
+    from transfer.evaluators import COCOEvaluatorZeroWithoutDetections
+
+    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    return COCOEvaluatorZeroWithoutDetections(name, tasks=tasks, output_dir=out, use_fast_impl=False)
+
+
+def _cityscapes_instance_evaluator(cfg: Any, name: str, out: str) -> Any:
+    from transfer.evaluators import CityscapesInstanceEvaluatorInFolder
+
+    return CityscapesInstanceEvaluatorInFolder(name, out)
+
+
+def _sem_seg_evaluator(cfg: Any, name: str, out: str) -> Any:
+    from detectron2.evaluation import SemSegEvaluator
+
+    return SemSegEvaluator(name, distributed=True, output_dir=out)
+
+
+_COCO_SUFFIXES = (("AP", ""), ("AP50", "50"), ("AP75", "75"), ("APs", "S"), ("APm", "M"), ("APl", "L"))
+
+
+def coco_style_metrics(results: dict, iou_types: dict[str, str]) -> Metrics:
+    """``{"bbox": {"AP": ..}, "segm": ..}`` -> ``{"APbb": .., "APbb50": .., "APmk": ..}`` for ``iou_types``
+    ``{"bbox": "APbb", "segm": "APmk"}``."""
+    out = {}
+    for src, dst in iou_types.items():
+        r = results.get(src, {})
+        out.update({dst + suffix: r[k] for k, suffix in _COCO_SUFFIXES if k in r})
+    return out
+
+
+register_task(Task("voc_det", ("voc_",), _voc_evaluator,
+                   lambda r: {"AP50": r["bbox"]["AP50"], "AP": r["bbox"]["AP"], "AP75": r["bbox"]["AP75"]}))
+register_task(Task("coco_maskrcnn", ("coco_",), _coco_evaluator,
+                   lambda r: coco_style_metrics(r, {"bbox": "APbb", "segm": "APmk"}),
+                   applies=lambda cfg: bool(cfg.MODEL.MASK_ON)))
+register_task(Task("coco_det", ("coco_",), _coco_evaluator, lambda r: coco_style_metrics(r, {"bbox": "APbb"})))
+register_task(Task("cityscapes_instance", ("cityscapes_fine_instance_seg_",), _cityscapes_instance_evaluator,
+                   lambda r: {"APmk": r["segm"]["AP"], "APmk50": r["segm"]["AP50"]}))
+register_task(Task("cityscapes_semseg", ("cityscapes_fine_sem_seg_",), _sem_seg_evaluator,
+                   lambda r: {"mIoU": r["sem_seg"]["mIoU"]}))

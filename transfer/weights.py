@@ -1,0 +1,166 @@
+"""What a weights argument is: where its file lives, and which input format its network expects.
+
+**Input format rule.** Networks trained in Caffe2 (the MSRA ImageNet models Detectron2's supervised
+baselines use) read BGR images in 0-255 with per-channel means only, and put the stride in the 1x1 conv:
+Detectron2's default config. Every torchvision-style network (MoCo and other self-supervised methods,
+torchvision's supervised models, this suite's converter) reads RGB normalized by the ImageNet mean/std
+with the stride in the 3x3 conv: the ``*_moco.yaml`` configs. The format is read from the file:
+
+* a ``.pkl`` with ``blobs``, with ``__author__ == "Caffe2"``, or without Detectron2's ``model`` +
+  ``__author__`` keys (Detectron2 reads such a file as Caffe2 and renames it) -> **BGR**;
+* every other ``.pkl`` (reference MoCo converter ``__author__ "MOCO"``, ``convert-torchvision-to-d2``,
+  other projects, this suite's ``convert.py``) -> **RGB**, unless its provenance says otherwise;
+* ``.pth``/``.pth.tar`` pretraining checkpoints (converted on the fly) -> **RGB**;
+* ``detectron2://ImageNetPretrained/MSRA|FAIR/...`` -> **BGR** (Caffe2 model zoo), ``.../torchvision/...``
+  -> **RGB**; another URL is read from its cached copy, or needs ``--input-format``.
+
+An explicit ``--input-format`` always wins; the decision and its reason are printed and recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from transfer import safe_pickle
+
+FORMATS = ("RGB", "BGR")
+CONVERTIBLE = (".pth", ".pth.tar", ".pt", ".tar", ".ckpt")
+D2_PREFIX, D2_URL = "detectron2://", "https://dl.fbaipublicfiles.com/detectron2/"
+
+
+class WeightsFormatError(Exception):
+    """The input format of a weights argument cannot be decided; one line."""
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    format: str   # "RGB" | "BGR"
+    reason: str
+
+    def as_record(self) -> dict[str, str]:
+        return {"input_format": self.format, "input_format_reason": self.reason}
+
+
+def is_remote(weights: str) -> bool:
+    return "://" in weights
+
+
+def remote_url(weights: str) -> str:
+    """The http(s) URL behind a ``detectron2://`` name (other URLs as they are)."""
+    return D2_URL + weights[len(D2_PREFIX):] if weights.startswith(D2_PREFIX) else weights
+
+
+def cache_path(weights: str) -> Path:
+    """Where Detectron2 (iopath) caches a remote weights file: ``$FVCORE_CACHE`` or ``~/.torch/iopath_cache``."""
+    url = urlparse(remote_url(weights))
+    root = Path(os.path.expanduser(os.getenv("FVCORE_CACHE", "~/.torch/iopath_cache")))
+    return root / os.path.dirname(url.path.lstrip("/")) / url.path.split("/")[-1]
+
+
+def local_file(weights: str) -> Path | None:
+    """The file that holds ``weights`` on this machine: the path itself, or a remote file's cached copy."""
+    if not weights:
+        return None
+    path = cache_path(weights) if is_remote(weights) else Path(weights)
+    return path if path.is_file() else None
+
+
+@lru_cache(maxsize=16)
+def _pkl_summary(path: str, mtime: float, size: int) -> dict[str, Any]:
+    data = safe_pickle.load(path)
+    if not isinstance(data, dict):
+        return {"kind": "foreign"}
+    prov = data.get("provenance") if isinstance(data.get("provenance"), dict) else None
+    return {"kind": "d2" if "model" in data and "__author__" in data else "caffe2",
+            "author": str(data.get("__author__", "")), "blobs": "blobs" in data, "provenance": prov}
+
+
+def pkl_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """Layout facts of a ``.pkl`` (read safely once per file version): kind, ``__author__``, provenance."""
+    st = os.stat(path)
+    return _pkl_summary(str(path), st.st_mtime, st.st_size)
+
+
+def weights_provenance(path: str) -> dict[str, Any] | None:
+    """The provenance block that ``transfer/convert.py`` stores in a ``.pkl``, if any."""
+    if not str(path).endswith(".pkl") or not Path(path).is_file():
+        return None
+    return pkl_summary(path)["provenance"]
+
+
+def _pkl_format(path: Path) -> InputFormat:
+    if not path.is_file():
+        raise WeightsFormatError(f"weights not found: {path}")
+    try:
+        info = pkl_summary(path)
+    except safe_pickle.UnsafePickleError as e:
+        raise WeightsFormatError(str(e)) from None
+    author = info.get("author", "")
+    if info["kind"] == "caffe2" or info.get("blobs") or author == "Caffe2":
+        why = "has 'blobs'" if info.get("blobs") else ("__author__ 'Caffe2'" if author == "Caffe2"
+                                                       else "raw Caffe2 blob names (no model/__author__)")
+        return InputFormat("BGR", f"{path.name}: Caffe2/MSRA weights ({why})")
+    prov = info.get("provenance") or {}
+    if prov.get("input_format") in FORMATS:
+        return InputFormat(prov["input_format"], f"{path.name}: converted by transfer/convert.py "
+                                                 f"(format {prov.get('format', '?')})")
+    return InputFormat("RGB", f"{path.name}: torchvision-style Detectron2 pickle (__author__ {author!r})")
+
+
+def decide_input_format(weights: str, override: str | None = None) -> InputFormat:
+    """The input format ``weights`` needs, with the reason (module doc for the rule)."""
+    if override:
+        if override not in FORMATS:
+            raise WeightsFormatError(f"--input-format must be RGB or BGR, not {override!r}")
+        return InputFormat(override, "set by --input-format")
+    if not weights:
+        return InputFormat("RGB", "random init: normalized like the self-supervised rows")
+    if is_remote(weights):
+        low = weights.lower()
+        if weights.startswith(D2_PREFIX) and ("/msra/" in low or "/fair/" in low):
+            return InputFormat("BGR", f"{weights}: Detectron2 model-zoo Caffe2 ImageNet weights")
+        if weights.startswith(D2_PREFIX) and "/torchvision/" in low:
+            return InputFormat("RGB", f"{weights}: Detectron2 model-zoo torchvision ImageNet weights")
+        cached = local_file(weights)
+        if cached is not None and cached.suffix == ".pkl":
+            return _pkl_format(cached)
+        raise WeightsFormatError(f"cannot tell the input format of {weights} without its file; "
+                                 "pass --input-format RGB (torchvision-style) or BGR (Caffe2/MSRA)")
+    path = Path(weights)
+    if path.suffix == ".pkl":
+        return _pkl_format(path)
+    if weights.endswith(CONVERTIBLE):
+        return InputFormat("RGB", f"{path.name}: PyTorch checkpoint, converted by transfer/convert.py "
+                                  "(torchvision-style)")
+    raise WeightsFormatError(f"{weights}: unknown weights file type (expected .pkl or .pth/.pth.tar)")
+
+
+def remote_problem(weights: str, timeout: float = 5.0) -> str | None:
+    """``None`` if a remote ``weights`` is cached or its server answers; else the one-line fix.
+
+    Detectron2 downloads a remote file when a trial first loads it; offline, that fails once per trial
+    with a raw ``URLError``. This asks before the first trial (a HEAD request, ``timeout`` seconds).
+    """
+    if not is_remote(weights) or local_file(weights) is not None:
+        return None
+    import urllib.error
+    import urllib.request
+
+    url = remote_url(weights)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout) as r:
+            if r.status < 400:
+                return None
+            why = f"HTTP {r.status}"
+    except urllib.error.HTTPError as e:
+        why = f"HTTP {e.code}"
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        why = str(getattr(e, "reason", e))[:80]
+    return (f"{weights} is not cached and cannot be downloaded ({why}): put the file at {cache_path(weights)} "
+            "(Detectron2's download cache; $FVCORE_CACHE moves it), or pass a local path with "
+            "--supervised-weights / MODEL.WEIGHTS")
