@@ -52,7 +52,8 @@ ARCH_ORDER = ("R50-dilated-C5", "R50-FPN", "R50-C4", "R50-dilated-FCN16s")  # pa
 SCHEDULE_ORDER = ("24k", "1x", "2x", "s1x", "d2-cityscapes", "90k", "30k")
 KIND_ORDER = {"random": 0, "supervised": 1}
 TABLE_KEYS = ["task", "arch", "schedule", "tiny"]
-ROW_KEYS = ["label", "sha256"]
+ROW_KEYS = ["label", "sha256", "fingerprint"]  # trials are averaged only within one weights file and protocol
+DEVIATION_MARK = "†"
 
 
 def round1(x: float) -> float:
@@ -127,6 +128,10 @@ class Row:
     requested: int = 0
     trial_dirs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    fingerprint: str = ""                  # protocol fingerprint hash ("" for records without one)
+    fingerprint_values: dict | None = None
+    deviations: list[str] | None = None    # keys differing from the paper's protocol (None: not compared)
+    resumed: list[str] = field(default_factory=list)  # "trial 2 (from iteration 12000)"
 
     @property
     def measured(self) -> bool:
@@ -140,7 +145,8 @@ class Row:
         """``"5/5"`` or ``"3/5, 1 failed"``; ``""`` for paper rows."""
         if not self.measured:
             return ""
-        return f"{self.finished}/{self.requested}" + (f", {self.failed} failed" if self.failed else "")
+        return (f"{self.finished}/{self.requested}" + (f", {self.failed} failed" if self.failed else "")
+                + (f", {len(self.resumed)} resumed" if self.resumed else ""))
 
 
 @dataclass
@@ -231,12 +237,16 @@ def records_frames(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.Data
     for r in records:
         pre = r["pretrain"]
         label = str(pre["label"])
+        fp = r.get("fingerprint") if isinstance(r.get("fingerprint"), dict) else {}
         base = {"task": r["task"], "arch": r["arch"], "schedule": r["schedule"], "tiny": bool(r.get("tiny", False)),
-                "label": label, "sha256": pre.get("sha256") or ""}
+                "label": label, "sha256": pre.get("sha256") or "", "fingerprint": str(fp.get("hash") or "")}
+        resumed = r.get("resumed") if isinstance(r.get("resumed"), dict) else {}
         recs.append({**base, "kind": pre.get("kind") or paper_mod.kind_of(label),
                      "weights": str(pre.get("weights") or ""), "trial": r["trial"], "status": r["status"],
                      "requested": r.get("trials_requested"), "error": str(r.get("error") or ""),
-                     "dir": str(Path(r["_path"]).parent) if r.get("_path") else ""})
+                     "dir": str(Path(r["_path"]).parent) if r.get("_path") else "",
+                     "fp_values": fp.get("values") if isinstance(fp.get("values"), dict) else None,
+                     "resumed_from": list(resumed.get("from_iters") or [])})
         if r["status"] == "finished":
             for metric, value in r["metrics"].items():
                 if value is not None and math.isfinite(value):
@@ -247,27 +257,59 @@ def records_frames(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.Data
 def _measured_rows(recs: pd.DataFrame, stats: dict[tuple, dict[str, tuple[float, float, int]]],
                    metrics: list[str]) -> list[Row]:
     rows = []
-    for (label, sha), grp in recs.groupby(ROW_KEYS, sort=False):
+    for (label, sha, fp), grp in recs.groupby(ROW_KEYS, sort=False):
         finished = int((grp.status == "finished").sum())
         failed = int((grp.status == "failed").sum())
         req = grp.requested.dropna()
         requested = max(int(req.max()) if len(req) else 0, finished + failed)
         kind = Counter(grp.kind).most_common(1)[0][0]
         weights = next((str(w) for w in grp.weights if isinstance(w, str) and w), None)
-        st = stats.get((label, sha), {})
+        st = stats.get((label, sha, fp), {})
         cells = {}
         for m in metrics:
             mean, std, n = st.get(m, (None, None, 0))
             cells[m] = Cell(m, mean, None if std is None or math.isnan(std) else std, n, requested, failed)
         errors = [f"trial {t} failed: {e if isinstance(e, str) and e else 'no error message'}"
                   for t, e in zip(grp.trial[grp.status == "failed"], grp.error[grp.status == "failed"])]
+        resumed = [f"trial {t} (from iteration {', '.join(map(str, its))})"
+                   for t, its in zip(grp.trial, grp.resumed_from) if its]
         rows.append(Row(label=label, kind=kind, sha256=sha, cells=cells, weights=weights, finished=finished,
                         failed=failed, requested=requested, trial_dirs=sorted(d for d in grp.dir if d),
-                        errors=errors))
-    dup = Counter(r.label for r in rows)
+                        errors=errors, fingerprint=fp, resumed=resumed,
+                        fingerprint_values=next((v for v in grp.fp_values if isinstance(v, dict)), None)))
+    by_label: dict[str, list[Row]] = {}
     for r in rows:
-        r.display = f"{r.label} [{r.sha256[:8] or 'no hash'}]" if dup[r.label] > 1 else r.label
+        by_label.setdefault(r.label, []).append(r)
+    for same in by_label.values():
+        shas, fps = {r.sha256 for r in same}, {r.fingerprint for r in same}
+        for r in same:
+            tags = ([r.sha256[:8] or "no hash"] if len(shas) > 1 else []) + \
+                   ([f"protocol {r.fingerprint[:6] or 'unknown'}"] if len(fps) > 1 else [])
+            r.display = f"{r.label} [{', '.join(tags)}]" if tags else r.label
     return rows
+
+
+def _protocol_notes(table_key: tuple, rows: list[Row], tiny: bool) -> list[str]:
+    """Footnotes of rows whose fingerprint differs from the paper's protocol (marked †), and of rows without
+    a fingerprint; the tiny demonstration is not compared (its caption says it is not the protocol)."""
+    from transfer.protocol import deviations
+
+    task, arch, schedule = table_key[:3]
+    notes = []
+    for r in rows:
+        values = r.fingerprint_values
+        if values is None:
+            notes.append(f"{r.display}: its records carry no protocol fingerprint (written by an older version); "
+                         "it is not compared with the paper's protocol.")
+            continue
+        if tiny:
+            continue
+        r.deviations = deviations(values, task, arch, schedule, r.kind)
+        if r.deviations:
+            r.display += f" {DEVIATION_MARK}"
+            notes.append(f"{DEVIATION_MARK} {r.display[:-2]}: protocol differs from the paper's for this table: "
+                         + "; ".join(r.deviations) + ".")
+    return notes
 
 
 def _apply_gaps(rows: list[Row], ref: Row | None) -> None:
@@ -315,8 +357,8 @@ def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
     stats: dict[tuple, dict[tuple, dict[str, tuple[float, float, int]]]] = {}
     if len(vals):
         agg = vals.groupby(TABLE_KEYS + ROW_KEYS + ["metric"]).value.agg(["mean", "std", "count"])
-        for (*tkey, label, sha, metric), (mean, std, n) in agg.iterrows():
-            stats.setdefault(tuple(tkey), {}).setdefault((label, sha), {})[metric] = (mean, std, int(n))
+        for (*tkey, label, sha, fp, metric), (mean, std, n) in agg.iterrows():
+            stats.setdefault(tuple(tkey), {}).setdefault((label, sha, fp), {})[metric] = (mean, std, int(n))
     tables = []
     for tkey, grp in recs.groupby(TABLE_KEYS, sort=False):
         task, arch, schedule, tiny = tkey
@@ -326,10 +368,14 @@ def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
         metrics = list(info.metrics) if info else seen
         notes: list[str] = []
         rows = sorted(_measured_rows(grp, tstats, metrics), key=_row_sort_key)
+        notes += _protocol_notes(tuple(tkey), rows, bool(tiny))
         ref = _pick_reference(rows, notes)
         _apply_gaps(rows, ref)
         for r in rows:
             notes.extend(f"{r.display}: {e}" for e in r.errors)
+            if r.resumed:
+                notes.append(f"{r.display}: resumed after an interruption: {'; '.join(r.resumed)} (the data stream "
+                             "continues exactly; on GPUs the last digits may differ, see README).")
         table = Table(task, arch, schedule, bool(tiny), metrics, rows, reference=ref, notes=notes)
         if with_paper:
             prows = sorted(_paper_rows(task, arch, schedule, metrics, paper_csv),  # stable: keeps paper order

@@ -46,14 +46,15 @@ def load_untrusted(path: str | os.PathLike) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(e))
         if found:
             raise ConvertError(
                 f"{p}: refused to load: it stores a Python object ({found.group(1)}) whose unpickling can run "
                 "arbitrary code; re-save only the weights, e.g. torch.save({'state_dict': model.state_dict()}, path)"
             ) from None
         detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))
-        reason = detail.group(1).strip() if detail else _first_line(e)
+        # never repeat torch's advice to retry with weights_only=False: that would run the file's code
+        reason = detail.group(1).strip() if detail else "it holds objects a weights file does not need"
         raise ConvertError(f"{p}: not a PyTorch checkpoint (unreadable pickle: {reason})") from None
     except RuntimeError as e:
         if "zip archive" in str(e) or "central directory" in str(e):

@@ -3,7 +3,9 @@
     python transfer/convert.py ckpt.pth [out.pkl] [--prefix P] [--no-verify]
 
 Input: MoCo v1/v2 (reference ``main_moco.py`` or this suite's ``pretrain/``, with or without
-``module.``), MoCo v3 ResNet, or a plain torchvision ResNet state dict (supervised ImageNet weights);
+``module.``), MoCo v3 ResNet, or a plain torchvision ResNet state dict (supervised ImageNet weights), as
+``.pth`` (read with ``weights_only=True``) or as a ``.pkl`` of numpy arrays (read with the allow-list
+unpickler of ``transfer/safe_pickle.py``: nothing in the file can run code);
 ResNet-18/34/50/101/152 and wide R50 (torchvision ``wide_resnet50_2`` or fully widened w2/w4).
 Output (default ``ckpt.pkl`` beside the input), in Detectron2's model-zoo pickle format::
 
@@ -25,6 +27,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python transfer/convert.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from transfer import safe_pickle  # noqa: E402
 from transfer.checkpoint_formats import find_encoder  # noqa: E402
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of, write_atomic  # noqa: E402
 from transfer.resnet_spec import backbone_tensors, detectron2_name, infer_spec  # noqa: E402
@@ -42,6 +48,27 @@ def default_output(src: Path) -> Path:
     return src.with_name(name + ".pkl")
 
 
+def load_source(src: Path) -> Any:
+    """A checkpoint, loaded without running code: ``.pth`` with ``weights_only=True``, ``.pkl`` through the
+    allow-list unpickler (numpy arrays become tensors)."""
+    if src.suffix != ".pkl":
+        return load_untrusted(src)
+    try:
+        obj = safe_pickle.load(src)
+    except safe_pickle.UnsafePickleError as e:
+        raise ConvertError(str(e)) from None
+    if isinstance(obj, dict) and "model" in obj and "__author__" in obj:
+        raise ConvertError(f"{src}: already a Detectron2 weights file (__author__ {obj['__author__']!r}); "
+                           "pass it to the runners as --weights as it is")
+
+    def tensors(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: tensors(v) for k, v in x.items()}
+        return torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+
+    return tensors(obj)
+
+
 def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | None = None,
             verify: bool | None = None, log=print) -> dict[str, Any]:
     """Convert ``src`` and write ``out``; return the provenance dict. Raises :class:`ConvertError`."""
@@ -49,7 +76,7 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
     out = Path(out) if out is not None else default_output(src)
     if out.suffix != ".pkl":
         raise ConvertError(f"{out}: output must end in .pkl (Detectron2 reads model-zoo pickles by extension)")
-    obj = load_untrusted(src)
+    obj = load_source(src)
     enc = find_encoder(obj, str(src), prefix)
     tensors, dropped = backbone_tensors(enc.tensors)
     spec = infer_spec(tensors, str(src))

@@ -43,6 +43,7 @@ class LoadReport:
     shape_mismatch: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     expected_missing: list[str] = field(default_factory=list)  # module groups of new layers
+    folded_stats: int = 0  # BN running statistics absent from a folded-BN (Caffe2) file: defaults are right
 
     @property
     def ok(self) -> bool:
@@ -51,8 +52,10 @@ class LoadReport:
     def summary(self) -> str:
         """One line: ``backbone 265/265 tensors loaded, 0 missing, 0 shape-mismatched; 2 unused (fc.bias, ...)``."""
         text = (f"backbone {self.backbone_loaded}/{self.backbone_total} tensors loaded, "
-                f"{len(self.backbone_missing)} missing, {len(self.shape_mismatch)} shape-mismatched; "
-                f"{len(self.unexpected)} unused in the file")
+                f"{len(self.backbone_missing)} missing, {len(self.shape_mismatch)} shape-mismatched")
+        if self.folded_stats:
+            text += f", {self.folded_stats} BN statistics folded into scale/bias by the file (mean 0, var 1)"
+        text += f"; {len(self.unexpected)} unused in the file"
         if self.unexpected:
             text += f" ({_few(self.unexpected)})"
         return text
@@ -116,10 +119,8 @@ def build_report(source: str, model_shapes: Mapping[str, tuple[int, ...]], file_
     report = LoadReport(source=source, backbone_total=len(backbone))
     report.shape_mismatch = sorted(k for k in mismatched if is_backbone_key(k))
     report.backbone_missing = sorted(k for k in backbone if k in missing_set and k not in mismatched)
-    report.backbone_loaded = len(backbone) - len(report.backbone_missing) - len(report.shape_mismatch)
+    report.folded_stats = len(folded)
+    report.backbone_loaded = len(backbone) - len(report.backbone_missing) - len(report.shape_mismatch) - len(folded)
     report.unexpected = sorted(unexpected)
     report.expected_missing = sorted({_group(k) for k in missing if not is_backbone_key(k)})
-    if folded:
-        report.expected_missing.append(f"BN running statistics of {len(folded)} layers (absent from the file: "
-                                       "folded BN, mean 0 / var 1)")
     return report

@@ -43,10 +43,12 @@ from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.engine.hooks import PeriodicCheckpointer  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import transfer.modeling  # noqa: E402,F401  (registers the extra-norm head, DC5 backbone, FCN head)
 from results.records import write_json_atomic, write_record  # noqa: E402
 from transfer import checkpointer, voc_xml  # noqa: E402
+from transfer.safe_pickle import UnsafePickleError  # noqa: E402
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of  # noqa: E402
 from transfer.checkpointer import SuiteCheckpointer, WeightsError  # noqa: E402
 from transfer.load_report import LoadReport  # noqa: E402
@@ -225,6 +227,8 @@ def setup(args) -> tuple[CfgNode, dict[str, Any]]:
         cfg.SEED = args.seed
     if cfg.SEED < 0:  # the data stream and the record need a concrete seed
         cfg.SEED = random.SystemRandom().randrange(2**31)
+    # the suite's own messages (input format, load report, lenient VOC XML) go to the console and log.txt
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="transfer", abbrev_name="transfer")
     pretrain = prepare_weights(cfg, args.input_format)
     cfg.freeze()
     default_setup(cfg, args)
@@ -388,7 +392,7 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except (SetupError, ConvertError, WeightsError, WeightsFormatError) as e:
+    except (SetupError, ConvertError, WeightsError, WeightsFormatError, UnsafePickleError) as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

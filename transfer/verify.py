@@ -61,6 +61,9 @@ def verify_pkl(pkl: Path, spec: ResNetSpec, source: dict[str, torch.Tensor], siz
     """Load ``pkl`` into Detectron2 and compare features with the source tensors; return a summary."""
     from detectron2.checkpoint import DetectionCheckpointer
 
+    from transfer.checkpointer import install
+
+    install()  # the .pkl is read like every weights file: without running code
     d2 = build_detectron2_resnet(spec)
     checkpointer = DetectionCheckpointer(d2)
     logging.getLogger("fvcore.common.checkpoint").setLevel(logging.ERROR)
