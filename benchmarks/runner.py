@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN_NET = REPO / "transfer" / "train_net.py"
 # Lines of Detectron2's log worth showing on the console while a trial runs.
 _PROGRESS = re.compile(r"(eta: |copypaste: |trial record written|Starting training|Resuming|input format|"
-                       r"load report|error|Error|Traceback)")
+                       r"load report|error|Error)")
 DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
                errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
 EXIT_DISK = 3            # train_net.py's exit status for a disk error
@@ -194,7 +194,10 @@ def _run_locked(trial: Trial, name: str, trials_requested: int, env: dict[str, s
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            console.write(line)
+            try:
+                console.write(line)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(out / "console.log")) from None
             clean = re.sub(r"\x1b\[[0-9;]*m", "", line.rstrip())
             if clean.startswith("train_net.py: error"):
                 last_error = clean

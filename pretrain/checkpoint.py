@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transfer.atomic import write_atomic
+from transfer.atomic import torch_save_atomic
 
 SUITE_NAME = "moco-transfer-bench"
 SUITE_FORMAT = 1
@@ -62,7 +62,7 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
 
 def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place (user's umask)."""
-    return write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    return torch_save_atomic(obj, path)
 
 
 def prune(folder: str | os.PathLike, keep: int) -> None:

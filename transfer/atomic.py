@@ -1,7 +1,8 @@
 """Atomic file writes (temp file beside the target, then rename) with the user's umask.
 
 Shared by every writer of results that must never be half-written: trial records, converted weights,
-Detectron2 and pretraining checkpoints. Standard library only, so any stage can import it.
+Detectron2 and pretraining checkpoints. Standard library only (torch is imported only to save with it),
+so any stage can import it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,22 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], suffix:
         write(tmp)
         chmod_umask(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # e.g. raised by a writer that only saw a file object: name the target
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def torch_save_atomic(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save`` through a Python file object (a full disk then raises ``OSError(ENOSPC)`` naming
+    ``path``, where ``torch.save(obj, filename)`` raises an opaque ``RuntimeError``), atomically."""
+    import torch
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    return write_atomic(path, write)

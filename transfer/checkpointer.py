@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from transfer import safe_pickle
-from transfer.checkpoint_io import ConvertError, load_untrusted, write_atomic
+from transfer.atomic import torch_save_atomic, write_atomic
+from transfer.checkpoint_io import ConvertError, load_untrusted
 from transfer.load_report import LoadReport, build_report
 
 
@@ -92,7 +92,7 @@ class SuiteCheckpointer(DetectionCheckpointer):
         path = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {path}")
 
-        write_atomic(path, lambda tmp: torch.save(data, tmp))
+        torch_save_atomic(data, path)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
