@@ -52,6 +52,9 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     p.add_argument("--datasets", type=Path, default=None, help="dataset root (default $DETECTRON2_DATASETS or ./datasets)")
     p.add_argument("--tiny", action="store_true", help="run the embedded small-scale default")
     p.add_argument("--with-paper", action="store_true", help="show the paper's rows beside the measured ones")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed-precision fine-tuning (Detectron2 SOLVER.AMP.ENABLED; GPUs only). Off by default: the "
+                        "paper's protocol is fp32. AMP trials go to their own <run dir>-amp folder")
     return p
 
 
@@ -63,7 +66,12 @@ def parse_with_opts(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
         cut = argv.index("--")
         argv, opts = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
-    args.opts = opts
+    if getattr(args, "amp", False):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.exit(2, f"{parser.prog}: error: --amp (Detectron2 AMP) needs a CUDA GPU; none is visible\n")
+    args.opts = opts + (["SOLVER.AMP.ENABLED", "True"] if getattr(args, "amp", False) else [])
     return args
 
 
@@ -211,6 +219,7 @@ def run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
             print(f"{bench.prog}: error: no rows to run (pass --weights for the MoCo row)", file=sys.stderr)
             return 2
         trials, run_dir, extra, env = args.trials or 5, bench.run_dir, [], child_env(root)
+    run_dir += "-amp" if getattr(args, "amp", False) else ""  # fp32 and AMP trials never mix in one row
     plan = plan_trials(rows, trials, out.resolve(), run_dir, args.seed, args.opts)
     print(f"[{bench.name}] {len(rows)} row(s) x {trials} trial(s) -> {out}")
     counts = run_all(plan, trials_requested=trials, env=env, gpus=args.gpus, extra=extra)

@@ -179,8 +179,16 @@ def prepare_weights(cfg: CfgNode) -> dict[str, Any]:
             "provenance": prov}
 
 
+def check_amp(cfg: CfgNode) -> None:
+    """Detectron2's AMPTrainer (SOLVER.AMP.ENABLED) needs CUDA: say so before building anything."""
+    if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
+        raise SetupError("SOLVER.AMP.ENABLED True (--amp) needs a CUDA GPU (Detectron2's AMPTrainer); "
+                         "on the CPU run without --amp")
+
+
 def setup(args) -> tuple[CfgNode, dict[str, Any]]:
     cfg = load_cfg(args.config_file, args.opts)
+    check_amp(cfg)
     if args.seed is not None:
         cfg.SEED = args.seed
     pretrain = prepare_weights(cfg)
@@ -209,7 +217,8 @@ def make_record(cfg: CfgNode, args, pretrain: dict[str, Any], status: str, metri
         "arch": args.arch_name or arch_of(cfg),
         "schedule": args.schedule or schedule_of(cfg, task),
         "pretrain": {"label": args.label or default_label, "kind": kind, "weights": pretrain.get("weights"),
-                     "sha256": pretrain.get("sha256"), "converted": pretrain.get("converted")},
+                     "sha256": pretrain.get("sha256"), "converted": pretrain.get("converted"),
+                     "precision": (pretrain.get("provenance") or {}).get("pretrain_precision")},
         "trial": args.trial, "seed": cfg.SEED, "trials_requested": args.trials_requested,
         "status": status, "error": error, "metrics": metrics, "raw_results": raw or {},
         "dataset": {"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST),
