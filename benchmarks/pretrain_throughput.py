@@ -12,6 +12,10 @@ Three figures, images/s (one image = one query + one key crop), steady state aft
   same folder;
 * **(c) model only**: the same ``Trainer`` step on a batch already on the device (the ceiling for (b)).
 
+``--only data`` measures each data backend alone (``pil``, ``tensor``, and ``dali`` when installed:
+folder -> augmented pairs on the device, no model), which is how ``--data-backend auto`` is judged:
+a backend whose data-only rate is below (c) caps (b).
+
 Targets of issue #12 (a benchmark, not a test): (b) >= 3 x (a) and (b) >= 85 % of (c). The images are
 generated (ImageNet-like: 500x375 JPEGs, quality 90, 10 classes) and read through the page cache.
 Worker count: all CPU cores (capped at 32), as the reference's ``-j 32`` on one GPU.
@@ -170,6 +174,35 @@ def suite_default(folder: Path, a: argparse.Namespace, dev: torch.device, out: P
     return b, c, settings
 
 
+def data_only(folder: Path, a: argparse.Namespace, dev: torch.device) -> dict[str, dict]:
+    """Images/s of each available data backend without a model (batches consumed on the device)."""
+    from pretrain.augment import moco_recipe
+    from pretrain.backends import BackendError, build_loader, dali_available
+    from pretrain.data import EpochBatchSampler, scan_images
+
+    images = scan_images(folder)
+    out: dict[str, dict] = {}
+    for backend in ("pil", "tensor", *(["dali"] if dali_available() else [])):
+        sampler = EpochBatchSampler(len(images.samples), a.batch_size, seed=0)
+        try:
+            loader = build_loader(backend, images, sampler, moco_recipe(a.crop_size, True), a.workers, dev,
+                                  dev.type == "cuda", torch.channels_last if dev.type == "cuda" else torch.contiguous_format)
+
+            def epoch_iter(e: int, sampler=sampler, loader=loader):
+                sampler.set_epoch(e)
+                return loader
+
+            def consume(batch) -> None:
+                (q, k), _, _ = batch
+                q.to(dev, non_blocking=True).float().sum()
+                k.to(dev, non_blocking=True)
+
+            out[backend] = _time_steps(_epochs(epoch_iter), consume, dev, a.warmup, a.iters, a.batch_size)
+        except (BackendError, RuntimeError, ImportError) as e:
+            out[backend] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pretrain_throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=None, help="JPEG folder to read (default: generate one in a temp dir)")
@@ -184,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, cuDNN autotune, workers)")
     p.add_argument("-j", "--workers", type=int, default=None, help="loader workers (default min(32, CPUs))")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    p.add_argument("--only", nargs="*", choices=("a", "bc"), default=["a", "bc"])
+    p.add_argument("--only", nargs="*", choices=("a", "bc", "data"), default=["a", "bc"])
     p.add_argument("--suite-flags", default="", help="extra main_moco flags for (b)/(c), e.g. '--data-backend tensor'")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (ResNet-18, 32 px, batch 8, 2 steps)")
     p.add_argument("--json", action="store_true")
@@ -210,10 +243,13 @@ def run(a: argparse.Namespace) -> dict:
                             "device": str(dev)}}
     if "a" in a.only:
         res["a"] = reference_style(folder, a, dev)
-        res["a"]["settings"] = "PIL + torchvision in workers, fp32 (PyTorch default TF32: convs on, matmuls off), reference-style step"
+        res["a"]["settings"] = ("PIL + torchvision in workers, fp32" + (" (PyTorch's TF32 defaults: convs on, matmuls off)" if dev.type == "cuda" else "")
+                                + ", reference-style step")
     if "bc" in a.only:
         b, c, settings = suite_default(folder, a, dev, tmp / "out", a.suite_flags.split())
         res["b"], res["c"] = {**b, "settings": settings}, {**c, "settings": settings + ", batch already on the device"}
+    if "data" in a.only:
+        res["data"] = data_only(folder, a, dev)
     if "a" in res and "b" in res:
         res["b_over_a"] = res["b"]["images_per_s"] / res["a"]["images_per_s"]
         res["target_b_over_a"] = TARGET_VS_REFERENCE
@@ -229,6 +265,11 @@ def format_lines(res: dict) -> list[str]:
         if key in res:
             r = res[key]
             lines.append(f"{name:22s} {r['images_per_s']:9.1f} img/s  {1000 * r['s_per_step']:8.1f} ms/step  [{r['settings']}]")
+    for backend, r in res.get("data", {}).items():
+        if "error" in r:
+            lines.append(f"data only, {backend:6s}  not measured: {r['error']}")
+        else:
+            lines.append(f"data only, {backend:6s}  {r['images_per_s']:9.1f} img/s  (decode + augment, no model)")
     if "b_over_a" in res:
         ok = res["b_over_a"] >= TARGET_VS_REFERENCE
         lines.append(f"(b)/(a) = {res['b_over_a']:.2f}x (target >= {TARGET_VS_REFERENCE:.0f}x: {'met' if ok else 'NOT met'})")
