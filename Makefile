@@ -4,7 +4,7 @@ export VENV
 PY := $(VENV)/bin/python
 export PYTHONWARNINGS ?= ignore::UserWarning:detectron2.model_zoo.model_zoo
 
-.PHONY: setup demo test doctor clean
+.PHONY: setup demo test doctor gpu-check clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -17,6 +17,10 @@ test: setup
 
 doctor: setup
 	@$(PY) -m transfer.doctor
+
+# GPU machines only (about 10 minutes, no dataset): environment, GPU tests, speed figures -> docs/gpu-check/
+gpu-check: setup
+	@$(PY) -m benchmarks.gpu_check
 
 clean:
 	rm -rf output .pytest_cache

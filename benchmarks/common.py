@@ -65,6 +65,9 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     p.add_argument("--no-wait", action="store_true",
                    help="do not wait for trials another runner is training; print the table of what finished")
     p.add_argument("--with-paper", action="store_true", help="show the paper's rows beside the measured ones")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed-precision fine-tuning (Detectron2 SOLVER.AMP.ENABLED; GPUs only). Off by default: the "
+                        "paper's protocol is fp32. AMP trials go to their own <run dir>-amp folder")
     return p
 
 
@@ -76,7 +79,12 @@ def parse_with_opts(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
         cut = argv.index("--")
         argv, opts = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
-    args.opts = opts
+    if getattr(args, "amp", False):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.exit(2, f"{parser.prog}: error: --amp (Detectron2 AMP) needs a CUDA GPU; none is visible\n")
+    args.opts = opts + (["SOLVER.AMP.ENABLED", "True"] if getattr(args, "amp", False) else [])
     return args
 
 
@@ -303,6 +311,7 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
         out = args.output or Path(f"output/{bench.name}")
         rows = full_rows(args, bench.config, bench.prog)
         trials, run_dir, extra, env = args.trials or 5, bench.run_dir, [], child_env(root)
+    run_dir += "-amp" if getattr(args, "amp", False) else ""  # fp32 and AMP trials never mix in one row
     if not rows:
         return _fail(bench.prog, "no rows to run (pass --weights for the MoCo row)")
     if args.allow_partial_weights:

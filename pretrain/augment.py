@@ -14,6 +14,7 @@ blurs the same fraction of the image as in the paper (identical to the paper at 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from PIL import Image, ImageFilter
@@ -22,6 +23,38 @@ from torchvision import transforms as T
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAPER_CROP = 224
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The augmentation of one MoCo view, as data: the one place that states v1's and v2's values.
+
+    Both data backends read it: ``moco_transform`` (PIL, in loader workers) and
+    ``pretrain.tensor_augment`` (batched tensor ops on the training device).
+    """
+
+    crop_size: int
+    jitter: tuple[float, float, float, float]  # ColorJitter(brightness, contrast, saturation, hue)
+    jitter_p: float                            # 1.0: always applied, no coin flip (v1)
+    blur_sigma: tuple[float, float] | None     # Gaussian blur sigma range; None: no blur (v1)
+    blur_p: float
+    gray_first: bool                           # v1: grayscale before the colour jitter; v2: after
+    scale: tuple[float, float] = (0.2, 1.0)    # RandomResizedCrop area fraction
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RandomResizedCrop aspect ratio (torchvision default)
+    gray_p: float = 0.2
+    flip_p: float = 0.5
+
+    @property
+    def version(self) -> str:
+        return "v1" if self.gray_first else "v2"
+
+
+def moco_recipe(crop_size: int = PAPER_CROP, aug_plus: bool = False) -> Recipe:
+    """MoCo v1's augmentation, or v2's with ``aug_plus`` (blur sigma scaled by ``crop_size / 224``)."""
+    if aug_plus:
+        s = crop_size / PAPER_CROP
+        return Recipe(crop_size, (0.4, 0.4, 0.4, 0.1), 0.8, (0.1 * s, 2.0 * s), 0.5, gray_first=False)
+    return Recipe(crop_size, (0.4, 0.4, 0.4, 0.4), 1.0, None, 0.0, gray_first=True)
 
 
 class GaussianBlur:
@@ -57,18 +90,21 @@ def normalize() -> T.Normalize:
 
 def moco_transform(crop_size: int = PAPER_CROP, aug_plus: bool = False) -> TwoCrops:
     """The pretraining transform: two independently augmented crops (v1, or v2 with ``aug_plus``)."""
-    crop = T.RandomResizedCrop(crop_size, scale=(0.2, 1.0))
-    if aug_plus:
-        scale = crop_size / PAPER_CROP
-        ops = [
-            crop,
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
-            T.RandomApply([GaussianBlur((0.1 * scale, 2.0 * scale))], p=0.5),
-        ]
+    return pil_transform(moco_recipe(crop_size, aug_plus))
+
+
+def pil_transform(r: Recipe) -> TwoCrops:
+    """Two views of a PIL image augmented by ``r`` with torchvision's transforms (the reference's way)."""
+    crop = T.RandomResizedCrop(r.crop_size, scale=r.scale, ratio=r.ratio)
+    jitter = T.ColorJitter(*r.jitter)
+    gray = T.RandomGrayscale(p=r.gray_p)
+    if r.gray_first:  # v1
+        ops = [crop, gray, jitter]
     else:
-        ops = [crop, T.RandomGrayscale(p=0.2), T.ColorJitter(0.4, 0.4, 0.4, 0.4)]
-    return TwoCrops(T.Compose([*ops, T.RandomHorizontalFlip(), T.ToTensor(), normalize()]))
+        ops = [crop, T.RandomApply([jitter], p=r.jitter_p), gray]
+        if r.blur_sigma is not None:
+            ops.append(T.RandomApply([GaussianBlur(r.blur_sigma)], p=r.blur_p))
+    return TwoCrops(T.Compose([*ops, T.RandomHorizontalFlip(r.flip_p), T.ToTensor(), normalize()]))
 
 
 def train_transform(crop_size: int = PAPER_CROP) -> T.Compose:

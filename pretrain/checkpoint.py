@@ -180,10 +180,13 @@ def moco_version(args: dict[str, Any]) -> str:
     return "v2" if args.get("mlp") or args.get("aug_plus") or args.get("cos") else "v1"
 
 
-def suite_marker(args: dict[str, Any]) -> dict[str, Any]:
-    """The ``"suite"`` entry that lets ``transfer/convert.py`` recognise this suite's checkpoints."""
+def suite_marker(args: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The ``"suite"`` entry that lets ``transfer/convert.py`` recognise this suite's checkpoints.
+
+    ``extra`` adds resolved facts, e.g. ``precision`` (``speed.Speed.record()``) and ``data_backend``.
+    """
     args = plain(args)
-    return {"name": SUITE_NAME, "format": SUITE_FORMAT, "moco_version": moco_version(args), "args": args}
+    return {"name": SUITE_NAME, "format": SUITE_FORMAT, "moco_version": moco_version(args), "args": args, **plain(extra)}
 
 
 def encoder_weights(ck: dict[str, Any], path: str | os.PathLike) -> dict[str, torch.Tensor]:

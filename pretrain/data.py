@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Sampler
 log = logging.getLogger("pretrain")
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+READ_ERRORS = _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 class DataError(Exception):
@@ -126,19 +126,23 @@ class ImageDataset(Dataset):
     """Images of an :class:`ImageList` through ``transform``; items are ``(views, label, n_skipped)``.
 
     The key is an index, or ``(index, seed)``: then the transform runs with torch's CPU generator seeded
-    by ``seed`` (the caller's generator state is restored afterwards).
+    by ``seed`` (the caller's generator state is restored afterwards). ``reader`` opens a file (default: full
+    RGB decode with PIL; ``pretrain.backends`` passes one that keeps JPEG bytes for decoding on the device)
+    and raises one of the read errors for a file to skip.
     """
 
-    def __init__(self, images: ImageList, transform: Callable[[Image.Image], Any]) -> None:
+    def __init__(self, images: ImageList, transform: Callable[[Any], Any],
+                 reader: Callable[[str], Any] = load_rgb) -> None:
         self.images = images
         self.samples = images.samples
         self.transform = transform
+        self.reader = reader
         self._bad: set[int] = set()  # per worker process: files already found unreadable
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load_readable(self, index: int) -> tuple[Image.Image, int, int]:
+    def _load_readable(self, index: int) -> tuple[Any, int, int]:
         n = len(self.samples)
         for step in range(n):
             j = (index + step) % n
@@ -146,7 +150,7 @@ class ImageDataset(Dataset):
                 continue
             path = self.samples[j][0]
             try:
-                return load_rgb(path), j, step
+                return self.reader(path), j, step
             except _READ_ERRORS as e:
                 self._bad.add(j)
                 log.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, str(e).splitlines()[0] if str(e) else "")

@@ -69,6 +69,8 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return t
     t = t.contiguous()
+    if t.is_cuda and dist.get_backend() != "nccl":  # gloo gathers host memory only (e.g. 2 processes on one GPU)
+        return all_gather_cat(t.cpu()).to(t.device)
     if dist.get_backend() == "nccl":
         out = t.new_empty((get_world_size() * t.shape[0], *t.shape[1:]))
         dist.all_gather_into_tensor(out, t)

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from pretrain import augment, checkpoint as ckpt_io
+from pretrain.backends import BACKENDS, BackendError, build_loader, resolve_backend
 from pretrain.data import DataError, EpochBatchSampler, ImageDataset, ImageList, check_readable, scan_images, split_dir
 from pretrain.distributed import DistContext, LaunchError, all_reduce_mean_, barrier, launch
 from pretrain.knn import knn_accuracy
@@ -35,7 +36,7 @@ from pretrain.logs import MetricsLog, format_seconds, setup_logging
 from pretrain.moco import MoCo, auto_bn_splits, build_moco, moco_loss, pretext_topk
 from pretrain.resnets import ARCHS
 from pretrain.schedule import epoch_lr
-from pretrain.speed import Speed, add_speed_args, resolve_speed, sgd
+from pretrain.speed import Speed, add_speed_args, check_precision, resolve_speed, sgd
 
 PAPER_BATCH, PAPER_LR = 256, 0.03
 _COMMON = dict(arch="resnet50", moco_dim=128, moco_k=65536, moco_m=0.999, momentum=0.9, weight_decay=1e-4,
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data, output")
     g.add_argument("--crop-size", type=int, default=224, help="training crop (e.g. 64 for tiny images)")
     g.add_argument("--data-layout", choices=("auto", "imagefolder", "flat"), default="auto")
+    g.add_argument("--data-backend", choices=BACKENDS, default="auto",
+                   help="decode+augment: pil (loader workers), tensor (torchvision decode + batched tensor ops on the "
+                        "device), dali; auto: dali or tensor on GPUs, pil on the CPU (see pretrain/backends.py)")
     g.add_argument("--output-dir", default="output/moco", help="checkpoints and logs")
     g.add_argument("--keep-checkpoints", type=int, default=3, help="keep this many most recent checkpoints (0: all)")
     g.add_argument("--save-every-iters", type=int, default=0, help="also checkpoint every N iterations inside an epoch")
@@ -127,6 +131,11 @@ def prepare(args: argparse.Namespace) -> None:
     for name in ("batch_size", "epochs", "moco_k", "moco_dim", "crop_size", "print_freq"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    problem = check_precision(args)
+    if problem:
+        raise UsageError(problem)
+    if args.data_backend == "dali":
+        resolve_backend("dali", torch.device("cpu"))  # one line now if DALI is not installed
     args.output_dir = str(Path(args.output_dir).expanduser())
     if args.resume == "auto":
         latest = ckpt_io.latest_checkpoint(args.output_dir)
@@ -226,9 +235,9 @@ class Trainer:
                 self.step = self.epoch * self.iters_per_epoch + self.iteration
             resume_step = self.step
         workers = -(-args.workers // ctx.local_world_size)  # the reference splits --workers over a node's GPUs
-        self.loader = DataLoader(ImageDataset(images, augment.moco_transform(args.crop_size, args.aug_plus)),
-                                 batch_sampler=self.sampler, num_workers=workers, pin_memory=self.speed.pin_memory,
-                                 persistent_workers=workers > 0)
+        self.data_backend = resolve_backend(args.data_backend, ctx.device)
+        self.loader = build_loader(self.data_backend, images, self.sampler, augment.moco_recipe(args.crop_size, args.aug_plus),
+                                   workers, ctx.device, self.speed.pin_memory, self.speed.memory_format)
         self.total_iters = args.epochs * self.iters_per_epoch
         if args.max_iters:
             self.total_iters = min(self.total_iters, args.max_iters)
@@ -278,9 +287,9 @@ class Trainer:
         self.log.info("batch %d (%d per process x %d), lr %g, %s, %d epochs x %d iterations, %s",
                       a.batch_size, a.batch_size // ctx.world_size, ctx.world_size, a.lr,
                       "cosine" if a.cos else f"x0.1 at {a.schedule}", a.epochs, self.iters_per_epoch, shuffle)
-        self.log.info("data %s: %d images (%s), crop %d, %d workers; device %s, %s; seed %d; output %s",
+        self.log.info("data %s: %d images (%s), crop %d, %d workers, %s backend; device %s, %s; seed %d; output %s",
                       self.images.root, len(self.images.samples), self.images.layout, a.crop_size, workers,
-                      ctx.device, self.speed.describe(), a.seed, self.out)
+                      self.data_backend, ctx.device, self.speed.describe(), a.seed, self.out)
 
     # --- checkpoints ---
     def save(self, epoch_index: int, iteration: int) -> Path | None:
@@ -302,7 +311,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": {**ckpt_io.rng_state(), "shuffle": self.model.shuffle_generator.get_state()},
             "world_size": self.ctx.world_size,
-            "suite": ckpt_io.suite_marker(a),
+            "suite": ckpt_io.suite_marker(a, precision=self.speed.record(), data_backend=self.data_backend),
         }
         path = ckpt_io.save_atomic(state, self.out / ckpt_io.checkpoint_name(epoch_index, iteration))
         ckpt_io.prune(self.out, self.args.keep_checkpoints)
@@ -429,7 +438,7 @@ def train_worker(ctx: DistContext, args: argparse.Namespace) -> Path | None:
     return Trainer(ctx, args).run()
 
 
-_USER_ERRORS = (DataError, ckpt_io.CheckpointError, LaunchError, UsageError)
+_USER_ERRORS = (DataError, ckpt_io.CheckpointError, LaunchError, UsageError, BackendError)
 
 
 def main(argv: list[str] | None = None) -> Path | None:

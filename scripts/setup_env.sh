@@ -12,7 +12,10 @@
 #
 # Environment knobs: VENV (default .venv), PYTHON (interpreter used to create it),
 # TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1"; empty keeps the installed torch, e.g. a
-# conda CUDA build: `VENV=$CONDA_PREFIX TORCH_SPEC= make setup`), D2_GIT (upstream repository URL).
+# conda CUDA build: `VENV=$CONDA_PREFIX TORCH_SPEC= make setup`, or a stock CUDA image's system
+# torch: `TORCH_SPEC= make setup` creates .venv with --system-site-packages from the python3 that
+# imports torch, any Python >= 3.10 incl. 3.12), D2_GIT (upstream repository URL),
+# PIP_FIND_LINKS / PIP_NO_INDEX (pip's own variables: install offline from a folder of wheels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,9 +35,25 @@ if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_want" ] \
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
-  PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
-  say "creating $VENV with $("$PY" --version 2>&1)"
-  "$PY" -m venv "$VENV"
+  venv_flags=()
+  if [ -z "$TORCH_SPEC" ]; then
+    # Keep the machine's torch (stock CUDA images, clusters): the interpreter that imports it, and a venv that sees it.
+    PY=${PYTHON:-}
+    if [ -z "$PY" ]; then
+      for cand in python3 python python3.13 python3.12 python3.11 python3.10; do
+        if command -v "$cand" >/dev/null && "$cand" -c "import torch" 2>/dev/null; then PY=$(command -v "$cand"); break; fi
+      done
+    fi
+    if [ -z "$PY" ]; then
+      say "error: TORCH_SPEC is empty (keep the installed torch) but no python3 on PATH imports torch; set PYTHON=/path/to/python"
+      exit 1
+    fi
+    venv_flags=(--system-site-packages)
+  else
+    PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+  fi
+  say "creating $VENV with $("$PY" --version 2>&1)${venv_flags[*]:+ (${venv_flags[*]})}"
+  "$PY" -m venv "${venv_flags[@]}" "$VENV"
 fi
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 quiet() { "$@" 2>&1 | grep -v -E "is ignored: it is neither a file nor a directory" || true; return "${PIPESTATUS[0]}"; }
@@ -44,7 +63,11 @@ if [ -n "$TORCH_SPEC" ]; then
   # shellcheck disable=SC2086
   quiet "${pip[@]}" install -q $TORCH_SPEC
 else
-  say "TORCH_SPEC empty: keeping the environment's torch ($("$VENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo none))"
+  if ! torch_version=$("$VENV/bin/python" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)' 2>/dev/null); then
+    say "error: TORCH_SPEC is empty but $VENV/bin/python cannot import torch (remove $VENV to recreate it with the system torch, or set TORCH_SPEC)"
+    exit 1
+  fi
+  say "TORCH_SPEC empty: keeping the environment's torch ($torch_version)"
 fi
 say "installing requirements.txt"
 quiet "${pip[@]}" install -q -r requirements.txt

@@ -10,7 +10,8 @@ ResNet-18/34/50/101/152 and wide R50 (torchvision ``wide_resnet50_2`` or fully w
 Output (default ``ckpt.pkl`` beside the input), in Detectron2's model-zoo pickle format::
 
     {"model": {d2_name: numpy array}, "__author__": ..., "matching_heuristics": True,
-     "provenance": {source, sha256, format, arch, epoch, prefix, dropped, verification}}
+     "provenance": {source, sha256, format, arch, epoch, prefix, dropped, verification,
+                    pretrain_precision, pretrain_data_backend}}
 
 The file is written atomically and only after verification passes (when Detectron2 is importable):
 nothing is left behind on failure. Errors are one line on stderr, exit status 2.
@@ -69,6 +70,17 @@ def load_source(src: Path) -> Any:
     return tensors(obj)
 
 
+def pretrain_facts(obj: Any) -> dict[str, Any]:
+    """What a suite checkpoint records about its pretraining run, for the provenance: the arithmetic
+    (``pretrain_precision``: mode, autocast, TF32; None for checkpoints that do not say) and the data backend."""
+    suite = obj.get("suite") if isinstance(obj, dict) else None
+    suite = suite if isinstance(suite, dict) else {}
+    precision = suite.get("precision")
+    backend = suite.get("data_backend")
+    return {"pretrain_precision": dict(precision) if isinstance(precision, dict) else None,
+            "pretrain_data_backend": backend if isinstance(backend, str) else None}
+
+
 def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | None = None,
             verify: bool | None = None, log=print) -> dict[str, Any]:
     """Convert ``src`` and write ``out``; return the provenance dict. Raises :class:`ConvertError`."""
@@ -96,6 +108,7 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
         "pixel_mean": [123.675, 116.280, 103.530],
         "pixel_std": [58.395, 57.120, 57.375],
         "stride_in_1x1": False,
+        **pretrain_facts(obj),
     }
     log(f"[convert] {src.name}: format {enc.format} (prefix {enc.prefix!r}), arch {spec.name}, "
         f"epoch {enc.epoch}, {len(model)} tensors kept, {len(dropped)} dropped (head/counters)")

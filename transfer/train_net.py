@@ -221,8 +221,16 @@ def prepare_weights(cfg: CfgNode, input_format: str | None = None) -> dict[str, 
             "provenance": prov, **fmt.as_record()}
 
 
+def check_amp(cfg: CfgNode) -> None:
+    """Detectron2's AMPTrainer (SOLVER.AMP.ENABLED) needs CUDA: say so before building anything."""
+    if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
+        raise SetupError("SOLVER.AMP.ENABLED True (--amp) needs a CUDA GPU (Detectron2's AMPTrainer); "
+                         "on the CPU run without --amp")
+
+
 def setup(args) -> tuple[CfgNode, dict[str, Any]]:
     cfg = load_cfg(args.config_file, args.opts)
+    check_amp(cfg)
     if args.seed is not None:
         cfg.SEED = args.seed
     if cfg.SEED < 0:  # the data stream and the record need a concrete seed
@@ -259,7 +267,8 @@ def make_record(cfg: CfgNode, args, pretrain: dict[str, Any], status: str, metri
                      "sha256": pretrain.get("sha256"), "converted": pretrain.get("converted"),
                      "input_format": pretrain.get("input_format"),
                      "input_format_reason": pretrain.get("input_format_reason"),
-                     "load_report": load},
+                     "load_report": load,
+                     "precision": (pretrain.get("provenance") or {}).get("pretrain_precision")},
         "trial": args.trial, "seed": cfg.SEED, "trials_requested": args.trials_requested,
         "status": status, "error": error, "metrics": metrics, "raw_results": raw or {},
         "fingerprint": fingerprint(cfg, comm.get_world_size(), detectron2_id()),

@@ -1,0 +1,53 @@
+"""``make gpu-check`` on the CPU: the one-line refusal, and every measuring section at toy sizes (--smoke)
+producing the Markdown report; the pure helpers (pytest summary, projections)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from benchmarks import gpu_check
+
+
+def test_without_a_gpu_it_stops_with_one_line(monkeypatch, capsys, tmp_path: Path) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gpu-check: error: no CUDA device visible") and err.count("\n") == 0
+    assert not list(tmp_path.iterdir())
+
+
+def test_smoke_run_writes_the_report(tiny_root: Path, tmp_path: Path, capsys) -> None:
+    rc = gpu_check.main(["--device", "cpu", "--smoke", "--sections", "env,tests,pretrain,finetune,precision",
+                         "--out", str(tmp_path), "--datasets", str(tiny_root)])
+    report = next(tmp_path.glob("*-cpu-*.md"))
+    text = report.read_text()
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert rc == 0, text
+    assert text.startswith("# GPU check: CPU") and "Date: 20" in text and "Smoke run at toy sizes" in text
+    pre = data["pretrain"]["data"]
+    targets_met = pre["b_over_a"] >= 3 and pre["b_over_c"] >= 0.85  # toy CPU sizes: usually not
+    assert {k: v["status"] for k, v in data.items()} == {"env": "ok", "tests": "skipped", "finetune": "ok", "precision": "ok",
+                                                         "pretrain": "ok" if targets_met else "partial"}
+    assert all(pre[k]["images_per_s"] > 0 for k in "abc") and set(pre["data"]) >= {"pil", "tensor"}
+    assert "(b)/(a) = **" in text and "(b)/(c) = **" in text
+    modes = {m["mode"]: m for m in data["finetune"]["data"]["VOC R18-C4 (tiny)"]["modes"]}
+    assert modes["fp32-tf32off"]["s_per_iter"] > 0 and modes["amp"]["error"] == "Detectron2's AMP needs CUDA"
+    prec = data["precision"]["data"]
+    assert prec["paper"]["precision"] == "fp32, TF32 off" and all(0 <= v <= 100 for v in prec["fast"]["knn_top1"])
+    assert "| torch | " in text and "detectron2" in text and text in capsys.readouterr().out
+
+
+def test_pytest_summary_and_projections() -> None:
+    assert gpu_check.parse_pytest_summary("...\nFAILED x\n2 failed, 5 passed, 1 skipped, 300 deselected in 9.1s\n") == \
+        {"failed": 2, "passed": 5, "skipped": 1, "deselected": 300}
+    assert gpu_check.parse_pytest_summary("1 error in 0.1s") == {"errors": 1}
+    data = {"VOC R50-C4": {"requested_batch": 16, "modes": [{"mode": "amp", "batch": 16, "s_per_iter": 0.5}]},
+            "COCO R50-FPN Mask R-CNN": {"requested_batch": 16, "modes": [{"mode": "fp32-tf32off", "batch": 8, "s_per_iter": 1.0},
+                                                                         {"mode": "amp", "batch": 16, "s_per_iter": 0.4}]}}
+    lines = "\n".join(gpu_check.projections(data))
+    assert "full VOC table (3 rows x 5 trials x 24k iterations), `amp`: **2.1 days**" in lines  # 360k x 0.5 s = 50 h
+    assert "COCO 1x row (90k iterations), `amp`: **10.0 h** per trial" in lines
+    assert "fp32-tf32off" not in lines  # measured at a halved batch: not the protocol, no projection
