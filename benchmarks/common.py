@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from benchmarks.launcher import SlurmSpec, add_slurm_args, default_cluster, submit_trials
 from benchmarks.runner import REPO, Row, SweepStop, child_env, plan_trials, print_table, run_all
 
 CONFIGS = REPO / "transfer" / "configs"
@@ -52,7 +53,8 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
                    help="rows to run, comma-separated from supervised,moco,random (moco needs --weights)")
     p.add_argument("--trials", type=int, default=None, help="trials per row (default 5; 1 with --tiny)")
     p.add_argument("--seed", type=int, default=0, help="seed of trial 0 (trial i uses seed+i)")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs per trial (Detectron2 launch)")
+    p.add_argument("--gpus", "--gpus-per-node", dest="gpus", type=int, default=1,
+                   help="GPUs per trial (per node with --nodes > 1)")
     p.add_argument("--output", type=Path, default=None,
                    help=f"output root (default output/{default_output}, output/{default_output}-tiny)")
     p.add_argument("--datasets", "--root", dest="datasets", type=Path, default=None,
@@ -68,6 +70,18 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     p.add_argument("--amp", action="store_true",
                    help="mixed-precision fine-tuning (Detectron2 SOLVER.AMP.ENABLED; GPUs only). Off by default: the "
                         "paper's protocol is fp32. AMP trials go to their own <run dir>-amp folder")
+    g = p.add_argument_group("scale-out (README: Run on a cluster)")
+    g.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="run trials here, or submit each as a SLURM job (submitit)")
+    g.add_argument("--parallel-trials", type=int, default=1,
+                   help="trials at once on this machine, each on its own --gpus GPUs (CPU: its share of the cores)")
+    g.add_argument("--ims-per-gpu", type=int, default=None,
+                   help="images per GPU per forward pass; fewer than the paper's batch allows -> gradient accumulation")
+    g.add_argument("--scale-schedule", action="store_true",
+                   help="with --ims-per-gpu: a smaller total batch with the linear rule (lr x b/16, iterations and "
+                        "steps x 16/b) instead of accumulation; recorded and footnoted")
+    g.add_argument("--wait", action="store_true", help="--launcher slurm: wait for the jobs and print the table")
+    add_slurm_args(p, gpus_flag=False)
     return p
 
 
@@ -316,14 +330,24 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
         return _fail(bench.prog, "no rows to run (pass --weights for the MoCo row)")
     if args.allow_partial_weights:
         extra = [*extra, "--allow-partial-weights"]
+    if args.nodes > 1 and args.launcher == "local":
+        return _fail(bench.prog, "--nodes > 1 runs a trial over several machines: use --launcher slurm")
+    try:
+        args.opts = [*args.opts, *batch_overrides(rows[0].config, args, tag)]
+    except ValueError as e:
+        return _fail(bench.prog, str(e))
     rc = _preflight(bench, args, rows, trials, out, tag, run_dir)
     if rc or args.dry_run:
         if args.dry_run and not rc:
             print(f"[{tag}] dry run: nothing was trained")
         return rc
     plan = plan_trials(rows, trials, out.resolve(), run_dir, args.seed, args.opts)
+    write_sweep(out / run_dir, bench, args, plan, trials)
+    if args.launcher == "slurm":
+        return _submit(bench, args, plan, trials, env, extra, out, tag, tiny)
     try:
-        counts = run_all(plan, trials_requested=trials, env=env, gpus=args.gpus, extra=extra, wait=not args.no_wait)
+        counts = run_all(plan, trials_requested=trials, env=env, gpus=args.gpus, extra=extra, wait=not args.no_wait,
+                         parallel=args.parallel_trials)
     except SweepStop as e:
         print(f"{bench.prog}: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -335,6 +359,92 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
         print(f"[{tag}] {tiny_banner(bench.table)}")
     rc = print_table(out, with_paper=args.with_paper and not tiny)
     return 1 if counts["failed"] else rc
+
+
+def batch_overrides(config: Path, args: argparse.Namespace, tag: str) -> list[str]:
+    """Detectron2 overrides that keep the paper's batch on the GPUs a trial gets (gradient accumulation), or
+    scale the schedule with the linear rule (``--scale-schedule``); [] when the batch fits as it is.
+
+    The linear rule is the one the MoCo authors gave for fewer GPUs (and Detectron2's
+    ``REFERENCE_WORLD_SIZE`` applies): batch x f -> lr x f, iterations, steps, warm-up and checkpoint period
+    / f. Batch-norm statistics then come from fewer images, so neither is fully equivalent to the paper;
+    both show in the fingerprint and in the table's footnote.
+    """
+    if args.ims_per_gpu is None:
+        if args.scale_schedule:
+            raise ValueError("--scale-schedule needs --ims-per-gpu (the images per GPU the memory allows)")
+        return []
+    from transfer.train_net import load_cfg
+
+    cfg = load_cfg(str(config), list(args.opts))
+    batch, gpus = cfg.SOLVER.IMS_PER_BATCH, max(1, args.gpus) * max(1, args.nodes)
+    if batch % gpus:
+        raise ValueError(f"the batch of {batch} images does not split over {gpus} GPUs")
+    per_gpu = batch // gpus
+    if args.ims_per_gpu >= per_gpu:
+        print(f"[{tag}] batch: {batch} images on {gpus} GPU(s), {per_gpu} per GPU (fits --ims-per-gpu "
+              f"{args.ims_per_gpu})")
+        return []
+    if not args.scale_schedule:
+        if per_gpu % args.ims_per_gpu:
+            raise ValueError(f"--ims-per-gpu {args.ims_per_gpu} does not divide the {per_gpu} images per GPU of the "
+                             f"paper's batch {batch} on {gpus} GPU(s)")
+        steps = per_gpu // args.ims_per_gpu
+        print(f"[{tag}] batch: the paper's {batch} images on {gpus} GPU(s) as {steps} accumulation steps of "
+              f"{args.ims_per_gpu} per GPU (BN statistics over {args.ims_per_gpu * gpus} images: recorded, "
+              "footnoted)")
+        return ["SOLVER.ACCUMULATE_STEPS", str(steps)]
+    new = args.ims_per_gpu * gpus
+    f = new / batch
+    it = lambda n: str(max(1, round(n / f)))  # noqa: E731
+    out = ["SOLVER.IMS_PER_BATCH", str(new), "SOLVER.BASE_LR", f"{cfg.SOLVER.BASE_LR * f:g}",
+           "SOLVER.MAX_ITER", it(cfg.SOLVER.MAX_ITER), "SOLVER.STEPS", f"({','.join(it(x) for x in cfg.SOLVER.STEPS)},)",
+           "SOLVER.WARMUP_ITERS", it(cfg.SOLVER.WARMUP_ITERS), "SOLVER.CHECKPOINT_PERIOD", it(cfg.SOLVER.CHECKPOINT_PERIOD)]
+    if cfg.TEST.EVAL_PERIOD > 0:
+        out += ["TEST.EVAL_PERIOD", it(cfg.TEST.EVAL_PERIOD)]
+    print(f"[{tag}] batch: --scale-schedule: batch {batch} -> {new}, lr x{f:g}, iterations/steps/warm-up x{1 / f:g} "
+          "(the linear rule; BN statistics change too: recorded, footnoted)")
+    return out
+
+
+def write_sweep(folder: Path, bench: Benchmark, args: argparse.Namespace, plan: list, trials: int) -> None:
+    """``sweep.json``: every planned trial, for ``python -m benchmarks.status`` (trials not started have no folder)."""
+    import json
+
+    from transfer.atomic import write_atomic
+
+    doc = {"benchmark": bench.name, "runner": bench.prog, "launcher": args.launcher,
+           "parallel_trials": args.parallel_trials, "trials_per_row": trials,
+           "trials": [{"row": t.row.label, "trial": t.index, "seed": t.seed, "dir": str(t.output)} for t in plan]}
+    try:
+        write_atomic(folder / "sweep.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
+    except OSError:
+        pass  # the status view only; the preflight already checked the folder
+
+
+def _submit(bench: Benchmark, args: argparse.Namespace, plan: list, trials: int, env: dict, extra: list[str], out: Path,
+            tag: str, tiny: bool) -> int:
+    """``--launcher slurm``: one job per trial (an array); wait for them with ``--wait`` or a local cluster."""
+    spec = SlurmSpec.from_args(args, gpus_per_node=args.gpus, name=f"{bench.name}-bench")
+    folder = Path(args.job_dir) if args.job_dir else out / "slurm"
+    cluster = args.cluster or default_cluster()
+    run_kwargs = dict(trials_requested=trials, env=env, extra=extra)
+    jobs = submit_trials(plan, spec, folder.resolve(), cluster, run_kwargs, log=lambda line: print(f"[{tag}] {line}"))
+    if cluster == "slurm" and not args.wait:
+        print(f"[{tag}] {len(jobs)} job(s) submitted; follow them with `python -m benchmarks.status {out} --watch`, "
+              f"tables any time with `python -m results --runs {out}`")
+        return 0
+    failed = 0
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as e:  # noqa: BLE001  (a job's own error, reported in one line)
+            failed += 1
+            print(f"[{tag}] job {job.job_id} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e}")
+    if tiny:
+        print(f"[{tag}] {tiny_banner(bench.table)}")
+    rc = print_table(out, with_paper=args.with_paper and not tiny)
+    return 1 if failed else rc
 
 
 def _writable(out: Path) -> str | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import Any
 from transfer.atomic import write_atomic
 
 LOCK_NAME, OWNER_NAME = ".lock", ".owner.json"
+_RUNNER_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
 HEARTBEAT_S = 30.0
 STALE_S = 300.0
 
@@ -44,7 +46,8 @@ def describe(owner: dict[str, Any] | None) -> str:
     if not owner:
         return "another runner"
     age = time.time() - float(owner.get("heartbeat", 0))
-    return f"{owner.get('host', '?')}:{owner.get('pid', '?')} (alive {age:.0f}s ago)"
+    job = f", SLURM job {owner['job']}" if owner.get("job") else ""
+    return f"{owner.get('host', '?')}:{owner.get('pid', '?')}{job} (alive {age:.0f}s ago)"
 
 
 def is_locked(trial_dir: str | os.PathLike) -> bool:
@@ -95,13 +98,16 @@ class TrialLock:
         prev = read_owner(self.dir) or {}
         started = prev.get("started", now) if prev.get("pid") == os.getpid() else now
         info = {"host": socket.gethostname(), "pid": os.getpid(), "started": started, "heartbeat": now,
-                "active": active}
+                "active": active, "job": os.environ.get("SLURM_JOB_ID")}
         try:
             write_atomic(self.dir / OWNER_NAME, lambda tmp: tmp.write_text(json.dumps(info)))
         except OSError:
             pass  # a full disk must not break the lock itself; the flock still holds
 
     def _heartbeat(self) -> None:
+        # Signals for the runner (Ctrl-C, SIGTERM, SLURM's SIGUSR2) must reach its main thread: a signal the
+        # kernel hands to this thread would wait there until the main thread next runs Python code.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _RUNNER_SIGNALS)
         while not self._stop.wait(HEARTBEAT_S):
             self._write_owner(active=True)
 

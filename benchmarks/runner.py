@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +44,8 @@ _PROGRESS = re.compile(r"(eta: |copypaste: |trial record written|Starting traini
                        r"load report|error|Error)")
 DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
                errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
-EXIT_DISK = 3            # train_net.py's exit status for a disk error
-STOP_GRACE_S = 60        # a stopped trial gets this long to exit after SIGINT before SIGKILL
+EXIT_DISK, EXIT_STOPPED = 3, 4  # train_net.py's exit statuses: disk error; stopped on request, checkpoint saved
+STOP_GRACE_S = 120       # a stopped trial gets this long to save its checkpoint and exit before SIGKILL
 WAIT_POLL_S = 5.0        # how often a runner looks at trials another runner holds
 
 
@@ -58,6 +61,24 @@ class Row:
     input_reason: str = ""
     checkpoint_bytes: int = 0  # size of one Detectron2 checkpoint of this row's model (0: unknown)
     pending: str = ""  # why the weights do not exist yet (e.g. made by the tiny pretraining)
+
+
+@dataclass
+class Launch:
+    """How one trial's ``train_net.py`` starts: GPUs, machines (multi-node) and environment additions."""
+
+    gpus: int = 1
+    machines: int = 1
+    machine_rank: int = 0
+    dist_url: str = "auto"
+    env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS per slot
+
+    def args(self) -> list[str]:
+        out = ["--num-gpus", str(max(self.gpus, 1))]
+        if self.machines > 1:
+            out += ["--num-machines", str(self.machines), "--machine-rank", str(self.machine_rank),
+                    "--dist-url", self.dist_url]
+        return out
 
 
 @dataclass
@@ -115,9 +136,10 @@ def prune_periodic(output: Path) -> int:
     return freed
 
 
-def _command(trial: Trial, trials_requested: int, gpus: int, extra: list[str], resume: bool) -> list[str]:
+def _command(trial: Trial, trials_requested: int, launch: Launch, extra: list[str], resume: bool,
+             train_net: Path | None = None) -> list[str]:
     row = trial.row
-    cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(row.config), "--num-gpus", str(max(gpus, 1)),
+    cmd = [sys.executable, str(train_net or TRAIN_NET), "--config-file", str(row.config), *launch.args(),
            "--seed", str(trial.seed), "--trial", str(trial.index), "--trials-requested", str(trials_requested),
            "--label", row.label, "--kind", row.kind, *extra]
     if row.input_format:
@@ -127,12 +149,16 @@ def _command(trial: Trial, trials_requested: int, gpus: int, extra: list[str], r
     return cmd + ["MODEL.WEIGHTS", row.weights, "OUTPUT_DIR", str(trial.output), *trial.opts]
 
 
-def _stop(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
-    """Stop a trial's whole process group: SIGINT (Detectron2 ends cleanly), then SIGKILL."""
+_ACTIVE: set[subprocess.Popen] = set()  # the trials running now (several with --parallel-trials)
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _stop(proc: subprocess.Popen, grace: float = STOP_GRACE_S, sig: int = signal.SIGINT) -> None:
+    """Stop a trial's whole process group: ``sig`` (the trial saves its iteration and exits), then SIGKILL."""
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, sig)
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         pass
@@ -145,21 +171,42 @@ def _stop(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
     proc.wait()
 
 
-def run_trial(trial: Trial, *, trials_requested: int, env: dict[str, str], gpus: int, extra: list[str],
-              log=print, keep_checkpoints: int = 1) -> str:
+def stop_all(grace: float = STOP_GRACE_S, sig: int = signal.SIGINT) -> None:
+    """Stop every running trial of this process (each saves its current iteration)."""
+    with _ACTIVE_LOCK:
+        procs = list(_ACTIVE)
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+    for proc in procs:
+        _stop(proc, grace=grace, sig=sig)
+
+
+def request_checkpoint_and_wait(grace: float = 80) -> None:
+    """SLURM time limit or preemption: every running trial saves its iteration (SIGUSR1) and exits."""
+    stop_all(grace=grace, sig=signal.SIGUSR1)
+
+
+def run_trial(trial: Trial, *, trials_requested: int, env: dict[str, str], launch: Launch | None = None,
+              extra: list[str] | None = None, log=print, keep_checkpoints: int = 1, lock: bool = True,
+              train_net: Path | None = None) -> str:
     """Run (or skip / resume) one trial; return 'skipped', 'finished', 'failed' or 'busy' (held elsewhere).
 
+    ``lock=False``: the caller already owns the trial (the other nodes of a multi-node SLURM job).
     Raises :class:`SweepStop` on a disk error or an interrupt (the trial stays resumable).
     """
+    launch = launch or Launch()
     out = trial.output
     name = f"{trial.row.label} / trial {trial.index} (seed {trial.seed})"
     if is_finished(out):
         log(f"[runner] {name}: already finished, skipped ({out / RECORD_NAME})")
         return "skipped"
     try:
-        lock = TrialLock(out)
-        if not lock.acquire():
-            log(f"[runner] {name}: held by {describe(lock.owner)}; leaving it to that runner")
+        held = TrialLock(out)
+        if lock and not held.acquire():
+            log(f"[runner] {name}: held by {describe(held.owner)}; leaving it to that runner")
             return "busy"
     except OSError as e:
         raise SweepStop(disk_line(e, "cannot create the trial folder")) from None
@@ -172,58 +219,91 @@ def run_trial(trial: Trial, *, trials_requested: int, env: dict[str, str], gpus:
             raise SweepStop(f"only {free_bytes(out) / 1e9:.1f} GB free under {out}, a trial of this row needs about "
                             f"{need / 1e9:.1f} GB (checkpoints); free space and rerun the same command "
                             "(finished trials are kept)")
-        return _run_locked(trial, name, trials_requested, env, gpus, extra, log)
+        return _run_locked(trial, name, trials_requested, {**env, **launch.env}, launch, extra or [], log, train_net)
     finally:
-        lock.release()
+        held.release()
 
 
-def _run_locked(trial: Trial, name: str, trials_requested: int, env: dict[str, str], gpus: int, extra: list[str],
-                log) -> str:
+class _Copier(threading.Thread):
+    """Copies a trial's output to its ``console.log`` and shows the progress lines; keeps the last error line."""
+
+    def __init__(self, proc: subprocess.Popen, console, path: Path, log) -> None:
+        super().__init__(daemon=True, name=f"output of {path.parent.name}")
+        self.proc, self.console, self.path, self.log = proc, console, path, log
+        self.last_error = ""
+        self.error: OSError | None = None
+        self.start()
+
+    def run(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if self.error is None:
+                try:
+                    self.console.write(line)
+                except OSError as e:  # a full disk: the runner stops the trial and the sweep
+                    self.error = OSError(e.errno, e.strerror, str(self.path))
+            clean = re.sub(r"\x1b\[[0-9;]*m", "", line.rstrip())
+            if clean.startswith("train_net.py: error"):
+                self.last_error = clean
+            if _PROGRESS.search(clean) and "Build settings" not in clean:
+                shown = clean[clean.index("eta: "):] if "eta: " in clean else clean
+                self.log(f"    {shown[:220]}")
+
+
+def _run_locked(trial: Trial, name: str, trials_requested: int, env: dict[str, str], launch: Launch, extra: list[str],
+                log, train_net: Path | None) -> str:
     out = trial.output
     resume = (out / "last_checkpoint").exists()
-    cmd = _command(trial, trials_requested, gpus, extra, resume)
+    cmd = _command(trial, trials_requested, launch, extra, resume, train_net)
     log(f"[runner] {name}: {'resuming' if resume else 'starting'} -> {out}")
     t0 = time.perf_counter()
-    last_error = ""
     try:
-        console = open(out / "console.log", "a")
+        console = open(out / "console.log", "a", buffering=1)  # line by line: `tail -f` shows progress
     except OSError as e:
         raise SweepStop(disk_line(e)) from None
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env={**env, DIE_WITH_PARENT_ENV: "1"}, start_new_session=True)
+    with _ACTIVE_LOCK:
+        _ACTIVE.add(proc)
+    copier = _Copier(proc, console, out / "console.log", log)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                console.write(line)
-            except OSError as e:
-                raise OSError(e.errno, e.strerror, str(out / "console.log")) from None
-            clean = re.sub(r"\x1b\[[0-9;]*m", "", line.rstrip())
-            if clean.startswith("train_net.py: error"):
-                last_error = clean
-            if _PROGRESS.search(clean) and "Build settings" not in clean:
-                shown = clean[clean.index("eta: "):] if "eta: " in clean else clean
-                log(f"    {shown[:220]}")
+        # The child's output is copied by a thread; this thread only waits, so a signal for the runner
+        # (Ctrl-C, SIGTERM) is handled at once whichever thread the kernel delivered it to.
+        while proc.poll() is None and copier.error is None:
+            time.sleep(0.2)
+        if copier.error is not None:
+            raise copier.error
+        copier.join()
+        if copier.error is not None:
+            raise copier.error
         rc = proc.wait()
-        console.close()
     except OSError as e:
         _stop(proc, grace=10)
         raise SweepStop(disk_line(e)) from None
     except KeyboardInterrupt:
-        log(f"[runner] {name}: stopping (interrupted); it resumes from its last checkpoint when rerun")
+        log(f"[runner] {name}: stopping; it saves its current iteration and resumes from there when rerun")
         _stop(proc)
         raise SweepStop("interrupted; rerun the same command to continue (finished trials are skipped, "
-                        "this one resumes from its last checkpoint)", exit_code=130) from None
+                        "this one resumes from the iteration it saved)", exit_code=130) from None
     finally:
         if proc.poll() is None:
             _stop(proc, grace=5)
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(proc)
+        copier.join(timeout=10)
         try:
             console.close()
         except OSError:
             pass
+    last_error = copier.last_error
     elapsed = time.perf_counter() - t0
     if rc == EXIT_DISK:
         raise SweepStop(last_error.removeprefix("train_net.py: error: ") or "a trial could not write to disk")
+    if rc == EXIT_STOPPED:
+        log(f"[runner] {name}: {last_error.removeprefix('train_net.py: error: ') or 'stopped'}")
+        raise SweepStop("stopped on request; rerun the same command to continue (finished trials are skipped, this "
+                        "one resumes from the iteration it saved)", exit_code=130)
     if rc == 0 and is_finished(out):
         rec = read_record(out / RECORD_NAME)
         metrics = ", ".join(f"{k} {v:.1f}" for k, v in rec["metrics"].items())
@@ -250,25 +330,39 @@ def _install_stop_signals() -> dict:
         return {}
 
 
+def slot_launches(parallel: int, gpus: int, cpus: int | None = None) -> list[Launch]:
+    """One :class:`Launch` per parallel slot: disjoint GPU sets (``CUDA_VISIBLE_DEVICES``) on a GPU machine,
+    an equal share of the CPU threads everywhere."""
+    import torch
+
+    cpus = cpus or os.cpu_count() or 1
+    share = max(1, cpus // max(parallel, 1))
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    threads = str(min(share, int(limit)) if limit.isdigit() and int(limit) > 0 else share)  # the user's limit holds
+    if not torch.cuda.is_available():
+        return [Launch(gpus=gpus, env={"OMP_NUM_THREADS": threads}) for _ in range(parallel)]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = [d for d in visible.split(",") if d] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    if parallel * gpus > len(devices):
+        raise SweepStop(f"--parallel-trials {parallel} x --gpus {gpus} needs {parallel * gpus} GPUs, "
+                        f"{len(devices)} are visible")
+    return [Launch(gpus=gpus, env={"CUDA_VISIBLE_DEVICES": ",".join(devices[i * gpus:(i + 1) * gpus]),
+                                   "OMP_NUM_THREADS": threads}) for i in range(parallel)]
+
+
 def run_all(trials: list[Trial], *, trials_requested: int, env: dict[str, str], gpus: int = 1,
             extra: list[str] | None = None, log=print, wait: bool = True, keep_checkpoints: int = 1,
-            wait_poll: float = WAIT_POLL_S) -> dict[str, int]:
-    """Run trials in order; trials another runner holds are waited for at the end (``wait``).
-
-    Raises :class:`SweepStop` when the sweep must end early; finished trials are never touched.
+            wait_poll: float = WAIT_POLL_S, parallel: int = 1, launches: list[Launch] | None = None) -> dict[str, int]:
+    """Run trials (``parallel`` at a time, each in its slot); trials another runner holds are waited for at
+    the end (``wait``). Raises :class:`SweepStop` when the sweep must end early; finished trials are never
+    touched.
     """
     counts = {"skipped": 0, "finished": 0, "failed": 0, "elsewhere": 0}
-    kw = dict(trials_requested=trials_requested, env=env, gpus=gpus, extra=extra or [], log=log,
-              keep_checkpoints=keep_checkpoints)
+    launches = launches or (slot_launches(parallel, gpus) if parallel > 1 else [Launch(gpus=gpus)])
+    kw = dict(trials_requested=trials_requested, env=env, extra=extra or [], keep_checkpoints=keep_checkpoints)
     previous = _install_stop_signals()
     try:
-        held = []
-        for trial in trials:
-            result = run_trial(trial, **kw)
-            if result == "busy":
-                held.append(trial)
-            else:
-                counts[result] += 1
+        held = _run_slots(trials, launches, kw, counts, log)
         if held and not wait:
             log(f"[runner] {len(held)} trial(s) held by other runners; not waiting (--no-wait)")
         announced = False
@@ -282,18 +376,70 @@ def run_all(trials: list[Trial], *, trials_requested: int, env: dict[str, str], 
                     held.remove(trial)
                     counts["elsewhere"] += 1
                 elif not is_locked(trial.output):  # its runner stopped before finishing it: take it over
-                    result = run_trial(trial, **kw)
+                    result = run_trial(trial, launch=launches[0], log=log, **kw)
                     if result != "busy":
                         held.remove(trial)
                         counts["elsewhere" if result == "skipped" else result] += 1
         counts["held"] = len(held)
     except KeyboardInterrupt:
-        raise SweepStop("interrupted; rerun the same command to continue (finished trials are skipped)",
-                        exit_code=130) from None
+        stop_all()
+        raise SweepStop("interrupted; rerun the same command to continue (finished trials are skipped, "
+                        "running ones resume from the iteration they saved)", exit_code=130) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return counts
+
+
+def _run_slots(trials: list[Trial], launches: list[Launch], kw: dict, counts: dict[str, int], log) -> list[Trial]:
+    """Run ``trials`` over the slots of ``launches``; return the ones another runner holds."""
+    held: list[Trial] = []
+    if len(launches) == 1:
+        for trial in trials:
+            result = run_trial(trial, launch=launches[0], log=log, **kw)
+            if result == "busy":
+                held.append(trial)
+            else:
+                counts[result] += 1
+        return held
+    free: queue.Queue[int] = queue.Queue()
+    for slot in range(len(launches)):
+        free.put(slot)
+    lock = threading.Lock()
+
+    def one(trial: Trial) -> str:
+        slot = free.get()
+        try:
+            return run_trial(trial, launch=launches[slot], log=lambda line: log(f"[slot {slot}] {line}"), **kw)
+        finally:
+            free.put(slot)
+
+    with ThreadPoolExecutor(max_workers=len(launches), thread_name_prefix="trial") as pool:
+        futures = {pool.submit(one, t): t for t in trials}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    exc = fut.exception()
+                    if isinstance(exc, SweepStop):
+                        for other in pending:
+                            other.cancel()
+                        stop_all()
+                        raise exc
+                    if exc is not None:
+                        raise exc
+                    with lock:
+                        if fut.result() == "busy":
+                            held.append(futures[fut])
+                        else:
+                            counts[fut.result()] += 1
+        except KeyboardInterrupt:
+            for fut in pending:
+                fut.cancel()
+            stop_all()
+            raise
+    return held
 
 
 def print_table(output: Path, with_paper: bool = False) -> int:

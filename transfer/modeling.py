@@ -40,6 +40,9 @@ def add_suite_config(cfg: CfgNode) -> CfgNode:
     # Periodic checkpoints kept per run (0: all, as Detectron2 does). One is enough to resume: the older
     # file is removed only after the newer one is written; model_final.pth is never removed.
     cfg.SOLVER.KEEP_CHECKPOINTS = 1
+    # Gradient accumulation (transfer/accumulate.py): the batch of an iteration is run as this many slices,
+    # for GPUs that cannot hold IMS_PER_BATCH / #GPUs images. 1 (the paper): no accumulation.
+    cfg.SOLVER.ACCUMULATE_STEPS = 1
     return cfg
 
 

@@ -27,8 +27,10 @@ import logging
 import os
 import platform
 import random
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from datetime import datetime, timezone
@@ -40,7 +42,7 @@ if __package__ in (None, ""):  # run as `python transfer/train_net.py`
 
 import torch  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.engine import DefaultTrainer, HookBase, default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.engine.hooks import PeriodicCheckpointer  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
@@ -48,6 +50,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 import transfer.modeling  # noqa: E402,F401  (registers the extra-norm head, DC5 backbone, FCN head)
 from results.records import write_json_atomic, write_record  # noqa: E402
 from transfer import checkpointer, voc_xml  # noqa: E402
+from transfer.accumulate import AccumulatingTrainer  # noqa: E402
 from transfer.safe_pickle import UnsafePickleError  # noqa: E402
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of  # noqa: E402
 from transfer.checkpointer import SuiteCheckpointer, WeightsError  # noqa: E402
@@ -78,11 +81,56 @@ class SetupError(Exception):
     """A configuration problem reported as one line before any training starts."""
 
 
+class StopRequested(Exception):
+    """Training was asked to stop (SIGINT/SIGTERM/SIGUSR1); a checkpoint of the last iteration was saved."""
+
+
+class StopOnSignal(HookBase):
+    """On SIGINT, SIGTERM or SIGUSR1 (Ctrl-C, a runner stopping its trial, SLURM before a time limit or a
+    preemption): finish the current iteration, save a checkpoint of it and stop, so a resumed trial loses
+    nothing. Every process stops at the same iteration (the request is all-reduced). During the final
+    evaluation the signals have their usual effect again."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+
+    def before_train(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._request) for s in self.SIGNALS}
+
+    def after_train(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def after_step(self) -> None:
+        stop = self.requested
+        if comm.get_world_size() > 1:
+            flag = torch.tensor([int(stop)], device=self.trainer.model.device if hasattr(self.trainer.model, "device")
+                                else "cpu")
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if stop:
+            it = self.trainer.iter
+            self.trainer.checkpointer.save(f"model_{it:07d}", iteration=it)
+            raise StopRequested(f"stopped after iteration {it + 1}; checkpoint saved")
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with the suite's evaluators, resumable data stream and checkpointer."""
 
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__(cfg)
+        steps = cfg.SOLVER.ACCUMULATE_STEPS
+        if steps > 1:  # the paper's batch on GPUs that cannot hold it at once (transfer/accumulate.py)
+            t = self._trainer
+            self._trainer = AccumulatingTrainer(t.model, t.data_loader, t.optimizer, steps, cfg.SOLVER.AMP.ENABLED)
         # DefaultTrainer builds a DetectionCheckpointer; the suite's adds safe reading, atomic saving and
         # the load report. Same state, so the hooks that already hold it keep working.
         self.checkpointer.__class__ = SuiteCheckpointer
@@ -98,7 +146,7 @@ class Trainer(DefaultTrainer):
         return build_resumable_train_loader(cfg, mapper)
 
     def build_hooks(self):
-        hooks = [SeedEachStep(self.cfg.SEED), *super().build_hooks()]
+        hooks = [SeedEachStep(self.cfg.SEED), *super().build_hooks(), StopOnSignal()]
         keep = self.cfg.SOLVER.KEEP_CHECKPOINTS
         for h in hooks:
             if isinstance(h, PeriodicCheckpointer) and keep > 0:
@@ -341,7 +389,7 @@ def main(args) -> dict | None:
         # evaluation (EvalHook) stores them here. A resumed, already finished run evaluates anew.
         results = getattr(trainer, "_last_eval_results", None) or Trainer.test(cfg, trainer.model)
     except Exception as e:
-        if comm.is_main_process() and not _is_disk_error(e):
+        if comm.is_main_process() and not _is_disk_error(e) and not isinstance(e, StopRequested):
             timings = {"train_s": time.perf_counter() - t0}
             line = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             write_record(cfg.OUTPUT_DIR, make_record(cfg, args, pretrain, "failed", {}, timings, error=line,
@@ -363,6 +411,7 @@ def main(args) -> dict | None:
     return results
 
 
+EXIT_DISK, EXIT_STOPPED = 3, 4  # exit statuses the runner acts on
 DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
                errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
 
@@ -404,6 +453,9 @@ def cli(argv: list[str] | None = None) -> int:
     except (SetupError, ConvertError, WeightsError, WeightsFormatError, UnsafePickleError) as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         return 2
+    except StopRequested as e:
+        print(f"train_net.py: error: {e}; rerun the same command with --resume to continue from it", file=sys.stderr)
+        return EXIT_STOPPED
     except KeyboardInterrupt:
         print("train_net.py: interrupted; rerun the same command with --resume to continue from the last checkpoint",
               file=sys.stderr)
@@ -413,7 +465,7 @@ def cli(argv: list[str] | None = None) -> int:
             raise
         if _is_disk_error(e):
             print(f"train_net.py: error: {disk_error_line(e)}", file=sys.stderr)
-            return 3
+            return EXIT_DISK
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"train_net.py: error: {type(e).__name__}: {msg} (traceback in OUTPUT_DIR/log.txt; "
               "TRANSFER_DEBUG=1 shows it here)", file=sys.stderr)
