@@ -9,6 +9,7 @@ problem found here stops the sweep before the first trial, with one line each.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -49,8 +50,9 @@ def convert_once(weights: str, folder: Path, log: Callable[[str], None]) -> str:
     from transfer.convert import convert
     from transfer.weights import weights_provenance
 
-    src = Path(weights)
-    out = folder / (src.name.split(".")[0] + ".pkl")
+    src = Path(weights).resolve()
+    tag = hashlib.sha256(str(src).encode()).hexdigest()[:8]  # two sources with one file name stay apart
+    out = folder / f"{src.name.split('.')[0]}-{tag}.pkl"
     prov = weights_provenance(str(out)) if out.is_file() else None
     if prov is None or prov.get("sha256") != sha256_of(src):
         convert(src, out, log=log)

@@ -368,6 +368,21 @@ def _arg(argv: list[str], flag: str) -> str:
     return argv[argv.index(flag) + 1]
 
 
+R18 = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]  # small models for the preflight
+
+
+@pytest.fixture
+def cached_msra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Detectron2's download cache holding the supervised row's R-50.pkl (ResNet-18 tensors in the Caffe2 layout,
+    for configs overridden to R18): the preflight checks and loads the supervised weights before any trial."""
+    from weights_files import caffe2_pkl, resnet_state
+
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "cache" / "detectron2" / "ImageNetPretrained" / "MSRA" / "R-50.pkl"
+    path.parent.mkdir(parents=True)
+    return caffe2_pkl(path, resnet_state("resnet18"))
+
+
 def _copy(tiny_root: Path, tmp_path: Path, name: str) -> Path:
     root = tmp_path / "datasets"
     shutil.copytree(tiny_root / name, root / name)
@@ -375,13 +390,14 @@ def _copy(tiny_root: Path, tmp_path: Path, name: str) -> Path:
 
 
 def test_run_coco_full_protocol_picks_configs_per_row(tiny_root: Path, tmp_path: Path, fake_train_net: Path,
-                                                       capsys: pytest.CaptureFixture) -> None:
+                                                       cached_msra: Path, capsys: pytest.CaptureFixture) -> None:
     from benchmarks import run_coco
 
     root = _copy(tiny_root, tmp_path, "coco")
     out = tmp_path / "out"
+    moco = _moco_pth(tmp_path)
     rc = run_coco.main(["--datasets", str(root), "--arch", "C4", "--schedule", "2x", "--trials", "2", "--seed", "5",
-                        "--weights", str(tmp_path / "moco.pth"), "--output", str(out), "--", "SOLVER.MAX_ITER", "7"])
+                        "--weights", str(moco), "--output", str(out), "--", *R18, "SOLVER.MAX_ITER", "7"])
     text = capsys.readouterr().out
     assert rc == 0
     assert "note: " in text and "have no annotations" in text  # tiny COCO has images without objects
@@ -394,9 +410,12 @@ def test_run_coco_full_protocol_picks_configs_per_row(tiny_root: Path, tmp_path:
     assert all(c["argv"][-2:] == ["SOLVER.MAX_ITER", "7"] and "--tiny" not in c["argv"] for c in calls)
     assert all(Path(_arg(c["argv"], "OUTPUT_DIR")).relative_to(out.resolve()).parts[0] == "R50-C4-2x" for c in calls)
     assert "supervised IN-1M" in text and "random init" in text  # the comparison table
+    # the .pth was converted once for the sweep; every MoCo trial gets that .pkl
+    assert {_arg(c["argv"], "MODEL.WEIGHTS") for c in calls if _arg(c["argv"], "--kind") == "moco"} == \
+        {str(p) for p in (out / "weights").glob("moco-*.pkl")} != set()
     # a second run skips every finished trial
     assert run_coco.main(["--datasets", str(root), "--arch", "C4", "--schedule", "2x", "--trials", "2", "--seed", "5",
-                          "--weights", str(tmp_path / "moco.pth"), "--output", str(out)]) == 0
+                          "--weights", str(moco), "--output", str(out), "--", *R18]) == 0
     assert len(_calls(fake_train_net)) == 6
 
 
@@ -404,13 +423,14 @@ def test_run_coco_full_protocol_picks_configs_per_row(tiny_root: Path, tmp_path:
                                               ("semantic", "cityscapes_semseg_R_50_FCN16s_90k",
                                                "semantic-R50-dilated-FCN16s")])
 def test_run_cityscapes_full_protocol_picks_configs_per_task(task: str, stem: str, run_dir: str, tiny_root: Path,
-                                                             tmp_path: Path, fake_train_net: Path) -> None:
+                                                             tmp_path: Path, fake_train_net: Path,
+                                                             cached_msra: Path) -> None:
     from benchmarks import run_cityscapes
 
     root = _copy(tiny_root, tmp_path, "cityscapes")
     out = tmp_path / "out"
     assert run_cityscapes.main(["--datasets", str(root), "--task", task, "--rows", "supervised,random", "--trials", "1",
-                                "--output", str(out)]) == 0
+                                "--output", str(out), "--", *R18]) == 0
     calls = _calls(fake_train_net)
     assert {Path(_arg(c["argv"], "--config-file")).name for c in calls} == {f"{stem}.yaml", f"{stem}_random.yaml"}
     assert {Path(_arg(c["argv"], "OUTPUT_DIR")).relative_to(out.resolve()).parts[0] for c in calls} == {run_dir}
@@ -425,13 +445,16 @@ def test_run_cityscapes_tiny_reuses_checkpoints_and_uses_tiny_data(task: str, co
     out = tmp_path / "out"
     sup = out / "pretrain" / "supervised" / "checkpoint_0007.pth.tar"  # made by an earlier run: reused
     sup.parent.mkdir(parents=True)
-    sup.write_bytes(b"")
-    rc = run_cityscapes.main(["--tiny", "--task", task, "--weights", str(tmp_path / "m.pth"), "--output", str(out),
+    net = build_resnet("resnet18", 8)
+    torch.save({"state_dict": net.state_dict(), "arch": "resnet18", "epoch": 8}, sup)
+    moco = _moco_pth(tmp_path)
+    rc = run_cityscapes.main(["--tiny", "--task", task, "--weights", str(moco), "--output", str(out),
                               "--datasets", str(tmp_path / "nowhere")])
     assert rc == 0
     calls = _calls(fake_train_net)
     assert {Path(_arg(c["argv"], "--config-file")).name for c in calls} == {config}
-    assert {_arg(c["argv"], "MODEL.WEIGHTS") for c in calls} == {"", str(sup), str((tmp_path / "m.pth").resolve())}
+    converted = {str(p) for p in (out / "weights").glob("*.pkl")}  # each .pth converted once, reused by trials
+    assert len(converted) == 2 and {_arg(c["argv"], "MODEL.WEIGHTS") for c in calls} == {"", *converted}
     assert all("--tiny" in c["argv"] and _arg(c["argv"], "--schedule") == "tiny" for c in calls)
     assert {c["datasets"] for c in calls} == {str(out / "datasets")}
     assert (out / "datasets" / "cityscapes" / "gtFine").is_dir()

@@ -115,8 +115,9 @@ def _tiny_runner(out: Path, *extra: str, popen: bool = False):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def _train_net_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "transfer/train_net.py"], capture_output=True, text=True).stdout
+def _train_net_pids(output: Path) -> list[int]:
+    """train_net.py processes training into ``output`` (other tests may train at the same time)."""
+    out = subprocess.run(["pgrep", "-f", f"transfer/train_net.py.*{output}"], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 
 
@@ -124,14 +125,13 @@ def test_killed_runner_leaves_no_orphan_and_the_resumed_trial_ends_as_an_uninter
     reference = _tiny_runner(tmp_path / "ref")
     assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
     (ref_rec,) = (tmp_path / "ref").rglob(RECORD_NAME)
-    before = set(_train_net_pids())
     proc = _tiny_runner(tmp_path / "cut", popen=True)
     trial = tmp_path / "cut" / "R18-C4" / "random-init" / "trial0"
     deadline = time.time() + 300
     while not (trial / "model_0000004.pth").exists() and time.time() < deadline:
         time.sleep(0.2)
     assert (trial / "model_0000004.pth").exists(), "no checkpoint appeared"
-    children = [p for p in _train_net_pids() if p not in before]
+    children = _train_net_pids(tmp_path / "cut")
     assert children, "train_net.py was not running"
     os.kill(proc.pid, signal.SIGKILL)  # the runner only: its trial must not survive it
     proc.wait()
