@@ -925,6 +925,11 @@ def write_lvis(root: Path, seed: int) -> Path:
         doc = {"info": {"description": f"{README_MARKER} (seed {seed})"}, "licenses": [], "images": images,
                "annotations": anns, "categories": categories}
         (base / f"lvis_v0.5_{split}.json").write_text(json.dumps(doc, separators=(",", ":")))
+        if split == "val":  # Detectron2's lvis_v0.5_val_rand_100: a val subset (here the first third)
+            keep = {im["id"] for im in images[: max(1, len(images) // 3)]}
+            subset = {**doc, "images": [im for im in images if im["id"] in keep],
+                      "annotations": [a for a in anns if a["image_id"] in keep]}
+            (base / "lvis_v0.5_val_rand_100.json").write_text(json.dumps(subset, separators=(",", ":")))
     return base
 
 

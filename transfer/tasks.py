@@ -95,10 +95,10 @@ def _keypoint_evaluator(cfg: Any, name: str, out: str) -> Any:
 
 
 def _lvis_evaluator(cfg: Any, name: str, out: str) -> Any:
-    from detectron2.evaluation import LVISEvaluator
+    from transfer.evaluators import LVISEvaluatorNumpyCompat
 
-    return LVISEvaluator(name, tasks=("bbox", "segm"), output_dir=out,
-                         max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+    return LVISEvaluatorNumpyCompat(name, tasks=("bbox", "segm"), output_dir=out,
+                                    max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
 
 
 def _densepose_evaluator(cfg: Any, name: str, out: str) -> Any:
