@@ -719,6 +719,9 @@ def write_voc_semseg(root: Path, seed: int) -> Path:
             labels = np.asarray(img).copy()
         labels[labels == 255] = 0  # SBD has no border class
         write_sbd_cls(sbd / "cls" / f"{i}.mat", labels)
+    for i in ids:  # VOC2012 has official labels for its segmentation train/val images only
+        if i not in train and i not in val:
+            (base / "SegmentationClass" / f"{i}.png").unlink()
     cut = len(sbd_ids) * 3 // 4
     (sbd / "train.txt").write_text("".join(f"{i}\n" for i in sbd_ids[:cut]))
     (sbd / "val.txt").write_text("".join(f"{i}\n" for i in sbd_ids[cut:]))

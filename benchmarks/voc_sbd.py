@@ -37,11 +37,12 @@ class SbdError(RuntimeError):
 def read_sbd_cls(path: Path | str) -> np.ndarray:
     """The class map (uint8, 0-20) of one SBD ``cls/<id>.mat``."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         mat = loadmat(str(path), squeeze_me=True, struct_as_record=False)
         seg = np.asarray(mat["GTcls"].Segmentation)
-    except (OSError, KeyError, AttributeError, ValueError, TypeError) as e:
+    except (OSError, KeyError, AttributeError, ValueError, TypeError, MatReadError) as e:
         raise SbdError(f"{path}: not an SBD cls file with GTcls.Segmentation ({type(e).__name__}: {e})") from None
     if seg.ndim != 2 or seg.max(initial=0) > 20:
         raise SbdError(f"{path}: GTcls.Segmentation is not a 2-D map of classes 0-20")

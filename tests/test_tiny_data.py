@@ -73,7 +73,9 @@ def test_layout_and_marker_files(tiny_root: Path) -> None:
     assert len((main / "trainval.txt").read_text().split()) == td.DEFAULT_SIZES["voc2007_trainval"]
     assert len((main / "test.txt").read_text().split()) == td.DEFAULT_SIZES["voc2007_test"]
     assert not set((main / "trainval.txt").read_text().split()) & set((main / "test.txt").read_text().split())
-    assert len(list((tiny_root / "coco" / "val2017").glob("*.jpg"))) == td.DEFAULT_SIZES["coco_val"]
+    # val2017 holds the instances json's images and, like COCO, the person keypoints json's
+    assert len(list((tiny_root / "coco" / "val2017").glob("*.jpg"))) == (td.DEFAULT_SIZES["coco_val"]
+                                                                          + td.DEFAULT_SIZES["keypoints_val"])
     for split in ("train", "val"):
         pngs = list((tiny_root / "cityscapes" / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
         assert len(pngs) == td.DEFAULT_SIZES[f"cityscapes_{split}"]
