@@ -51,11 +51,17 @@ def read_sbd_cls(path: Path | str) -> np.ndarray:
 
 def write_sbd_cls(path: Path | str, seg: np.ndarray) -> None:
     """Write ``seg`` as SBD does (struct ``GTcls`` with ``Segmentation``), e.g. for generated test data."""
+    import io
+
     from scipy.io import savemat
 
+    buf = io.BytesIO()
+    savemat(buf, {"GTcls": {"Segmentation": seg.astype(np.uint8),
+                            "CategoriesPresent": np.unique(seg[(seg > 0) & (seg < 255)]).astype(np.uint8)}})
+    data = bytearray(buf.getvalue())
+    data[:116] = b"MATLAB 5.0 MAT-file, written by benchmarks.voc_sbd".ljust(116)  # no creation time: same bytes
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    savemat(str(path), {"GTcls": {"Segmentation": seg.astype(np.uint8),
-                                  "CategoriesPresent": np.unique(seg[(seg > 0) & (seg < 255)]).astype(np.uint8)}})
+    Path(path).write_bytes(bytes(data))
 
 
 def _ids(path: Path) -> list[str]:

@@ -86,7 +86,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     a = td.generate(tmp_path / "a", seed=3, **SMALL)
     td.generate(tmp_path / "b", seed=3, **SMALL)
     td.generate(tmp_path / "c", seed=4, **SMALL)
-    assert set(a) == {"voc2007", "voc2012", "coco", "cityscapes", "pretrain"}
+    assert set(a) == {"voc2007", "voc2012", "voc_semseg", "coco", "keypoints", "lvis", "densepose", "cityscapes",
+                      "pretrain"}
     fa, fb, fc = (_files(tmp_path / k) for k in "abc")
     assert fa == fb
     assert fa.keys() == fc.keys()
@@ -131,7 +132,7 @@ def test_cli_prints_one_line_per_layout(tmp_path: Path, capsys: pytest.CaptureFi
     assert td.main(["--out", str(tmp_path), "--seed", "1", *flags]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[1] for ln in lines if ln.startswith("wrote")] == [
-        "voc2007", "voc2012", "coco", "cityscapes", "pretrain"]
+        "voc2007", "voc2012", "voc_semseg", "coco", "keypoints", "lvis", "densepose", "cityscapes", "pretrain"]
     assert (tmp_path / ".complete").is_file()
     assert td.main(["--out", str(tmp_path), *flags]) == 0  # regenerating its own output is fine
 
