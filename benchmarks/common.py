@@ -1,4 +1,5 @@
-"""What the benchmark runners (``run_voc.py``, ``run_coco.py``, ``run_cityscapes.py``) share.
+"""What the benchmark runners (``run_voc.py``, ``run_coco.py``, ``run_cityscapes.py`` and the Table 6 runners
+``run_voc_semseg.py``, ``run_coco_keypoints.py``, ``run_lvis.py``, ``run_densepose.py``) share.
 
 The command line (rows, trials, seeds, GPUs, output, dataset root, ``--tiny``, ``--dry-run``, input
 formats, Detectron2 overrides after ``--``), the choice of config flavour per row from the input format
@@ -235,6 +236,8 @@ class Benchmark:
     tiny_config: Path | None           # None: no embedded default for this variant
     tiny_run_dir: str = ""
     tiny_unavailable: str = ""         # the error when tiny_config is None
+    requires: Callable[[], str | None] | None = None   # a missing package, as one line (None: all there)
+    adjust_rows: Callable[[list[Row], bool], None] | None = None   # (rows, tiny): e.g. a variant of one row
 
 
 def _fail(prog: str, message: str, lines: list[str] = ()) -> int:
@@ -295,6 +298,9 @@ def run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
 
 def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
     root = dataset_root(args)
+    missing = bench.requires() if bench.requires else None
+    if missing:
+        return _fail(bench.prog, missing)
     tiny = args.tiny or not bench.has_data(root)
     tag = f"{bench.name}-tiny" if tiny else bench.name
     t0 = time.perf_counter()
@@ -325,6 +331,8 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
         out = args.output or Path(f"output/{bench.name}")
         rows = full_rows(args, bench.config, bench.prog)
         trials, run_dir, extra, env = args.trials or 5, bench.run_dir, [], child_env(root)
+    if bench.adjust_rows:
+        bench.adjust_rows(rows, tiny)
     run_dir += "-amp" if getattr(args, "amp", False) else ""  # fp32 and AMP trials never mix in one row
     if not rows:
         return _fail(bench.prog, "no rows to run (pass --weights for the MoCo row)")

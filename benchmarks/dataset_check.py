@@ -11,7 +11,8 @@ annotation field they parse (VOC XML through the same reader the loader and eval
 ``transfer/voc_xml.py``), and every image (present, complete — a JPEG cut in half is found without
 decoding it — and of the size the annotations state; ``benchmarks/image_files.py``). CLI::
 
-    python -m benchmarks.dataset_check voc|coco|cityscapes [--datasets DIR] [--task sem_seg]
+    python -m benchmarks.dataset_check voc|coco|cityscapes|voc_semseg|coco_keypoints|lvis|densepose \
+        [--datasets DIR] [--task sem_seg]
 
 ``--datasets`` (the runners' flag too) defaults to ``$DETECTRON2_DATASETS`` (or ``datasets``), as in Detectron2.
 """
@@ -444,13 +445,302 @@ def _check_cityscapes_split(base: Path, split: str, task: str, problems: Problem
                      "in evaluation")
 
 
+# ----------------------------------------------------------------------------- MoCo Table 6: VOC semantic segmentation
+
+VOC_SEMSEG_PAPER_SIZES = {"train_aug": 10582, "val": 1449}
+
+
+def _label_png_problem(path: Path, size: tuple[int, int] | None, train: bool) -> str | None:
+    """A VOC class-label PNG: readable, 8-bit grayscale (training) or palette (val), classes 0-20 or 255."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            mode, got = img.mode, img.size
+            values = np.bincount(np.asarray(img, dtype=np.uint8).ravel(), minlength=256)
+    except (OSError, ValueError) as exc:
+        return f"{path}: cannot read as a label PNG ({exc})"
+    if mode not in ("L", "P"):
+        return f"{path}: {mode} image; labels are 8-bit class indices (grayscale or VOC palette PNG)"
+    if train and mode == "P":
+        return (f"{path}: palette PNG; Detectron2's training loader reads labels as grayscale and would turn its "
+                "colours into luminance: rewrite it with `python -m benchmarks.voc_sbd --voc <VOC2012>`")
+    bad = [v for v in np.nonzero(values)[0].tolist() if 20 < v < 255]
+    if bad:
+        return f"{path}: holds values {bad[:5]} that are neither classes 0-20 nor 255 (ignore)"
+    if size is not None and got != size:
+        return f"{path}: size {got[0]}x{got[1]} differs from its image's {size[0]}x{size[1]}"
+    return None
+
+
+def check_voc_semseg(root: Path | str, notes: list[str] | None = None) -> list[str]:
+    """Check ``<root>/VOC2012`` for ``voc_2012_sem_seg_{train_aug,val}`` (``transfer/voc_semseg.py``): the split
+    lists, every listed image (present, complete) and label PNG (present, class indices 0-20/255, grayscale
+    for training, the image's size), and that no val image is in train_aug."""
+    from PIL import Image
+
+    from transfer.voc_semseg import VOC_SEMSEG_SPLITS, read_split
+
+    root, problems = Path(root), Problems()
+    notes = [] if notes is None else notes
+    base = root / "VOC2012"
+    if not base.is_dir():
+        problems.add("missing-dir", f"{base}: directory missing (Pascal VOC2012 devkit folder)")
+        return problems.lines()
+    fix = f"`python -m benchmarks.voc_sbd --voc {base} --sbd <SBD>/dataset`"
+    splits: dict[str, list[str]] = {}
+    for name, (split_file, label_dir) in VOC_SEMSEG_SPLITS.items():
+        short = name.rsplit("_sem_seg_", 1)[1]
+        path = base / split_file
+        if not path.is_file():
+            hint = f"; build it (and {label_dir}/ from SBD's cls/*.mat) with {fix}" if short == "train_aug" else ""
+            problems.add("missing-split", f"{path}: split file missing{hint}")
+            continue
+        if not (base / label_dir).is_dir():
+            hint = f"; write it from SBD's cls/*.mat with {fix}" if label_dir == "SegmentationClassAug" else ""
+            problems.add("missing-dir", f"{base / label_dir}: directory missing{hint}")
+        ids = splits[short] = read_split(path)
+        if not ids:
+            problems.add("short-split", f"{path}: lists no image")
+        if len(ids) != VOC_SEMSEG_PAPER_SIZES[short]:
+            notes.append(f"{path}: {len(ids)} images (the paper's {short} has {VOC_SEMSEG_PAPER_SIZES[short]})")
+        jpegs, labels = _listdir(base / "JPEGImages"), _listdir(base / label_dir)
+        for i in ids:
+            jpeg, label = base / "JPEGImages" / f"{i}.jpg", base / label_dir / f"{i}.png"
+            size = None
+            if f"{i}.jpg" not in jpegs:
+                problems.add("missing-jpeg", f"{jpeg}: missing (listed in {path})")
+            else:
+                line = image_problem(jpeg)
+                if line:
+                    problems.add("bad-image", line)
+                else:
+                    with Image.open(jpeg) as img:
+                        size = img.size
+            if f"{i}.png" not in labels:
+                problems.add("missing-label", f"{label}: missing (listed in {path})"
+                             + (f"; write the train_aug labels with {fix}" if short == "train_aug" else ""))
+                continue
+            line = _label_png_problem(label, size, train=short == "train_aug")
+            if line:
+                problems.add("bad-label", line)
+    both = sorted(set(splits.get("train_aug", [])) & set(splits.get("val", [])))
+    if both:
+        problems.add("val-in-train", f"{base / VOC_SEMSEG_SPLITS['voc_2012_sem_seg_train_aug'][0]}: lists "
+                                     f"{len(both)} val image(s) (e.g. {both[0]}); train_aug excludes val: rebuild it "
+                                     f"with {fix}")
+    return problems.lines()
+
+
+# ----------------------------------------------------------------------------- MoCo Table 6: COCO keypoints
+
+KEYPOINT_SPLITS: tuple[str, ...] = ("train2017", "val2017")
+
+
+def check_coco_keypoints(root: Path | str, splits: Sequence[str] = KEYPOINT_SPLITS,
+                         notes: list[str] | None = None) -> list[str]:
+    """Check ``<root>/coco/annotations/person_keypoints_<split>.json`` (``keypoints_coco_2017_*``): one person
+    category with 17 keypoint names, every image, and each annotation's box and ``keypoints`` (17 x [x, y, v],
+    v in 0-2, ``num_keypoints`` matching)."""
+    root, problems = Path(root), Problems()
+    notes = [] if notes is None else notes
+    for split in splits:
+        path = root / "coco" / "annotations" / f"person_keypoints_{split}.json"
+        image_dir = root / "coco" / split
+        if not path.is_file():
+            problems.add("missing-json", f"{path}: annotation file missing (COCO 2017 person keypoints json)")
+            continue
+        doc = _load_json(path, problems)
+        if doc is None:
+            continue
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations",
+                                                                                        "categories")):
+            problems.add("bad-json", f"{path}: needs 'images', 'annotations' and 'categories' lists")
+            continue
+        cats = doc["categories"]
+        if not (len(cats) == 1 and isinstance(cats[0], dict) and cats[0].get("id") == 1
+                and cats[0].get("name") == "person" and len(cats[0].get("keypoints") or []) == 17):
+            problems.add("bad-category", f"{path}: 'categories' must be COCO's one person category (id 1) with its 17 "
+                                         "keypoint names, as Detectron2's keypoints_coco metadata expects")
+        image_ids = _check_coco_images(path, doc["images"], image_dir, problems)
+        with_keypoints = set()
+        for k, ann in enumerate(doc["annotations"]):
+            if not isinstance(ann, dict) or any(key not in ann for key in (*_ANN_KEYS, "keypoints")):
+                problems.add("bad-annotation", f"{path}: annotations[{k}] needs {', '.join(_ANN_KEYS)}, keypoints")
+                continue
+            where = f"{path}: annotation id {ann['id']}"
+            if ann["image_id"] not in image_ids:
+                problems.add("unknown-image-id", f"{where}: image_id {ann['image_id']} is not in 'images'")
+            kps = ann["keypoints"]
+            if not (isinstance(kps, list) and len(kps) == 51 and all(isinstance(v, (int, float)) for v in kps)
+                    and all(v in (0, 1, 2) for v in kps[2::3])):
+                problems.add("bad-keypoints", f"{where}: keypoints must be 17 x [x, y, v] with v 0, 1 or 2")
+                continue
+            labelled = sum(v > 0 for v in kps[2::3])
+            if "num_keypoints" in ann and ann["num_keypoints"] != labelled:
+                problems.add("bad-keypoints", f"{where}: num_keypoints {ann['num_keypoints']} but {labelled} labelled")
+            if labelled:
+                with_keypoints.add(ann["image_id"])
+        if image_ids and not with_keypoints:
+            problems.add("no-annotations", f"{path}: no image has a person with labelled keypoints")
+        elif len(image_ids) > len(with_keypoints):
+            notes.append(f"{path}: {len(image_ids) - len(with_keypoints)} of {len(image_ids)} images have no labelled "
+                         "keypoint; Detectron2 trains on the others (MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE)")
+    return problems.lines()
+
+
+# ----------------------------------------------------------------------------- MoCo Table 6: LVIS v0.5
+
+LVIS_SPLITS: tuple[str, ...] = ("train", "val")
+
+
+def check_lvis(root: Path | str, splits: Sequence[str] = LVIS_SPLITS, notes: list[str] | None = None) -> list[str]:
+    """Check ``<root>/lvis/lvis_v0.5_<split>.json`` (``lvis_v0.5_*``; images in ``<root>/coco/<split>2017``
+    found through ``coco_url``): the 1230 v0.5 categories with frequency groups, the image fields the loader and
+    the evaluator read, every image file, and each annotation (known ids, box, polygons of >= 3 points)."""
+    from benchmarks.tiny_data import lvis_v0_5_categories
+
+    root, problems = Path(root), Problems()
+    notes = [] if notes is None else notes
+    expected = {c["id"]: c["name"] for c in lvis_v0_5_categories()}
+    for split in splits:
+        path = root / "lvis" / f"lvis_v0.5_{split}.json"
+        if not path.is_file():
+            problems.add("missing-json", f"{path}: annotation file missing (LVIS v0.5 json)")
+            continue
+        doc = _load_json(path, problems)
+        if doc is None:
+            continue
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations",
+                                                                                        "categories")):
+            problems.add("bad-json", f"{path}: needs 'images', 'annotations' and 'categories' lists")
+            continue
+        cats = {c.get("id"): c for c in doc["categories"] if isinstance(c, dict)}
+        if {i: c.get("name") for i, c in cats.items()} != expected:
+            problems.add("bad-category", f"{path}: 'categories' are not the 1230 LVIS v0.5 categories Detectron2's "
+                                         "lvis_v0.5 metadata assumes (ids 1-1230)")
+        elif any(c.get("frequency") not in ("r", "c", "f") for c in cats.values()):
+            problems.add("bad-category", f"{path}: every category needs 'frequency' r, c or f (APr/APc/APf groups)")
+        images: set = set()
+        for k, img in enumerate(doc["images"]):
+            keys = ("id", "height", "width", "coco_url", "neg_category_ids", "not_exhaustive_category_ids")
+            if not isinstance(img, dict) or any(key not in img for key in keys):
+                problems.add("bad-image", f"{path}: images[{k}] needs {', '.join(keys)}")
+                continue
+            images.add(img["id"])
+            folder, name = str(img["coco_url"]).split("/")[-2:]
+            file = root / "coco" / folder / name
+            if not file.is_file():
+                problems.add("missing-image", f"{file}: missing (image id {img['id']} in {path}; LVIS reads COCO 2017 "
+                                              "images through coco_url)")
+                continue
+            line = image_problem(file, (img["width"], img["height"]))
+            if line:
+                problems.add("bad-image", f"{line} (image id {img['id']} in {path})")
+        annotated, seen = set(), set()
+        for k, ann in enumerate(doc["annotations"]):
+            if not isinstance(ann, dict) or any(key not in ann for key in (*_ANN_KEYS, "segmentation")):
+                problems.add("bad-annotation", f"{path}: annotations[{k}] needs {', '.join(_ANN_KEYS)}, segmentation")
+                continue
+            where = f"{path}: annotation id {ann['id']}"
+            if ann["id"] in seen:
+                problems.add("bad-annotation", f"{where}: duplicate annotation id (Detectron2 asserts unique ids)")
+            seen.add(ann["id"])
+            annotated.add(ann["image_id"])
+            if ann["image_id"] not in images:
+                problems.add("unknown-image-id", f"{where}: image_id {ann['image_id']} is not in 'images'")
+            if ann["category_id"] not in expected:
+                problems.add("unknown-category-id", f"{where}: category_id {ann['category_id']} is not an LVIS v0.5 id")
+            segm = ann["segmentation"]
+            if not (isinstance(segm, list) and segm and all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
+                                                            for p in segm)):
+                problems.add("bad-segmentation", f"{where}: needs polygons of >= 3 points (Detectron2's LVIS loader "
+                                                 "asserts it)")
+        if images and not annotated:
+            problems.add("no-annotations", f"{path}: none of its {len(images)} images has an annotation")
+        groups = {cats[c].get("frequency") for a in doc["annotations"] if isinstance(a, dict)
+                  for c in [a.get("category_id")] if c in cats}
+        missing = [g for g in ("r", "c", "f") if g not in groups]
+        if split == "val" and missing and annotated:
+            notes.append(f"{path}: no ground truth of frequency group(s) {', '.join(missing)}: AP{'/AP'.join(missing)} "
+                         "are undefined (NaN in the records)")
+    return problems.lines()
+
+
+# ----------------------------------------------------------------------------- MoCo Table 6: COCO DensePose
+
+DENSEPOSE_FILES: tuple[tuple[str, str], ...] = (("densepose_train2014", "train2014"),
+                                                ("densepose_valminusminival2014", "val2014"),
+                                                ("densepose_minival2014", "val2014"))
+_DP_POINT_KEYS = ("dp_x", "dp_y", "dp_I", "dp_U", "dp_V")
+
+
+def _densepose_problem(ann: dict) -> str | None:
+    """What is wrong with one annotation's DensePose fields (None: fine or none present)."""
+    if not any(k in ann for k in (*_DP_POINT_KEYS, "dp_masks")):
+        return None
+    missing = [k for k in (*_DP_POINT_KEYS, "dp_masks") if k not in ann]
+    if missing:
+        return f"has DensePose fields but not {', '.join(missing)}"
+    lengths = {len(ann[k]) if isinstance(ann[k], list) else -1 for k in _DP_POINT_KEYS}
+    if len(lengths) != 1 or -1 in lengths:
+        return f"{', '.join(_DP_POINT_KEYS)} must be lists of one length"
+    if not all(0 <= v <= 256 for k in ("dp_x", "dp_y") for v in ann[k]):
+        return "dp_x/dp_y must lie in the 256x256 box frame (0-255)"
+    if not all(v == int(v) and 1 <= v <= 24 for v in ann["dp_I"]):
+        return "dp_I must be part indices 1-24"
+    if not all(0 <= v <= 1 for k in ("dp_U", "dp_V") for v in ann[k]):
+        return "dp_U/dp_V must lie in [0, 1]"
+    masks = ann["dp_masks"]
+    if not (isinstance(masks, list) and len(masks) == 14
+            and all(m == [] or (isinstance(m, dict) and "counts" in m and "size" in m) for m in masks)):
+        return "dp_masks must be 14 entries, each an RLE ({'size', 'counts'}) or []"
+    return None
+
+
+def check_densepose(root: Path | str, notes: list[str] | None = None) -> list[str]:
+    """Check DensePose-COCO under ``<root>/coco``: ``annotations/densepose_{train2014,valminusminival2014,
+    minival2014}.json``, their images in ``train2014``/``val2014`` and each annotation's DensePose fields."""
+    root, problems = Path(root), Problems()
+    notes = [] if notes is None else notes
+    for stem, folder in DENSEPOSE_FILES:
+        path = root / "coco" / "annotations" / f"{stem}.json"
+        if not path.is_file():
+            problems.add("missing-json", f"{path}: annotation file missing (DensePose-COCO json)")
+            continue
+        doc = _load_json(path, problems)
+        if doc is None:
+            continue
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations")):
+            problems.add("bad-json", f"{path}: needs 'images' and 'annotations' lists")
+            continue
+        image_ids = _check_coco_images(path, doc["images"], root / "coco" / folder, problems)
+        with_dp = 0
+        for k, ann in enumerate(doc["annotations"]):
+            if not isinstance(ann, dict) or any(key not in ann for key in _ANN_KEYS):
+                problems.add("bad-annotation", f"{path}: annotations[{k}] needs {', '.join(_ANN_KEYS)}")
+                continue
+            if ann["image_id"] not in image_ids:
+                problems.add("unknown-image-id", f"{path}: annotation id {ann['id']}: image_id {ann['image_id']} "
+                                                 "is not in 'images'")
+            line = _densepose_problem(ann)
+            if line:
+                problems.add("bad-densepose", f"{path}: annotation id {ann['id']}: {line}")
+            with_dp += "dp_I" in ann
+        if doc["annotations"] and not with_dp:
+            problems.add("no-annotations", f"{path}: no annotation has DensePose points (dp_I, dp_U, dp_V, ...)")
+    return problems.lines()
+
+
 # ----------------------------------------------------------------------------- entry points
 
-CHECKS = {"voc": check_voc, "coco": check_coco, "cityscapes": check_cityscapes}
+CHECKS = {"voc": check_voc, "coco": check_coco, "cityscapes": check_cityscapes, "voc_semseg": check_voc_semseg,
+          "coco_keypoints": check_coco_keypoints, "lvis": check_lvis, "densepose": check_densepose}
 
 
 def check(dataset: str, root: Path | str | None = None, **kwargs: Any) -> list[str]:
-    """Run the check for ``dataset`` ('voc', 'coco' or 'cityscapes') under ``root``."""
+    """Run the check for ``dataset`` (a key of :data:`CHECKS`) under ``root``."""
     if dataset not in CHECKS:
         raise ValueError(f"dataset must be one of {sorted(CHECKS)}, not {dataset!r}")
     return CHECKS[dataset](default_root() if root is None else root, **kwargs)

@@ -4,7 +4,12 @@
 scenes for Cityscapes) and writes them under ``out`` so that ``DETECTRON2_DATASETS=out`` makes
 ``voc_2007_trainval``, ``voc_2007_test``, ``voc_2012_trainval``, ``coco_2017_{train,val}`` and
 ``cityscapes_fine_{instance_seg,sem_seg}_{train,val}`` load them unchanged, plus an ImageFolder
-(``pretrain/{train,val}/<class>/*.jpg``) for MoCo pretraining and kNN/linear evaluation.
+(``pretrain/{train,val}/<class>/*.jpg``) for MoCo pretraining and kNN/linear evaluation. For MoCo's Table 6
+also: ``voc_2012_sem_seg_{train_aug,val}`` (VOC2012 ``SegmentationClass`` palette PNGs and an SBD folder of
+``cls/*.mat``, converted to ``SegmentationClassAug`` by ``benchmarks/voc_sbd.py``),
+``keypoints_coco_2017_{train,val}`` (drawn people with COCO's 17 keypoints), ``lvis_v0.5_{train,val}`` (the
+COCO images relabelled with LVIS categories of all three frequency groups) and DensePose-COCO's
+``densepose_{train2014,valminusminival2014,minival2014}.json`` (part masks and sampled points).
 
 Same seed and sizes give byte-identical files. CLI::
 
@@ -86,12 +91,16 @@ DEFAULT_SIZES: dict[str, int] = {
     "coco_val": 24,
     "cityscapes_train": 16,
     "cityscapes_val": 8,
+    "keypoints_train": 16,
+    "keypoints_val": 8,
+    "densepose_train": 4,
+    "densepose_val": 4,
     "pretrain_train": 300,
     "pretrain_val": 100,
 }
 _MIN_SIZES = {k: 2 for k in DEFAULT_SIZES} | {"pretrain_train": 8, "pretrain_val": 8}
 
-LAYOUT_DIRS = ("VOC2007", "VOC2012", "coco", "cityscapes", "pretrain")
+LAYOUT_DIRS = ("VOC2007", "VOC2012", "coco", "cityscapes", "pretrain", "sbd", "lvis")
 DET_WIDTHS = (160, 176, 192)
 DET_HEIGHTS = (128, 144, 160)
 PRETRAIN_PX = 64
@@ -338,12 +347,15 @@ def _voc_xml(folder: str, file_id: str, width: int, height: int, instances: list
     return ET.tostring(root, encoding="utf-8") + b"\n"
 
 
-def write_voc(root: Path, year: int, splits: dict[str, int], seed: int) -> Path:
-    """Write ``VOC<year>/`` with JPEGImages, Annotations and ImageSets/Main/<split>.txt."""
+def write_voc(root: Path, year: int, splits: dict[str, int], seed: int, segmentation: bool = False) -> Path:
+    """Write ``VOC<year>/`` with JPEGImages, Annotations and ImageSets/Main/<split>.txt (``segmentation``: also
+    the class-label PNGs ``SegmentationClass/<id>.png``, VOC's palette, 255 on a 1 px object border)."""
     folder = f"VOC{year}"
     base = root / folder
     (base / "Annotations").mkdir(parents=True, exist_ok=True)
     (base / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    if segmentation:
+        (base / "SegmentationClass").mkdir(exist_ok=True)
     next_index = 1
     for split, n in splits.items():
         rng = _rng(seed, f"voc{year}_{split}")
@@ -354,6 +366,8 @@ def write_voc(root: Path, year: int, splits: dict[str, int], seed: int) -> Path:
             h, w = canvas.shape[:2]
             _save_jpeg(canvas, base / "JPEGImages" / f"{file_id}.jpg")
             (base / "Annotations" / f"{file_id}.xml").write_bytes(_voc_xml(folder, file_id, w, h, instances))
+            if segmentation:
+                save_voc_label(voc_label_map(instances, h, w), base / "SegmentationClass" / f"{file_id}.png")
             ids.append(file_id)
         (base / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
     return base
@@ -368,17 +382,23 @@ def _builtin_coco_categories() -> list[dict]:
     ``builtin_meta.py`` has no imports of its own; loading it standalone skips the multi-second
     import of ``detectron2.data`` (torch, dataset registration) when running the CLI.
     """
-    name = "detectron2.data.datasets.builtin_meta"
+    return _d2_data_module("builtin_meta").COCO_CATEGORIES
+
+
+def _d2_data_module(stem: str):
+    """``detectron2.data.datasets.<stem>`` (a module without imports of its own), loaded standalone unless
+    ``detectron2.data`` is already imported."""
+    name = f"detectron2.data.datasets.{stem}"
     if name in sys.modules or "detectron2.data" in sys.modules:
-        return importlib.import_module(name).COCO_CATEGORIES
+        return importlib.import_module(name)
     spec = importlib.util.find_spec("detectron2")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("detectron2 is needed for the COCO category list")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "datasets" / "builtin_meta.py"
-    mod_spec = importlib.util.spec_from_file_location("_d2_builtin_meta", path)
+        raise ImportError(f"detectron2 is needed for {name}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "datasets" / f"{stem}.py"
+    mod_spec = importlib.util.spec_from_file_location(f"_d2_{stem}", path)
     module = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(module)
-    return module.COCO_CATEGORIES
+    return module
 
 
 def coco_thing_categories() -> list[dict]:
@@ -635,6 +655,287 @@ def write_cityscapes(root: Path, splits: dict[str, int], seed: int) -> Path:
     return base
 
 
+# ----------------------------------------------------------------------------- VOC semantic segmentation
+
+
+def voc_palette() -> list[int]:
+    """VOC's 256-colour label palette (class k's RGB from the bits of k, as the devkit's ``labelcolormap``)."""
+    pal = []
+    for k in range(256):
+        r = g = b = 0
+        c = k
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def voc_label_map(instances: list[Instance], height: int, width: int) -> np.ndarray:
+    """Class indices (0 background, then Detectron2's VOC ``CLASS_NAMES`` from 1) with 255 on a 1 px border
+    around each object, as VOC's ``SegmentationClass`` marks object outlines."""
+    from benchmarks.dataset_check import voc_class_names
+
+    index = {name: k + 1 for k, name in enumerate(voc_class_names())}
+    labels = np.zeros((height, width), np.uint8)
+    for inst in instances:
+        labels[_dilate(inst.mask, 1) & ~inst.mask] = 255
+    for inst in instances:
+        labels[inst.mask] = index[inst.name]
+    return labels
+
+
+def save_voc_label(labels: np.ndarray, path: Path) -> None:
+    img = Image.fromarray(labels, mode="P")
+    img.putpalette(voc_palette())
+    img.save(path)
+
+
+def write_voc_semseg(root: Path, seed: int) -> Path:
+    """VOC2012 segmentation splits and an SBD-layout folder over the tiny VOC2012 images, then the train_aug
+    set built from them by ``benchmarks/voc_sbd.py`` (as a user does).
+
+    VOC2012 ``ImageSets/Segmentation``: the first 40% of the ids are ``train``, the next 30% ``val``. SBD
+    (``sbd/dataset/cls/<id>.mat``, ``train.txt``, ``val.txt``; no borders): everything from 20% on, so it
+    overlaps VOC train (the VOC label is kept), covers VOC val (left out of train_aug) and adds the rest.
+    """
+    from benchmarks.voc_sbd import prepare, write_sbd_cls
+
+    base = root / "VOC2012"
+    ids = (base / "ImageSets" / "Main" / "trainval.txt").read_text().split()
+    n = len(ids)
+    train, val = ids[: max(1, int(0.4 * n))], ids[max(1, int(0.4 * n)): max(2, int(0.7 * n))]
+    seg_sets = base / "ImageSets" / "Segmentation"
+    seg_sets.mkdir(parents=True, exist_ok=True)
+    (seg_sets / "train.txt").write_text("".join(f"{i}\n" for i in train))
+    (seg_sets / "val.txt").write_text("".join(f"{i}\n" for i in val))
+    (seg_sets / "trainval.txt").write_text("".join(f"{i}\n" for i in train + val))
+    sbd = root / "sbd" / "dataset"
+    sbd_ids = ids[int(0.2 * n):]
+    for i in sbd_ids:
+        with Image.open(base / "SegmentationClass" / f"{i}.png") as img:
+            labels = np.asarray(img).copy()
+        labels[labels == 255] = 0  # SBD has no border class
+        write_sbd_cls(sbd / "cls" / f"{i}.mat", labels)
+    for i in ids:  # VOC2012 has official labels for its segmentation train/val images only
+        if i not in train and i not in val:
+            (base / "SegmentationClass" / f"{i}.png").unlink()
+    cut = len(sbd_ids) * 3 // 4
+    (sbd / "train.txt").write_text("".join(f"{i}\n" for i in sbd_ids[:cut]))
+    (sbd / "val.txt").write_text("".join(f"{i}\n" for i in sbd_ids[cut:]))
+    prepare(base, sbd)
+    return base
+
+
+# ----------------------------------------------------------------------------- people: keypoints, DensePose
+
+# COCO's 17 keypoints of a front-facing person (Detectron2's COCO_PERSON_KEYPOINT_NAMES order): x across the
+# body (the person's left is the image's right), y down from the top of the head, in units of body height.
+PERSON_TEMPLATE = np.array([
+    (0.0, 0.08), (0.04, 0.06), (-0.04, 0.06), (0.08, 0.07), (-0.08, 0.07),     # nose, eyes, ears
+    (0.18, 0.2), (-0.18, 0.2), (0.26, 0.38), (-0.26, 0.38), (0.3, 0.54), (-0.3, 0.54),  # shoulders, elbows, wrists
+    (0.12, 0.55), (-0.12, 0.55), (0.14, 0.76), (-0.14, 0.76), (0.15, 0.97), (-0.15, 0.97),  # hips, knees, ankles
+])
+# Limbs as (keypoint a, keypoint b, DensePose coarse part 1-14): arms, legs; the torso and head are drawn apart.
+_LIMBS = ((5, 7, 10), (7, 9, 12), (6, 8, 11), (8, 10, 13), (11, 13, 7), (13, 15, 9), (12, 14, 6), (14, 16, 8))
+_JOINTED = (7, 8, 9, 10, 13, 14, 15, 16)  # elbows, wrists, knees, ankles move per person
+PERSON_COLOR: RGB = (205, 60, 50)
+_PART_FINE = {1: 1, 2: 3, 3: 4, 4: 5, 5: 6, 6: 7, 7: 8, 8: 11, 9: 12, 10: 15, 11: 16, 12: 19, 13: 20, 14: 23}
+
+
+@dataclass
+class Person:
+    """One drawn person: 17 keypoints (pixel-corner coordinates), its mask, box and per-pixel coarse parts."""
+
+    keypoints: np.ndarray
+    mask: np.ndarray
+    parts: np.ndarray  # 0 outside, DensePose coarse part 1-14 inside
+    box: tuple[int, int, int, int]
+
+
+def draw_person(rng: np.random.Generator, cx: float, top: float, height: float, w: int, h: int) -> Person:
+    kp = PERSON_TEMPLATE.copy()
+    kp[list(_JOINTED)] += rng.uniform(-0.05, 0.05, (len(_JOINTED), 2))
+    pts = np.stack([cx + kp[:, 0] * height, top + kp[:, 1] * height], axis=1)
+    img = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(img)
+    limb = max(2, int(round(height / 14)))
+    for a, b, part in _LIMBS:
+        draw.line([tuple(pts[a]), tuple(pts[b])], fill=part, width=limb)
+    draw.polygon([tuple(pts[i]) for i in (5, 6, 12, 11)], fill=1)  # torso
+    r = 0.075 * height
+    draw.ellipse([pts[0, 0] - r, pts[0, 1] - 1.3 * r, pts[0, 0] + r, pts[0, 1] + 0.9 * r], fill=14)  # head
+    parts = np.asarray(img, dtype=np.uint8)
+    mask = parts > 0
+    return Person(pts, mask, parts, mask_box(mask))
+
+
+def people_scene(rng: np.random.Generator, n_people: int) -> tuple[np.ndarray, list[Person]]:
+    """A textured image with ``n_people`` non-overlapping people side by side."""
+    w, h = int(rng.choice((144, 160, 176))), int(rng.choice((128, 144)))
+    canvas = texture(rng, h, w)
+    people = []
+    slot = w / n_people
+    for k in range(n_people):
+        height = float(rng.uniform(0.6, 0.85) * h)
+        cx = slot * (k + 0.5) + rng.uniform(-0.1, 0.1) * slot
+        top = float(rng.uniform(2, h - height - 2))
+        person = draw_person(rng, cx, top, min(height, 1.6 * slot), w, h)
+        paint(canvas, person.mask, PERSON_COLOR, rng)
+        people.append(person)
+    return canvas, people
+
+
+def person_category() -> dict:
+    """COCO's person category with Detectron2's 17 keypoint names (COCO's keypoints json form)."""
+    names = list(_d2_data_module("builtin_meta").COCO_PERSON_KEYPOINT_NAMES)
+    return {"id": 1, "name": "person", "supercategory": "person", "keypoints": names, "skeleton": []}
+
+
+def _person_annotation(person: Person, ann_id: int, image_id: int, rng: np.random.Generator) -> dict:
+    x0, y0, x1, y1 = person.box
+    vis = np.where(rng.random(17) < 0.1, 0, 2)  # a few keypoints not labelled, as in COCO
+    kps = []
+    for (x, y), v in zip(person.keypoints, vis):
+        # COCO keypoints are pixel indices (Detectron2 adds 0.5 when loading)
+        kps += [int(x), int(y), int(v)] if v else [0, 0, 0]
+    rect = [float(x0), float(y0), float(x1), float(y0), float(x1), float(y1), float(x0), float(y1)]
+    return {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+            "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "area": float(person.mask.sum()),
+            "segmentation": [rect], "keypoints": kps, "num_keypoints": int((vis > 0).sum())}
+
+
+def write_keypoints(root: Path, splits: dict[str, int], seed: int) -> Path:
+    """Write ``coco/annotations/person_keypoints_<split>2017.json`` and its images in ``coco/<split>2017/``
+    (ids from 900001, apart from the instances json's images)."""
+    base = root / "coco"
+    (base / "annotations").mkdir(parents=True, exist_ok=True)
+    image_id = 900000
+    for split, n in splits.items():
+        rng = _rng(seed, f"keypoints_{split}")
+        images, annotations = [], []
+        for _ in range(n):
+            image_id += 1
+            canvas, people = people_scene(rng, int(rng.integers(1, 3)))
+            file_name = f"{image_id:012d}.jpg"
+            _save_jpeg(canvas, base / f"{split}2017" / file_name)
+            images.append({"id": image_id, "file_name": file_name, "height": canvas.shape[0],
+                           "width": canvas.shape[1]})
+            for person in people:
+                annotations.append(_person_annotation(person, len(annotations) + 1, image_id, rng))
+        doc = {"info": {"description": f"{README_MARKER} (seed {seed})"}, "licenses": [], "images": images,
+               "annotations": annotations, "categories": [person_category()]}
+        (base / "annotations" / f"person_keypoints_{split}2017.json").write_text(json.dumps(doc, separators=(",", ":")))
+    return base
+
+
+DENSEPOSE_SPLITS = {"train2014": "train2014", "valminusminival2014": "val2014", "minival2014": "val2014"}
+
+
+def _densepose_fields(person: Person, rng: np.random.Generator, n_points: int = 24) -> dict:
+    """DensePose-COCO annotation fields of one person: 14 coarse part masks (RLE, 256x256 over the box) and
+    sampled points (``dp_x``/``dp_y`` in 0-255 box coordinates, fine part ``dp_I`` 1-24, ``dp_U``/``dp_V``)."""
+    from pycocotools import mask as mask_utils
+
+    x0, y0, x1, y1 = person.box
+    crop = Image.fromarray(person.parts[y0:y1, x0:x1]).resize((256, 256), Image.Resampling.NEAREST)
+    parts = np.asarray(crop)
+    masks = []
+    for part in range(1, 15):
+        m = np.asfortranarray((parts == part).astype(np.uint8))
+        if m.any():
+            rle = mask_utils.encode(m)
+            masks.append({"size": [256, 256], "counts": rle["counts"].decode()})
+        else:
+            masks.append([])
+    ys, xs = np.nonzero(parts)
+    pick = rng.choice(len(xs), size=min(n_points, len(xs)), replace=False)
+    coarse = parts[ys[pick], xs[pick]]
+    return {"dp_masks": masks, "dp_x": [float(v) for v in xs[pick]], "dp_y": [float(v) for v in ys[pick]],
+            "dp_I": [float(_PART_FINE[int(c)]) for c in coarse],
+            "dp_U": [float(v) for v in rng.uniform(0, 1, len(pick))],
+            "dp_V": [float(v) for v in rng.uniform(0, 1, len(pick))]}
+
+
+def write_densepose(root: Path, splits: dict[str, int], seed: int) -> Path:
+    """Write DensePose-COCO's layout: ``coco/annotations/densepose_<split>.json`` for train2014,
+    valminusminival2014 and minival2014, images in ``coco/train2014`` and ``coco/val2014``."""
+    base = root / "coco"
+    (base / "annotations").mkdir(parents=True, exist_ok=True)
+    image_id = 950000
+    for split, n in splits.items():
+        folder = DENSEPOSE_SPLITS[split]
+        rng = _rng(seed, f"densepose_{split}")
+        images, annotations = [], []
+        for _ in range(n):
+            image_id += 1
+            canvas, people = people_scene(rng, int(rng.integers(1, 3)))
+            file_name = f"COCO_{folder}_{image_id:012d}.jpg"
+            _save_jpeg(canvas, base / folder / file_name)
+            images.append({"id": image_id, "file_name": file_name, "height": canvas.shape[0],
+                           "width": canvas.shape[1]})
+            for person in people:
+                ann = _person_annotation(person, len(annotations) + 1, image_id, rng)
+                annotations.append({**ann, **_densepose_fields(person, rng)})
+        doc = {"info": {"description": f"{README_MARKER} (seed {seed})"}, "licenses": [], "images": images,
+               "annotations": annotations, "categories": [person_category()]}
+        (base / "annotations" / f"densepose_{split}.json").write_text(json.dumps(doc, separators=(",", ":")))
+    return base
+
+
+# ----------------------------------------------------------------------------- LVIS v0.5
+
+# The tiny COCO classes as LVIS v0.5 categories, two of each frequency group (f, c, r), so APr/APc/APf exist.
+LVIS_OF_COCO: dict[str, str] = {"person": "baby", "car": "car_(automobile)", "bird": "parrot", "cat": "kitten",
+                                "bicycle": "tricycle", "dog": "puppy"}
+
+
+def lvis_v0_5_categories() -> list[dict]:
+    """Detectron2's 1230 LVIS v0.5 categories (id, name, synset, synonyms, def, frequency)."""
+    return [dict(c) for c in _d2_data_module("lvis_v0_5_categories").LVIS_CATEGORIES]
+
+
+def write_lvis(root: Path, seed: int) -> Path:
+    """Write ``lvis/lvis_v0.5_{train,val}.json`` over the tiny COCO 2017 images (LVIS v0.5 annotates COCO 2017
+    train/val), the tiny objects relabelled by :data:`LVIS_OF_COCO`. Each image lists the tiny categories it
+    does not show as ``neg_category_ids`` (verified absent) and none as not exhaustive."""
+    cats = lvis_v0_5_categories()
+    by_name = {c["name"]: c["id"] for c in cats}
+    base = root / "lvis"
+    base.mkdir(parents=True, exist_ok=True)
+    tiny_ids = sorted(by_name[n] for n in LVIS_OF_COCO.values())
+    for split in ("train", "val"):
+        coco = json.loads((root / "coco" / "annotations" / f"instances_{split}2017.json").read_text())
+        coco_name = {c["id"]: c["name"] for c in coco["categories"]}
+        anns, present = [], {}
+        for a in coco["annotations"]:
+            cat = by_name[LVIS_OF_COCO[coco_name[a["category_id"]]]]
+            anns.append({"id": len(anns) + 1, "image_id": a["image_id"], "category_id": cat, "bbox": a["bbox"],
+                         "area": a["area"], "segmentation": a["segmentation"]})
+            present.setdefault(a["image_id"], set()).add(cat)
+        images = [{"id": im["id"], "height": im["height"], "width": im["width"],
+                   "coco_url": f"http://images.cocodataset.org/{split}2017/{im['file_name']}",
+                   "file_name": f"COCO_{split}2014_{im['file_name']}",
+                   "not_exhaustive_category_ids": [],
+                   "neg_category_ids": [c for c in tiny_ids if c not in present.get(im["id"], set())]}
+                  for im in coco["images"]]
+        img_count = {c: sum(c in p for p in present.values()) for c in tiny_ids}
+        inst_count = {c: sum(a["category_id"] == c for a in anns) for c in tiny_ids}
+        categories = [{**c, "image_count": img_count.get(c["id"], 0), "instance_count": inst_count.get(c["id"], 0)}
+                      for c in cats]
+        doc = {"info": {"description": f"{README_MARKER} (seed {seed})"}, "licenses": [], "images": images,
+               "annotations": anns, "categories": categories}
+        (base / f"lvis_v0.5_{split}.json").write_text(json.dumps(doc, separators=(",", ":")))
+        if split == "val":  # Detectron2's lvis_v0.5_val_rand_100: a val subset (here the first third)
+            keep = {im["id"] for im in images[: max(1, len(images) // 3)]}
+            subset = {**doc, "images": [im for im in images if im["id"] in keep],
+                      "annotations": [a for a in anns if a["image_id"] in keep]}
+            (base / "lvis_v0.5_val_rand_100.json").write_text(json.dumps(subset, separators=(",", ":")))
+    return base
+
+
 # ----------------------------------------------------------------------------- pretraining
 
 
@@ -708,6 +1009,7 @@ def _readme(seed: int, sizes: dict[str, int]) -> str:
         *(f"{k}: {v}" for k, v in sizes.items()),
         f"VOC/COCO classes used: {', '.join(VOC_CLASSES_USED)}",
         f"Cityscapes thing classes: {', '.join(CITYSCAPES_THING_CLASSES)}",
+        f"LVIS v0.5 categories used: {', '.join(LVIS_OF_COCO.values())}",
         f"pretrain classes: {', '.join(PRETRAIN_CLASSES)}",
         "",
         "Point Detectron2 at it with DETECTRON2_DATASETS=<this folder>.",
@@ -730,10 +1032,21 @@ def generate(out: Path | str, *, seed: int = 0, log: Callable[[str], None] | Non
         ("voc2007", lambda: write_voc(out, 2007, {"trainval": n["voc2007_trainval"],
                                                    "test": n["voc2007_test"]}, seed),
          f"trainval {n['voc2007_trainval']}, test {n['voc2007_test']}"),
-        ("voc2012", lambda: write_voc(out, 2012, {"trainval": n["voc2012_trainval"]}, seed),
+        ("voc2012", lambda: write_voc(out, 2012, {"trainval": n["voc2012_trainval"]}, seed, segmentation=True),
          f"trainval {n['voc2012_trainval']}"),
+        ("voc_semseg", lambda: write_voc_semseg(out, seed),
+         f"segmentation train {int(0.4 * n['voc2012_trainval'])}, val {int(0.7 * n['voc2012_trainval']) - int(0.4 * n['voc2012_trainval'])}, SBD .mat ->"
+         " train_aug"),
         ("coco", lambda: write_coco(out, {"train": n["coco_train"], "val": n["coco_val"]}, seed),
          f"train2017 {n['coco_train']}, val2017 {n['coco_val']}"),
+        ("keypoints", lambda: write_keypoints(out, {"train": n["keypoints_train"], "val": n["keypoints_val"]}, seed),
+         f"train2017 {n['keypoints_train']}, val2017 {n['keypoints_val']}"),
+        ("lvis", lambda: write_lvis(out, seed), f"train {n['coco_train']}, val {n['coco_val']} COCO"),
+        ("densepose", lambda: write_densepose(out, {"train2014": n["densepose_train"],
+                                                    "valminusminival2014": n["densepose_val"] // 2,
+                                                    "minival2014": n["densepose_val"] - n["densepose_val"] // 2},
+                                              seed),
+         f"train2014 {n['densepose_train']}, val2014 {n['densepose_val']}"),
         ("cityscapes", lambda: write_cityscapes(
             out, {"train": n["cityscapes_train"], "val": n["cityscapes_val"]}, seed),
          f"train {n['cityscapes_train']}, val {n['cityscapes_val']}"),

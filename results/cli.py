@@ -19,14 +19,21 @@ from results.tables import build_tables
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m results", description=__doc__.splitlines()[0])
-    p.add_argument("--runs", nargs="+", required=True, metavar="DIR",
-                   help="run roots searched recursively for trial_record.json")
+    p.add_argument("--runs", nargs="+", metavar="DIR", default=[],
+                   help="run roots searched recursively for trial_record.json (required, except for --table6 "
+                        "--with-paper)")
     p.add_argument("--with-paper", action="store_true", help="add the papers' published rows beside measured ones")
     p.add_argument("--out", help="output folder (default: <first run root>/tables)")
     p.add_argument("--formats", default=",".join(FORMATS),
                    help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
     p.add_argument("--no-std", action="store_true", help="hide the ±std in Markdown/LaTeX cells")
-    return p.parse_args(argv)
+    p.add_argument("--table6", action="store_true",
+                   help="MoCo v1 Table 6 as one view (six tasks side by side) instead of one table per benchmark; "
+                        "written as table6.md")
+    args = p.parse_args(argv)
+    if not args.runs and not (args.table6 and args.with_paper):
+        p.error("--runs is required (or --table6 --with-paper for the paper's Table 6 alone)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     coll = collect(args.runs)
     for path, reason in coll.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    if args.table6:
+        return table6_main(args, coll.records)
     tables = build_tables(coll.records, with_paper=args.with_paper)
     if not tables:
         print(f"results: no usable trial records under {' '.join(args.runs)} ({len(coll.skipped)} skipped)",
@@ -51,4 +60,24 @@ def main(argv: list[str] | None = None) -> int:
     n_files = sum(len(v) for v in written.values())
     print(f"results: {len(tables)} table(s) from {len(coll.records)} record(s); {n_files} file(s) in {out}",
           file=sys.stderr)
+    return 0
+
+
+def table6_main(args: argparse.Namespace, records: list[dict]) -> int:
+    """``--table6``: print the Table 6 view (and its tiny-demo view, if any) and write ``table6.md``."""
+    from results.table6 import build_table6, render_table6_markdown
+
+    views = [v for v in (build_table6(records, with_paper=args.with_paper),
+                         build_table6(records, tiny=True)) if v is not None]
+    if not views:
+        print(f"results: no Table 6 records under {' '.join(args.runs)} (add --with-paper for the paper's rows)",
+              file=sys.stderr)
+        return 1
+    text = "\n".join(render_table6_markdown(v, std=not args.no_std) for v in views)
+    print(text, end="")
+    first = Path(args.runs[0]) if args.runs else Path("output")
+    out = Path(args.out) if args.out else (first.parent if first.is_file() else first) / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table6.md").write_text(text)
+    print(f"results: Table 6 view from {len(records)} record(s) -> {out / 'table6.md'}", file=sys.stderr)
     return 0

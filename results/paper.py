@@ -1,7 +1,7 @@
 """The papers' published numbers (``results/data/paper_tables.csv``) as reference rows.
 
-The CSV holds MoCo v1 (He et al., CVPR 2020) Tables 2, 5 and 6 and the MoCo v2 (Chen et al., 2020)
-VOC rows, one number per line with its source and table. MoCo v1 Table 3 (contrastive-loss
+The CSV holds MoCo v1 (He et al., CVPR 2020) Tables 2, 5 and 6 (with appendix A.4's LVIS BN ablation)
+and the MoCo v2 (Chen et al., 2020) VOC rows, one number per line with its source and table. MoCo v1 Table 3 (contrastive-loss
 mechanisms) and Table 4 (previous methods on VOC07) are not included: their numbers could not be
 sourced as text, and numbers are never typed in from memory.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -19,8 +20,13 @@ def test_doctor_reports_stack_and_datasets(tiny_root: Path, capsys: pytest.Captu
     assert f"torch: {torch.__version__}" in out
     assert "detectron2: 0." in out and "detectron2 compiled ops: " in out
     assert ("GPUs: none" in out) != torch.cuda.is_available()
-    for bench in ("voc (run_voc.sh): ready", "coco (run_coco.sh): ready", "cityscapes (run_cityscapes.sh): ready"):
+    for bench in ("voc (run_voc.sh): ready", "coco (run_coco.sh): ready", "cityscapes (run_cityscapes.sh): ready",
+                  "voc_semseg (run_voc_semseg.sh): ready", "lvis (run_lvis.sh): ready",
+                  "coco_keypoints (run_coco_keypoints.sh): ready", "densepose (run_densepose.sh): ready"):
         assert bench in out
+    # DensePose is a Detectron2 project, not a PyPI package: its absence is reported, not fatal
+    densepose = next(line for line in out.splitlines() if line.startswith("densepose: "))
+    assert ("MISSING" in densepose) != (importlib.util.find_spec("densepose") is not None)
 
     partial = tmp_path / "datasets"
     shutil.copytree(tiny_root / "VOC2007", partial / "VOC2007")

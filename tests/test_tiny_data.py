@@ -73,7 +73,9 @@ def test_layout_and_marker_files(tiny_root: Path) -> None:
     assert len((main / "trainval.txt").read_text().split()) == td.DEFAULT_SIZES["voc2007_trainval"]
     assert len((main / "test.txt").read_text().split()) == td.DEFAULT_SIZES["voc2007_test"]
     assert not set((main / "trainval.txt").read_text().split()) & set((main / "test.txt").read_text().split())
-    assert len(list((tiny_root / "coco" / "val2017").glob("*.jpg"))) == td.DEFAULT_SIZES["coco_val"]
+    # val2017 holds the instances json's images and, like COCO, the person keypoints json's
+    assert len(list((tiny_root / "coco" / "val2017").glob("*.jpg"))) == (td.DEFAULT_SIZES["coco_val"]
+                                                                          + td.DEFAULT_SIZES["keypoints_val"])
     for split in ("train", "val"):
         pngs = list((tiny_root / "cityscapes" / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
         assert len(pngs) == td.DEFAULT_SIZES[f"cityscapes_{split}"]
@@ -84,7 +86,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     a = td.generate(tmp_path / "a", seed=3, **SMALL)
     td.generate(tmp_path / "b", seed=3, **SMALL)
     td.generate(tmp_path / "c", seed=4, **SMALL)
-    assert set(a) == {"voc2007", "voc2012", "coco", "cityscapes", "pretrain"}
+    assert set(a) == {"voc2007", "voc2012", "voc_semseg", "coco", "keypoints", "lvis", "densepose", "cityscapes",
+                      "pretrain"}
     fa, fb, fc = (_files(tmp_path / k) for k in "abc")
     assert fa == fb
     assert fa.keys() == fc.keys()
@@ -129,7 +132,7 @@ def test_cli_prints_one_line_per_layout(tmp_path: Path, capsys: pytest.CaptureFi
     assert td.main(["--out", str(tmp_path), "--seed", "1", *flags]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[1] for ln in lines if ln.startswith("wrote")] == [
-        "voc2007", "voc2012", "coco", "cityscapes", "pretrain"]
+        "voc2007", "voc2012", "voc_semseg", "coco", "keypoints", "lvis", "densepose", "cityscapes", "pretrain"]
     assert (tmp_path / ".complete").is_file()
     assert td.main(["--out", str(tmp_path), *flags]) == 0  # regenerating its own output is fine
 

@@ -227,14 +227,16 @@ def test_every_full_config_matches_the_paper_protocol() -> None:
     from transfer.train_net import arch_of, load_cfg, schedule_of, task_of
 
     files = sorted(p for p in (REPO / "transfer" / "configs").glob("*/*.yaml") if p.parent.name != "tiny")
-    assert len(files) == 24
+    assert len(files) == 38  # 24 of Tables 2, 5, 6 (Cityscapes) + 14 of Table 6's other four tasks
     for path in files:
-        cfg = load_cfg(str(path), [])
+        cfg = load_cfg(str(path), [], read_only=path.parent.name == "densepose")  # DensePose is not installed here
         task = task_of(cfg)
         key = (task, arch_of(cfg), schedule_of(cfg, task))
         kind = "moco" if path.stem.endswith("_moco") else "random" if path.stem.endswith("_random") else "supervised"
         assert paper_protocol(*key) is not None, key
-        assert deviations(fingerprint(cfg, 8, "x")["values"], *key, kind) == [], path.name
+        # the LVIS supervised variant with BN frozen (the paper's dagger row) is a named deviation
+        expected = ["MODEL.RESNETS.NORM FrozenBN (paper SyncBN)"] if "_frozenbn" in path.stem else []
+        assert deviations(fingerprint(cfg, 8, "x")["values"], *key, kind) == expected, path.name
     cfg = load_cfg(str(files[-1]), ["SOLVER.AMP.ENABLED", "True"])  # a deviation is found
     task = task_of(cfg)
     assert "SOLVER.AMP.ENABLED True (paper False)" in deviations(

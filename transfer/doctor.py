@@ -23,9 +23,19 @@ BENCHMARKS: dict[str, list[str]] = {
                            "coco/annotations/instances_val2017.json"],
     "cityscapes (run_cityscapes.sh)": ["cityscapes/leftImg8bit/train", "cityscapes/leftImg8bit/val",
                                        "cityscapes/gtFine/train", "cityscapes/gtFine/val"],
+    "voc_semseg (run_voc_semseg.sh)": ["VOC2012/JPEGImages", "VOC2012/SegmentationClass",
+                                       "VOC2012/SegmentationClassAug", "VOC2012/ImageSets/Segmentation/val.txt",
+                                       "VOC2012/ImageSets/Segmentation/train_aug.txt"],
+    "coco_keypoints (run_coco_keypoints.sh)": ["coco/train2017", "coco/val2017",
+                                               "coco/annotations/person_keypoints_train2017.json",
+                                               "coco/annotations/person_keypoints_val2017.json"],
+    "lvis (run_lvis.sh)": ["coco/train2017", "coco/val2017", "lvis/lvis_v0.5_train.json", "lvis/lvis_v0.5_val.json"],
+    "densepose (run_densepose.sh)": ["coco/train2014", "coco/val2014", "coco/annotations/densepose_train2014.json",
+                                     "coco/annotations/densepose_valminusminival2014.json",
+                                     "coco/annotations/densepose_minival2014.json"],
 }
-LIBRARIES = ("fvcore", "iopath", "pycocotools", "cityscapesscripts", "shapely", "pandas", "matplotlib",
-             "submitit", "tqdm", "tensorboard")
+LIBRARIES = ("fvcore", "iopath", "pycocotools", "cityscapesscripts", "lvis", "densepose", "shapely", "pandas",
+             "matplotlib", "submitit", "tqdm", "tensorboard")
 
 
 def _version(module: str) -> str:

@@ -11,7 +11,11 @@ Cityscapes instance segmentation: the official cityscapesscripts evaluator throu
 CityscapesInstanceEvaluator (mask AP and AP50 over the 8 thing classes); the script's matches.json goes
 to the output folder instead of the working directory.
 Cityscapes semantic segmentation: Detectron2's SemSegEvaluator on the 19 train ids (ignore 255): mIoU,
-per-class IoU, pixel accuracy. IoUs are accumulated over the whole split, as in cityscapesscripts.
+per-class IoU, pixel accuracy. IoUs are accumulated over the whole split, as in cityscapesscripts (and the same
+for VOC's 21 classes).
+LVIS v0.5: Detectron2's LVISEvaluator (the ``lvis`` package: AP, AP50, AP75, APr/APc/APf, up to 300 detections
+per image); the last ``lvis`` release on PyPI (0.5.3) still calls ``np.float``, removed in NumPy 1.24, so the
+alias is provided while it evaluates (and removed after).
 
 Which evaluator a dataset gets, and how its output maps to the paper's metric names, is stated per
 task in ``transfer/tasks.py``.
@@ -24,10 +28,13 @@ import tempfile
 from collections import OrderedDict
 
 import numpy as np
+from contextlib import contextmanager
+
 from detectron2.evaluation import (
     CityscapesInstanceEvaluator,
     COCOEvaluator,
     DatasetEvaluator,
+    LVISEvaluator,
     PascalVOCDetectionEvaluator,
     SemSegEvaluator,
 )
@@ -114,3 +121,24 @@ class CityscapesInstanceEvaluatorInFolder(CityscapesInstanceEvaluator):
             return super().evaluate()
         finally:
             cs_eval.writeDict2JSON = write
+
+
+@contextmanager
+def numpy_float_alias():
+    """``np.float`` (= ``float``, the alias NumPy 1.24 removed) for code written before it, for this block only."""
+    added = "float" not in np.__dict__
+    if added:
+        np.float = float  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if added:
+            del np.float
+
+
+class LVISEvaluatorNumpyCompat(LVISEvaluator):
+    """Detectron2's LVISEvaluator, runnable with the PyPI ``lvis`` 0.5.3 on NumPy >= 1.24 (see module doc)."""
+
+    def evaluate(self):
+        with numpy_float_alias():
+            return super().evaluate()

@@ -7,8 +7,11 @@
 * ``build_resnet_dc5_reduce_backbone`` — the paper's R50-dilated-C5: res5 with dilation 2 / stride 1,
   followed by a 3x3 conv + norm + ReLU reducing to ``MODEL.DC5_REDUCE.CHANNELS`` (512) channels, which
   the RPN and the 2-fc box head read as feature ``res5``.
+* ``KRCNNConvNormDeconvUpsampleHead`` — Detectron2's keypoint head (3x3 convs, deconv, 2x upsampling) with
+  ``MODEL.ROI_KEYPOINT_HEAD.NORM`` (SyncBN) after each conv: normalized fine-tuning puts BN in the heads too.
 
-Importing this module also registers the semantic-segmentation pieces of ``transfer/semseg.py``.
+Importing this module also registers the semantic-segmentation pieces of ``transfer/semseg.py`` and the
+PASCAL VOC semantic segmentation datasets of ``transfer/voc_semseg.py``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from detectron2.config import CfgNode
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.layers import ConvTranspose2d, interpolate
 from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY, Backbone
 from detectron2.modeling.backbone.resnet import BasicBlock, ResNet, build_resnet_backbone
 from detectron2.modeling.roi_heads import Res5ROIHeads
+from detectron2.modeling.roi_heads.keypoint_head import ROI_KEYPOINT_HEAD_REGISTRY, BaseKeypointRCNNHead
 from fvcore.nn import weight_init
 from torch import nn
 
@@ -43,6 +48,8 @@ def add_suite_config(cfg: CfgNode) -> CfgNode:
     # Gradient accumulation (transfer/accumulate.py): the batch of an iteration is run as this many slices,
     # for GPUs that cannot hold IMS_PER_BATCH / #GPUs images. 1 (the paper): no accumulation.
     cfg.SOLVER.ACCUMULATE_STEPS = 1
+    # Norm after each 3x3 conv of KRCNNConvNormDeconvUpsampleHead ("" : none, as Detectron2's keypoint head)
+    cfg.MODEL.ROI_KEYPOINT_HEAD.NORM = ""
     return cfg
 
 
@@ -93,4 +100,34 @@ def build_resnet_dc5_reduce_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> Ba
     return ResNetDC5Reduce(cfg, input_shape)
 
 
+@ROI_KEYPOINT_HEAD_REGISTRY.register()
+class KRCNNConvNormDeconvUpsampleHead(BaseKeypointRCNNHead, nn.Sequential):
+    """Keypoint head of Mask R-CNN: [3x3 conv + norm + ReLU] x N, a stride-2 deconv to one heatmap per
+    keypoint, 2x bilinear upsampling (Detectron2's ``KRCNNConvDeconvUpsampleHead`` plus the norm)."""
+
+    def __init__(self, cfg: CfgNode, input_shape: ShapeSpec) -> None:
+        head = cfg.MODEL.ROI_KEYPOINT_HEAD
+        super().__init__(**BaseKeypointRCNNHead.from_config(cfg, input_shape))
+        channels = input_shape.channels
+        for k, dim in enumerate(head.CONV_DIMS, 1):
+            self.add_module(f"conv_fcn{k}", Conv2d(channels, dim, 3, padding=1, bias=not head.NORM,
+                                                  norm=get_norm(head.NORM, dim), activation=F.relu))
+            channels = dim
+        self.score_lowres = ConvTranspose2d(channels, head.NUM_KEYPOINTS, 4, stride=2, padding=1)
+        for name, param in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(param)
+            elif name.endswith("weight") and param.dim() > 1:  # norm weights keep their init (1)
+                nn.init.kaiming_normal_(param, mode="fan_out", nonlinearity="relu")
+
+    def layers(self, x):
+        for layer in self:
+            x = layer(x)
+        return interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
 import transfer.semseg  # noqa: E402,F401  (registers the FCN head and the dilated-C5 backbone)
+from transfer.voc_semseg import default_root as _voc_root  # noqa: E402
+from transfer.voc_semseg import register_voc_semseg  # noqa: E402
+
+register_voc_semseg(_voc_root())

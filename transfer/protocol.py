@@ -65,7 +65,9 @@ def protocol_keys(cfg: Any) -> list[str]:
         if _get(cfg, "MODEL.MASK_ON"):
             keys.append("MODEL.ROI_MASK_HEAD.NORM")
         if _get(cfg, "MODEL.KEYPOINT_ON"):
-            keys.append("MODEL.ROI_KEYPOINT_HEAD.NAME")
+            keys += ["MODEL.ROI_KEYPOINT_HEAD.NAME", "MODEL.ROI_KEYPOINT_HEAD.NORM"]
+        if _get(cfg, "MODEL.DENSEPOSE_ON"):
+            keys += ["MODEL.DENSEPOSE_ON", "MODEL.ROI_DENSEPOSE_HEAD.NAME"]
     if _get(cfg, "MODEL.META_ARCHITECTURE") == "SemanticSegmentor":
         keys += ["MODEL.SEM_SEG_HEAD.NAME", "MODEL.SEM_SEG_HEAD.NORM", "INPUT.CROP.ENABLED", "INPUT.CROP.SIZE",
                  "INPUT.RANDOM_SCALE.ENABLED", "INPUT.RANDOM_SCALE.RANGE"]

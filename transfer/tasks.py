@@ -87,6 +87,30 @@ def _sem_seg_evaluator(cfg: Any, name: str, out: str) -> Any:
     return SemSegEvaluator(name, distributed=True, output_dir=out)
 
 
+def _keypoint_evaluator(cfg: Any, name: str, out: str) -> Any:
+    from transfer.evaluators import COCOEvaluatorZeroWithoutDetections
+
+    return COCOEvaluatorZeroWithoutDetections(name, tasks=("bbox", "keypoints"), output_dir=out, use_fast_impl=False,
+                                              kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
+
+
+def _lvis_evaluator(cfg: Any, name: str, out: str) -> Any:
+    from transfer.evaluators import LVISEvaluatorNumpyCompat
+
+    return LVISEvaluatorNumpyCompat(name, tasks=("bbox", "segm"), output_dir=out,
+                                    max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+
+
+def _densepose_evaluator(cfg: Any, name: str, out: str) -> Any:
+    from transfer.densepose_support import build_evaluator
+
+    return build_evaluator(cfg, name, out)
+
+
+def _is_semantic(cfg: Any) -> bool:
+    return cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
+
+
 _COCO_SUFFIXES = (("AP", ""), ("AP50", "50"), ("AP75", "75"), ("APs", "S"), ("APm", "M"), ("APl", "L"))
 
 
@@ -100,8 +124,31 @@ def coco_style_metrics(results: dict, iou_types: dict[str, str]) -> Metrics:
     return out
 
 
+def lvis_metrics(results: dict) -> Metrics:
+    """LVIS mask and box AP/AP50/AP75 and AP of the rare/common/frequent groups (``APmkr``, ``APbbf``, ...); a
+    group without ground truth (the lvis package's -1, -100 after Detectron2's x100) is NaN, not a number."""
+    out = {}
+    for src, dst in (("segm", "APmk"), ("bbox", "APbb")):
+        r = results.get(src, {})
+        for key, suffix in (("AP", ""), ("AP50", "50"), ("AP75", "75"), ("APr", "r"), ("APc", "c"), ("APf", "f")):
+            if key in r:
+                out[dst + suffix] = r[key] if r[key] >= 0 else float("nan")
+    return out
+
+
+def densepose_metrics(results: dict) -> Metrics:
+    """DensePose AP with the geodesic point similarity (GPS; Guler et al. 2018) as ``APdp``/``APdp50``/``APdp75``;
+    the GPSm variant as ``APdpm*``, box AP as ``APbb*``."""
+    out = coco_style_metrics(results, {"bbox": "APbb"})
+    for src, dst in (("densepose_gps", "APdp"), ("densepose_gpsm", "APdpm")):
+        r = results.get(src, {})
+        out.update({dst + suffix: r[k] for k, suffix in (("AP", ""), ("AP50", "50"), ("AP75", "75")) if k in r})
+    return out
+
+
 register_task(Task("voc_det", ("voc_",), _voc_evaluator,
-                   lambda r: {"AP50": r["bbox"]["AP50"], "AP": r["bbox"]["AP"], "AP75": r["bbox"]["AP75"]}))
+                   lambda r: {"AP50": r["bbox"]["AP50"], "AP": r["bbox"]["AP"], "AP75": r["bbox"]["AP75"]},
+                   applies=lambda cfg: not _is_semantic(cfg)))
 register_task(Task("coco_maskrcnn", ("coco_",), _coco_evaluator,
                    lambda r: coco_style_metrics(r, {"bbox": "APbb", "segm": "APmk"}),
                    applies=lambda cfg: bool(cfg.MODEL.MASK_ON)))
@@ -110,3 +157,12 @@ register_task(Task("cityscapes_instance", ("cityscapes_fine_instance_seg_",), _c
                    lambda r: {"APmk": r["segm"]["AP"], "APmk50": r["segm"]["AP50"]}))
 register_task(Task("cityscapes_semseg", ("cityscapes_fine_sem_seg_",), _sem_seg_evaluator,
                    lambda r: {"mIoU": r["sem_seg"]["mIoU"]}))
+# MoCo v1 Table 6, with the ids and metric names of results/tables.py
+register_task(Task("voc_semseg", ("voc_2012_sem_seg_",), _sem_seg_evaluator,
+                   lambda r: {"mIoU": r["sem_seg"]["mIoU"]}, applies=_is_semantic))
+register_task(Task("coco_keypoints", ("keypoints_coco_",), _keypoint_evaluator,
+                   lambda r: coco_style_metrics(r, {"keypoints": "APkp", "bbox": "APbb"}),
+                   applies=lambda cfg: bool(cfg.MODEL.KEYPOINT_ON)))
+register_task(Task("lvis_v0.5", ("lvis_v0.5_",), _lvis_evaluator, lvis_metrics))
+register_task(Task("coco_densepose", ("densepose_coco_",), _densepose_evaluator, densepose_metrics,
+                   applies=lambda cfg: bool(cfg.MODEL.get("DENSEPOSE_ON", False))))

@@ -143,7 +143,21 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         mapper = scale_crop_flip_mapper(cfg) if cfg.INPUT.RANDOM_SCALE.ENABLED else None  # semantic segmentation
+        if cfg.MODEL.get("DENSEPOSE_ON", False):
+            from transfer.densepose_support import train_mapper
+
+            mapper = train_mapper(cfg)
         return build_resumable_train_loader(cfg, mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        if cfg.MODEL.get("DENSEPOSE_ON", False):
+            from detectron2.data import build_detection_test_loader
+
+            from transfer.densepose_support import test_mapper
+
+            return build_detection_test_loader(cfg, dataset_name, mapper=test_mapper(cfg))
+        return super().build_test_loader(cfg, dataset_name)
 
     def build_hooks(self):
         hooks = [SeedEachStep(self.cfg.SEED), *super().build_hooks(), StopOnSignal()]
@@ -169,13 +183,23 @@ class Trainer(DefaultTrainer):
 
 # ------------------------------------------------------------------------- config and metadata
 
-def load_cfg(config_file: str, opts: list[str]) -> CfgNode:
-    """Suite defaults + config file + command-line opts; CPU fallback when no GPU."""
+def load_cfg(config_file: str, opts: list[str], read_only: bool = False) -> CfgNode:
+    """Suite defaults + config file + command-line opts; CPU fallback when no GPU. A config of a Detectron2
+    project (DensePose) gets the project's keys first, or stops in one line when the project is not
+    installed (``read_only``: read its values anyway)."""
+    from transfer import densepose_support
     from transfer.modeling import add_suite_config
 
     cfg = add_suite_config(get_cfg())
     if not Path(config_file).is_file():
         raise SetupError(f"config file not found: {config_file}")
+    if densepose_support.is_densepose_config(config_file):
+        try:
+            densepose_support.add_config(cfg, read_only=read_only)
+        except densepose_support.DensePoseMissing as e:
+            raise SetupError(str(e)) from None
+        if densepose_support.available():
+            densepose_support.register_datasets(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")))
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(opts)
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
@@ -196,8 +220,10 @@ def arch_of(cfg: CfgNode) -> str:
 
 def schedule_of(cfg: CfgNode, task: str) -> str:
     it = cfg.SOLVER.MAX_ITER
-    if task.startswith("coco") and it in (90000, 180000):
+    if task.startswith(("coco", "lvis")) and it in (90000, 180000):
         return {90000: "1x", 180000: "2x"}[it]
+    if task == "coco_densepose" and it == 130000:
+        return "s1x"  # DensePose's "s1x" schedule (130k iterations)
     if task == "cityscapes_instance" and it == 24000:
         return "d2-cityscapes"  # Detectron2's Cityscapes Mask R-CNN schedule
     return f"{it // 1000}k" if it % 1000 == 0 else f"{it}it"
