@@ -87,6 +87,12 @@ def _sem_seg_evaluator(cfg: Any, name: str, out: str) -> Any:
     return SemSegEvaluator(name, distributed=True, output_dir=out)
 
 
+def _voc_and_coco_evaluator(cfg: Any, name: str, out: str) -> Any:
+    from transfer.evaluators import VOCAndCOCOEvaluator
+
+    return VOCAndCOCOEvaluator(name, out)
+
+
 _COCO_SUFFIXES = (("AP", ""), ("AP50", "50"), ("AP75", "75"), ("APs", "S"), ("APm", "M"), ("APl", "L"))
 
 
@@ -110,3 +116,14 @@ register_task(Task("cityscapes_instance", ("cityscapes_fine_instance_seg_",), _c
                    lambda r: {"APmk": r["segm"]["AP"], "APmk50": r["segm"]["AP50"]}))
 register_task(Task("cityscapes_semseg", ("cityscapes_fine_sem_seg_",), _sem_seg_evaluator,
                    lambda r: {"mIoU": r["sem_seg"]["mIoU"]}))
+# Your own data (benchmarks/run_custom.sh; datasets registered by transfer/custom_data.py): COCO json is
+# scored by pycocotools (box, and mask with MODEL.MASK_ON), a VOC-layout folder by the VOC07 metric and by
+# pycocotools (APbb*) on the same predictions.
+register_task(Task("custom_coco_maskrcnn", ("custom_coco_",), _coco_evaluator,
+                   lambda r: coco_style_metrics(r, {"bbox": "APbb", "segm": "APmk"}),
+                   applies=lambda cfg: bool(cfg.MODEL.MASK_ON)))
+register_task(Task("custom_coco_det", ("custom_coco_",), _coco_evaluator,
+                   lambda r: coco_style_metrics(r, {"bbox": "APbb"})))
+register_task(Task("custom_voc", ("custom_voc_",), _voc_and_coco_evaluator,
+                   lambda r: {"AP50": r["bbox"]["AP50"], "AP": r["bbox"]["AP"], "AP75": r["bbox"]["AP75"],
+                              **coco_style_metrics({"bbox": r["coco_bbox"]}, {"bbox": "APbb"})}))
