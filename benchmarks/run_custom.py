@@ -168,8 +168,9 @@ class CustomSweep:
 
     def describe(self, data: OwnData, images: int, schedule, ref_images: int, path: Path) -> list[str]:
         test = data.test
+        what = "boxes and masks (Mask R-CNN)" if data.masks else "boxes"
         lines = [f"data: {data.kind} '{data.name}', {len(data.classes)} class(es) ({', '.join(data.classes[:8])}"
-                 f"{', ...' if len(data.classes) > 8 else ''}); {'boxes and masks (Mask R-CNN)' if data.masks else 'boxes'}",
+                 f"{', ...' if len(data.classes) > 8 else ''}); {what}",
                  f"train: {data.train.images} images ({len(data.train.with_objects)} with objects, "
                  f"{data.train.instances} instances)" + (f"; this sweep trains on {images}" if self.args.train_fraction
                                                          else ""),
@@ -186,10 +187,10 @@ class CustomSweep:
 
 def benchmark(args: argparse.Namespace) -> Benchmark:
     sweep = CustomSweep(args)
-    layout = "VOC-layout" if args.voc else "COCO-json"
+    layout = "VOC" if args.voc else "COCO json"
     where = str(args.voc.resolve()) if args.voc else f"{args.train_pair[0]} and {args.test_pair[0]}"
     return Benchmark(
-        name=f"custom-{args.dataset_name}", prog=PROG, table="a paper table", dataset=f"{layout} data",
+        name=f"custom-{args.dataset_name}", prog=PROG, table="a paper table", dataset=layout,
         has_data=lambda root: True, check=sweep.check,
         config=CONFIGS / "custom" / f"custom_R_50_{args.arch}.yaml", run_dir=f"R50-{args.arch}",
         tiny_config=CONFIGS / "tiny" / f"custom_R_18_{args.arch}_tiny.yaml", tiny_run_dir=f"R18-{args.arch}",

@@ -181,9 +181,9 @@ def fraction_prepare(ctx: SweepContext) -> SweepSetup:
     base = "tiny" if ctx.tiny else sched.iterations_label(schedule.max_iter)
     values["epoch_rule_epochs"] = round(schedule.epochs(len(subset)), 3)
     run_dir = f"{ctx.run_dir}-{fraction_dir(fraction, seed)}"
+    facts = {k: v for k, v in values.items() if k.startswith("train_")}
     path = write_spec(ctx.out / run_dir, {"version": 1, "datasets": entries, "train": train, "fingerprint": values,
-                                          "record": {"train_subset": {k: values[k] for k in values if k.startswith("train_")}}},
-                      dry_run=args.dry_run)
+                                          "record": {"train_subset": facts}}, dry_run=args.dry_run)
     label = f"{base}, {fraction_label(fraction, seed)}"
     return SweepSetup(run_dir, schedule.opts(), ["--datasets-spec", str(path.resolve()), "--schedule", label], [
         f"train subset: {len(subset)} of {len(ids)} images ({fraction * 100:g}%, draw seed {seed}, ids sha256 "

@@ -8,7 +8,7 @@ is drawn with the ``i``-th shape style), written twice::
 
 for the README's worked example and the tests. Not real data: numbers on it say nothing about transfer. CLI::
 
-    python -m benchmarks.tiny_custom --out DIR [--classes widget,gadget] [--train 16] [--test 8] [--seed 0]
+    python -m benchmarks.tiny_custom --out DIR [--classes widget,gadget] [--train 40] [--test 20] [--seed 0]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _scenes(classes: Sequence[str], n: int, seed: int, split: str):
         yield shape_scene(rng, w, h, [classes[i % len(classes)]], classes, styles)  # an object in every image
 
 
-def write_custom(out: Path | str, classes: Sequence[str] = ("widget",), train: int = 16, test: int = 8,
+def write_custom(out: Path | str, classes: Sequence[str] = ("widget",), train: int = 40, test: int = 20,
                  seed: int = 0) -> dict[str, Path]:
     """Write both layouts under ``out``; return ``{"coco": dir, "voc": dir}``."""
     classes = list(classes)
@@ -80,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--classes", default="widget", help="comma-separated class names (default: widget)")
-    p.add_argument("--train", type=int, default=16, help="training images (default 16)")
-    p.add_argument("--test", type=int, default=8, help="test images (default 8)")
+    p.add_argument("--train", type=int, default=40, help="training images (default 40)")
+    p.add_argument("--test", type=int, default=20, help="test images (default 20)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:

@@ -3,10 +3,9 @@
 The paper fine-tunes VOC for 24k iterations at batch 16 over trainval07+12 (16,551 images): ~23.2 epochs,
 with the lr divided by 10 at 75% and ~91.7% of training. A training set of ``N`` images gets the same number
 of epochs, ``epochs * N / batch`` iterations (rounded half up), and its lr steps at the same fractions of
-training. Another batch scales the lr linearly, as Detectron2's ``DefaultTrainer.auto_scale_workers`` does.
-Warm-up stays the recipe's (100 iterations at batch 16, scaled with the batch like the iterations), since it
-guards the first updates whatever the data size; on a schedule so short that it would pass the first lr step
-it ends there.
+training; the warm-up too keeps its share of training (100 of 24k iterations), so the lr follows the paper's
+curve over the course of training, whatever the data size. Another batch scales the lr linearly and the
+iterations inversely, as Detectron2's ``DefaultTrainer.auto_scale_workers`` does.
 
 The reference (which protocol entry, how many images it trains on) is ``epoch_rule`` in
 ``transfer/configs/protocol.yaml``, and its values are that entry's; nothing here restates them.
@@ -88,8 +87,8 @@ def rescale(ref: Schedule, ref_images: int, images: int, *, batch: int | None = 
     """``ref`` (which trains on ``ref_images`` images) sized for ``images`` images: the same epochs (or
     ``epochs``), or exactly ``max_iter`` iterations; ``batch`` (default the reference's) scales the lr linearly.
 
-    Steps keep their fractions of training; a step that would fall on or past the end, or on the previous
-    step, is dropped (Detectron2's scheduler refuses both).
+    Steps and warm-up keep their fractions of training; a step that would fall on or past the end, or on the
+    previous step, is dropped (Detectron2's scheduler refuses both).
     """
     if images < 1:
         raise ValueError("the epoch rule needs at least one training image")
@@ -106,9 +105,7 @@ def rescale(ref: Schedule, ref_images: int, images: int, *, batch: int | None = 
         at = _half_up(Fraction(max_iter * s, ref.max_iter))
         if 0 < at < max_iter and (not steps or at > steps[-1]):
             steps.append(at)
-    warmup = _half_up(Fraction(ref.warmup * ref.batch, batch))
-    if steps:
-        warmup = min(warmup, steps[0])
+    warmup = _half_up(Fraction(max_iter * ref.warmup, ref.max_iter))
     lr = float(Fraction(ref.base_lr) * batch / ref.batch)
     return Schedule(max_iter, tuple(steps), min(warmup, max_iter), batch, float(f"{lr:.6g}"))
 
