@@ -238,6 +238,11 @@ class Benchmark:
     tiny_unavailable: str = ""         # the error when tiny_config is None
     requires: Callable[[], str | None] | None = None   # a missing package, as one line (None: all there)
     adjust_rows: Callable[[list[Row], bool], None] | None = None   # (rows, tiny): e.g. a variant of one row
+    # data-derived datasets, schedule and sweep folder (run_custom.sh, --train-fraction; benchmarks/sweep_data.py)
+    prepare: Callable[..., object] | None = None   # (SweepContext) -> SweepSetup
+    tiny_data: Callable[[Path, str], Path] | None = None  # (out, tag) -> tiny data root (default: generated)
+    banner: str = ""                   # replaces the tiny banner
+    location: str = ""                 # where the data is, for messages (default: the dataset root)
 
 
 def _fail(prog: str, message: str, lines: list[str] = ()) -> int:
@@ -248,7 +253,7 @@ def _fail(prog: str, message: str, lines: list[str] = ()) -> int:
 
 
 def _check_dataset(bench: Benchmark, root: Path, tag: str) -> list[str]:
-    print(f"[{tag}] checking the {bench.dataset} layout under {root} ...")
+    print(f"[{tag}] checking the {bench.dataset} layout under {bench.location or root} ...")
     notes: list[str] = []
     problems = bench.check(root, notes)
     for line in notes:
@@ -310,24 +315,27 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
         out = args.output or Path(f"output/{bench.name}-tiny")
         if not args.tiny:
             print(f"[{bench.name}] no {bench.dataset} under {root}: running the embedded small-scale default")
-        print(f"[{tag}] {tiny_banner(bench.table)}")
+        print(f"[{tag}] {bench.banner or tiny_banner(bench.table)}")
         from benchmarks.tiny_data import generate
 
         data = out / "datasets"
         problem = _writable(out)
         if problem:
             return _fail(bench.prog, problem)
-        if not (data / ".complete").exists():
+        if bench.tiny_data is not None:
+            data = bench.tiny_data(out, tag)
+        elif not (data / ".complete").exists():
             generate(data, log=lambda line: print(f"[{tag}] {line}"))
         problems = _check_dataset(bench, data, tag)
         if problems:
-            return _fail(bench.prog, f"generated tiny data under {data} is not usable:", problems)
+            return _fail(bench.prog, f"{bench.dataset} under {bench.location} is not usable:" if bench.location
+                         else f"generated tiny data under {data} is not usable:", problems)
         rows = tiny_rows(args, data, out, bench.tiny_config, tag, bench.prog, dry_run=args.dry_run)
         trials, run_dir, extra, env = args.trials or 1, bench.tiny_run_dir, ["--tiny", "--schedule", "tiny"], child_env(data)
     else:
         problems = _check_dataset(bench, root, tag)
         if problems:
-            return _fail(bench.prog, f"{bench.dataset} layout under {root} is not usable:", problems)
+            return _fail(bench.prog, f"{bench.dataset} layout under {bench.location or root} is not usable:", problems)
         out = args.output or Path(f"output/{bench.name}")
         rows = full_rows(args, bench.config, bench.prog)
         trials, run_dir, extra, env = args.trials or 5, bench.run_dir, [], child_env(root)
@@ -338,6 +346,17 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
         return _fail(bench.prog, "no rows to run (pass --weights for the MoCo row)")
     if args.allow_partial_weights:
         extra = [*extra, "--allow-partial-weights"]
+    if bench.prepare is not None:
+        from benchmarks.sweep_data import SweepContext, SweepDataError
+
+        try:
+            setup = bench.prepare(SweepContext(args, out, run_dir, tiny, data if tiny else root,
+                                               bench.tiny_config if tiny else bench.config, tag))
+        except SweepDataError as e:
+            return _fail(bench.prog, str(e))
+        for line in setup.lines:
+            print(f"[{tag}] {line}")
+        run_dir, extra, args.opts = setup.run_dir, [*extra, *setup.extra], [*setup.opts, *args.opts]
     if args.nodes > 1 and args.launcher == "local":
         return _fail(bench.prog, "--nodes > 1 runs a trial over several machines: use --launcher slurm")
     try:
@@ -364,7 +383,7 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
           + (f", {counts['held']} still held elsewhere" if counts.get("held") else "")
           + f"; {time.perf_counter() - t0:.0f}s")
     if tiny:
-        print(f"[{tag}] {tiny_banner(bench.table)}")
+        print(f"[{tag}] {bench.banner or tiny_banner(bench.table)}")
     rc = print_table(out, with_paper=args.with_paper and not tiny)
     return 1 if counts["failed"] else rc
 

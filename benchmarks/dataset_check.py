@@ -221,6 +221,36 @@ def _check_coco_categories(path: Path, categories: list, problems: Problems) -> 
     return {c["id"] for c in cats}
 
 
+def _check_custom_categories(path: Path, categories: list, problems: Problems) -> set:
+    """Any category list (your own data): unique ids and unique, non-empty names."""
+    cats = [c for c in categories if isinstance(c, dict) and "id" in c and isinstance(c.get("name"), str)
+            and c["name"].strip()]
+    if len(cats) != len(categories):
+        problems.add("bad-category", f"{path}: every entry of 'categories' needs an 'id' and a non-empty 'name'")
+    if not categories:
+        problems.add("bad-category", f"{path}: 'categories' is empty; list the classes to detect")
+    for what, values in (("id", [c["id"] for c in cats]), ("name", [c["name"] for c in cats])):
+        for value, n in Counter(values).items():
+            if n > 1:
+                problems.add("bad-category", f"{path}: category {what} {value!r} is listed {n} times")
+    return {c["id"] for c in cats}
+
+
+def _check_box_areas(path: Path, anns: list, problems: Problems) -> None:
+    """Your own data: a box of zero width or height, or an annotation without the 'area' pycocotools reads."""
+    for ann in anns:
+        if not isinstance(ann, dict) or any(key not in ann for key in _ANN_KEYS):
+            continue  # reported by _check_coco_annotations
+        box, where = ann["bbox"], f"{path}: annotation id {ann['id']}"
+        if isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box) \
+                and min(box[2], box[3]) == 0:
+            problems.add("zero-area-bbox", f"{where}: bbox {box!r} has zero area (width or height 0); fix or "
+                                           "remove the annotation")
+        if not isinstance(ann.get("area"), (int, float)):
+            problems.add("missing-area", f"{where}: no numeric 'area' (pycocotools reads it for AP by object size); "
+                                         "add the box or mask area")
+
+
 def _check_coco_split(base: Path, split: str, need_masks: bool, problems: Problems, notes: list[str]) -> None:
     path = base / "annotations" / f"instances_{split}.json"
     image_dir = base / split
@@ -229,17 +259,30 @@ def _check_coco_split(base: Path, split: str, need_masks: bool, problems: Proble
     if not path.is_file():
         problems.add("missing-json", f"{path}: annotation file missing (COCO 2017 instances json)")
         return
+    check_coco_json(path, image_dir, problems, notes, need_masks=need_masks)
+
+
+def check_coco_json(path: Path, image_dir: Path, problems: Problems, notes: list[str], need_masks: bool = False,
+                    custom: bool = False) -> dict | None:
+    """Check one COCO instances json and the images it lists; return the document (None when unusable).
+
+    ``custom``: your own data, any category list; boxes of zero area and annotations without ``area`` are
+    errors too. Otherwise the categories must be Detectron2's builtin 80.
+    """
     doc = _load_json(path, problems)
     if doc is None:
-        return
+        return None
     missing = [k for k in ("images", "annotations", "categories")
                if not isinstance(doc, dict) or not isinstance(doc.get(k), list)]
     if missing:
         problems.add("bad-json", f"{path}: missing or non-list key(s) {missing}")
-        return
-    cat_ids = _check_coco_categories(path, doc["categories"], problems)
+        return None
+    check_categories = _check_custom_categories if custom else _check_coco_categories
+    cat_ids = check_categories(path, doc["categories"], problems)
     image_ids = _check_coco_images(path, doc["images"], image_dir, problems)
     annotated = _check_coco_annotations(path, doc["annotations"], image_ids, cat_ids, need_masks, problems)
+    if custom:
+        _check_box_areas(path, doc["annotations"], problems)
     empty = len(image_ids - annotated)
     if image_ids and empty == len(image_ids):
         problems.add("no-annotations", f"{path}: none of its {len(image_ids)} images has an annotation; "
@@ -247,6 +290,7 @@ def _check_coco_split(base: Path, split: str, need_masks: bool, problems: Proble
     elif empty:
         notes.append(f"{path}: {empty} of {len(image_ids)} images have no annotations; Detectron2 leaves them out "
                      "of training (DATALOADER.FILTER_EMPTY_ANNOTATIONS) and keeps them in evaluation")
+    return doc
 
 
 def _check_coco_images(path: Path, images: list, image_dir: Path, problems: Problems) -> set:

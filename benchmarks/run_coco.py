@@ -19,12 +19,14 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import CONFIGS, Benchmark, base_parser, parse_with_opts, run_benchmark
+from benchmarks.sweep_data import add_fraction_args, fraction_prepare
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = base_parser("run_coco.sh", __doc__.split("\n\n")[0].replace("\n", " "), "coco")
     p.add_argument("--arch", choices=["C4", "FPN"], default="FPN", help="Mask R-CNN R50-C4 or R50-FPN (default FPN)")
     p.add_argument("--schedule", choices=["1x", "2x"], default="1x", help="1x (90k iterations) or 2x (180k)")
+    add_fraction_args(p)
     return parse_with_opts(p, argv)
 
 
@@ -40,6 +42,7 @@ def benchmark(args: argparse.Namespace) -> Benchmark:
         check=lambda root, notes: check_coco(root, need_masks=True, notes=notes),
         config=CONFIGS / "coco" / f"coco_R_50_{args.arch}_{args.schedule}.yaml",
         run_dir=f"R50-{args.arch}-{args.schedule}",
+        prepare=fraction_prepare if args.train_fraction else None,
         tiny_config=CONFIGS / "tiny" / f"coco_R_18_{args.arch}_tiny.yaml", tiny_run_dir=f"R18-{args.arch}",
     )
 

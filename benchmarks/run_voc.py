@@ -25,6 +25,7 @@ from benchmarks.common import (  # noqa: F401  (MSRA_R50, dataset_root: part of 
     run_benchmark,
     tiny_banner,
 )
+from benchmarks.sweep_data import add_fraction_args, fraction_prepare
 
 TINY_BANNER = tiny_banner("Table 2")
 
@@ -32,6 +33,7 @@ TINY_BANNER = tiny_banner("Table 2")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = base_parser("run_voc.sh", __doc__.split("\n\n")[0], "voc")
     p.add_argument("--arch", choices=["C4", "DC5"], default="C4", help="R50-C4 or R50-dilated-C5")
+    add_fraction_args(p)
     return parse_with_opts(p, argv)
 
 
@@ -46,6 +48,7 @@ def benchmark(args: argparse.Namespace) -> Benchmark:
         name="voc", prog="run_voc.sh", table="Table 2", dataset="VOC2007/VOC2012", has_data=has_voc,
         check=lambda root, notes: check_voc(root, notes=notes),
         config=CONFIGS / "voc" / f"voc_R_50_{args.arch}_24k.yaml", run_dir=f"R50-{args.arch}",
+        prepare=fraction_prepare if args.train_fraction else None,
         tiny_config=CONFIGS / "tiny" / "voc_R_18_C4_tiny.yaml" if args.arch == "C4" else None, tiny_run_dir="R18-C4",
         tiny_unavailable="the embedded small-scale default runs the C4 detector only (drop --arch DC5 or provide "
                          "VOC under $DETECTRON2_DATASETS)",

@@ -47,6 +47,12 @@ TASKS: dict[str, TaskInfo] = {
     "coco_keypoints": TaskInfo("COCO keypoint detection", "Table 6", ("APkp", "APkp50", "APkp75")),
     "coco_densepose": TaskInfo("COCO dense pose estimation", "Table 6", ("APdp", "APdp50", "APdp75")),
     "lvis_v0.5": TaskInfo("LVIS v0.5 instance segmentation", "Table 6", ("APmk", "APmk50", "APmk75")),
+    # your own data (benchmarks/run_custom.sh): no paper table
+    "custom_coco_det": TaskInfo("Your data (COCO json), detection (Faster R-CNN)", "", ("APbb", "APbb50", "APbb75")),
+    "custom_coco_maskrcnn": TaskInfo("Your data (COCO json), detection and instance segmentation (Mask R-CNN)", "",
+                                     ("APbb", "APbb50", "APbb75", "APmk", "APmk50", "APmk75")),
+    "custom_voc": TaskInfo("Your data (VOC layout), detection (Faster R-CNN; AP50/AP/AP75: VOC07 metric, APbb: "
+                           "pycocotools)", "", ("AP50", "AP", "AP75", "APbb", "APbb50", "APbb75")),
 }
 ARCH_ORDER = ("R50-dilated-C5", "R50-FPN", "R50-C4", "R50-dilated-FCN16s")  # paper sub-table order
 SCHEDULE_ORDER = ("24k", "1x", "2x", "s1x", "d2-cityscapes", "90k", "30k")
@@ -312,6 +318,25 @@ def _protocol_notes(table_key: tuple, rows: list[Row], tiny: bool) -> list[str]:
     return notes
 
 
+def _subset_notes(rows: list[Row]) -> list[str]:
+    """What ``--train-fraction`` rows trained on (from their fingerprints; benchmarks/sweep_data.py)."""
+    subsets: dict[tuple, list[str]] = {}
+    for r in rows:
+        v = r.fingerprint_values or {}
+        if v.get("train_fraction") is not None:
+            k, it, batch = v.get("train_subset_images"), v.get("SOLVER.MAX_ITER"), v.get("SOLVER.IMS_PER_BATCH")
+            epochs = f"; {it * batch / k:.1f} epochs of it" if k and it and batch else ""
+            key = (v["train_fraction"], v.get("train_fraction_seed"), k, v.get("train_images_full"),
+                   str(v.get("train_subset_sha256") or "")[:12], epochs)
+            subsets.setdefault(key, []).append(r.display)
+    notes = []
+    for (fraction, seed, k, n, sha, epochs), names in subsets.items():
+        who = "Every row" if len(names) == len(rows) else ", ".join(names)
+        notes.append(f"{who}: trained on {k} of {n} training images ({fraction * 100:g}%, draw seed {seed}, image ids "
+                     f"sha256 {sha}), the same images in every trial{epochs}.")
+    return notes
+
+
 def _apply_gaps(rows: list[Row], ref: Row | None) -> None:
     if ref is None:
         return
@@ -369,6 +394,7 @@ def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
         notes: list[str] = []
         rows = sorted(_measured_rows(grp, tstats, metrics), key=_row_sort_key)
         notes += _protocol_notes(tuple(tkey), rows, bool(tiny))
+        notes += _subset_notes(rows)
         ref = _pick_reference(rows, notes)
         _apply_gaps(rows, ref)
         for r in rows:

@@ -142,3 +142,29 @@ class LVISEvaluatorNumpyCompat(LVISEvaluator):
     def evaluate(self):
         with numpy_float_alias():
             return super().evaluate()
+
+
+class VOCAndCOCOEvaluator(DatasetEvaluator):
+    """A VOC-layout dataset scored twice: the VOC07 metric (``bbox``: AP50, AP, AP75, as Table 2) and
+    pycocotools' box AP (``coco_bbox``) on the same predictions. Detectron2's COCOEvaluator converts the
+    dataset to COCO json in ``output_dir`` first; it keeps ``difficult`` objects as ground truth (the
+    loader does not read that flag), where the VOC metric ignores them."""
+
+    def __init__(self, dataset_name: str, output_dir: str) -> None:
+        self.voc = VOCDetectionEvaluator(dataset_name)
+        self.coco = COCOEvaluatorZeroWithoutDetections(dataset_name, tasks=("bbox",), output_dir=output_dir,
+                                                       use_fast_impl=False)
+
+    def reset(self) -> None:
+        self.voc.reset()
+        self.coco.reset()
+
+    def process(self, inputs, outputs) -> None:
+        self.voc.process(inputs, outputs)
+        self.coco.process(inputs, outputs)
+
+    def evaluate(self):
+        voc, coco = self.voc.evaluate(), self.coco.evaluate()
+        if not comm.is_main_process():
+            return None
+        return OrderedDict(**voc, coco_bbox=coco["bbox"])

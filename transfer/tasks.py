@@ -111,6 +111,12 @@ def _is_semantic(cfg: Any) -> bool:
     return cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
 
 
+def _voc_and_coco_evaluator(cfg: Any, name: str, out: str) -> Any:
+    from transfer.evaluators import VOCAndCOCOEvaluator
+
+    return VOCAndCOCOEvaluator(name, out)
+
+
 _COCO_SUFFIXES = (("AP", ""), ("AP50", "50"), ("AP75", "75"), ("APs", "S"), ("APm", "M"), ("APl", "L"))
 
 
@@ -166,3 +172,16 @@ register_task(Task("coco_keypoints", ("keypoints_coco_",), _keypoint_evaluator,
 register_task(Task("lvis_v0.5", ("lvis_v0.5_",), _lvis_evaluator, lvis_metrics))
 register_task(Task("coco_densepose", ("densepose_coco_",), _densepose_evaluator, densepose_metrics,
                    applies=lambda cfg: bool(cfg.MODEL.get("DENSEPOSE_ON", False))))
+
+
+# Your own data (benchmarks/run_custom.sh; datasets registered by transfer/custom_data.py): COCO json is
+# scored by pycocotools (box, and mask with MODEL.MASK_ON), a VOC-layout folder by the VOC07 metric and by
+# pycocotools (APbb*) on the same predictions.
+register_task(Task("custom_coco_maskrcnn", ("custom_coco_",), _coco_evaluator,
+                   lambda r: coco_style_metrics(r, {"bbox": "APbb", "segm": "APmk"}),
+                   applies=lambda cfg: bool(cfg.MODEL.MASK_ON)))
+register_task(Task("custom_coco_det", ("custom_coco_",), _coco_evaluator,
+                   lambda r: coco_style_metrics(r, {"bbox": "APbb"})))
+register_task(Task("custom_voc", ("custom_voc_",), _voc_and_coco_evaluator,
+                   lambda r: {"AP50": r["bbox"]["AP50"], "AP": r["bbox"]["AP"], "AP75": r["bbox"]["AP75"],
+                              **coco_style_metrics({"bbox": r["coco_bbox"]}, {"bbox": "APbb"})}))

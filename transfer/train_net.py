@@ -49,7 +49,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import transfer.modeling  # noqa: E402,F401  (registers the extra-norm head, DC5 backbone, FCN head)
 from results.records import write_json_atomic, write_record  # noqa: E402
-from transfer import checkpointer, voc_xml  # noqa: E402
+from transfer import checkpointer, custom_data, voc_xml  # noqa: E402
 from transfer.accumulate import AccumulatingTrainer  # noqa: E402
 from transfer.safe_pickle import UnsafePickleError  # noqa: E402
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of  # noqa: E402
@@ -304,6 +304,10 @@ def check_amp(cfg: CfgNode) -> None:
 
 def setup(args) -> tuple[CfgNode, dict[str, Any]]:
     cfg = load_cfg(args.config_file, args.opts)
+    try:  # the sweep's own datasets (run_custom.sh, --train-fraction), registered in this process
+        custom_data.apply_spec(cfg, args.datasets_spec)
+    except custom_data.DatasetSpecError as e:
+        raise SetupError(str(e)) from None
     check_amp(cfg)
     if args.seed is not None:
         cfg.SEED = args.seed
@@ -345,10 +349,12 @@ def make_record(cfg: CfgNode, args, pretrain: dict[str, Any], status: str, metri
                      "precision": (pretrain.get("provenance") or {}).get("pretrain_precision")},
         "trial": args.trial, "seed": cfg.SEED, "trials_requested": args.trials_requested,
         "status": status, "error": error, "metrics": metrics, "raw_results": raw or {},
-        "fingerprint": fingerprint(cfg, comm.get_world_size(), detectron2_id()),
+        "fingerprint": fingerprint(cfg, comm.get_world_size(), detectron2_id(),
+                                   extra=custom_data.fingerprint_extra(args.datasets_spec)),
         "resumed": {"count": len(resumes or []), "from_iters": list(resumes or [])},
         "dataset": {"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST),
-                    "root": os.environ.get("DETECTRON2_DATASETS", "datasets")},
+                    "root": os.environ.get("DETECTRON2_DATASETS", "datasets"),
+                    **custom_data.dataset_record(args.datasets_spec)},
         "config_file": str(args.config_file), "config": cfg.dump(),
         "timings": timings, "tiny": bool(args.tiny),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -468,6 +474,9 @@ def build_parser():
                         help="input format the weights need (default: decided from the weights file)")
     parser.add_argument("--allow-partial-weights", action="store_true",
                         help="train even when backbone tensors of the weights were not loaded (experts)")
+    parser.add_argument("--datasets-spec", metavar="FILE",
+                        help="JSON dataset spec of the sweep (transfer/custom_data.py): datasets to register and "
+                             "use for DATASETS.TRAIN/TEST, and runner-level values for the record")
     return parser
 
 

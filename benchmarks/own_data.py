@@ -1,0 +1,182 @@
+"""Your own detection data for ``run_custom.sh``: a COCO-json train/test pair or a VOC-layout folder.
+
+Each is checked with the dataset check's rules (``benchmarks/dataset_check.py``: every listed image present,
+complete and of the stated size; every annotation readable, its category known, its box inside the image
+and of non-zero area; VOC XML through ``transfer/voc_xml.py``), summarised (classes, images, instances,
+masks) and described as the dataset-spec entries the trials register (``transfer/custom_data.py``).
+
+* COCO json: ``JSON:IMAGE_DIR`` for train and test, any category list (the same in both files); boxes, and
+  masks when every annotation has one.
+* VOC layout: ``DIR/{JPEGImages,Annotations,ImageSets/Main/{trainval,test}.txt}``, any class names, read from
+  the annotations (sorted) or given in order with ``--classes`` (then an unknown name is an error).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks.dataset_check import Problems, _valid_segmentation, check_coco_json, check_voc_split
+
+VOC_SPLITS = ("trainval", "test")
+
+
+class OwnDataError(ValueError):
+    """A command-line description of the data that cannot be used (one line)."""
+
+
+@dataclass
+class Split:
+    images: int = 0                                  # listed
+    instances: int = 0                               # objects (crowd regions excluded)
+    with_objects: set = field(default_factory=set)   # ids of images with an object: what Detectron2 trains on
+    ids: list = field(default_factory=list)          # every listed image id, in file order
+
+
+@dataclass
+class OwnData:
+    """A checked dataset: what the runner needs to size the schedule and write the dataset spec."""
+
+    kind: str                 # "coco" | "voc"
+    name: str                 # used in dataset names and the default output folder
+    classes: list[str]
+    train: Split
+    test: Split
+    masks: bool               # every train and test annotation has a usable mask
+    sha256: str               # the annotation files' contents (the data's identity in the fingerprint)
+    entries: list[dict]       # dataset-spec entries, train first
+    train_name: str
+    test_name: str
+    source: str               # for messages
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "data"
+
+
+def parse_pair(text: str, flag: str) -> tuple[Path, Path]:
+    """``path/to/file.json:path/to/images`` -> (json, image dir)."""
+    cut = text.lower().find(".json:")
+    if cut < 0:
+        raise OwnDataError(f"{flag} {text!r}: expected JSON:IMAGE_DIR (a COCO instances .json, a colon, the folder "
+                           "its file_name entries are relative to)")
+    return Path(text[: cut + 5]).expanduser().resolve(), Path(text[cut + 6:]).expanduser().resolve()
+
+
+def default_name(path: Path) -> str:
+    """The dataset's folder name: ``/data/widgets/annotations/train.json`` -> ``widgets``."""
+    folder = path if path.is_dir() else path.parent
+    if folder.name.lower() in ("annotations", "annotation", "labels", "json") and folder.parent.name:
+        folder = folder.parent
+    return slug(folder.name)
+
+
+# ----------------------------------------------------------------------------- COCO json
+
+def _coco_split(doc: dict) -> Split:
+    annotated = Counter(a.get("image_id") for a in doc["annotations"]
+                        if isinstance(a, dict) and not a.get("iscrowd", 0))
+    ids = [img["id"] for img in doc["images"] if isinstance(img, dict) and "id" in img]
+    return Split(len(ids), sum(annotated.values()), {i for i in ids if annotated[i]}, ids)
+
+
+def _categories(doc: dict) -> list[tuple[Any, str]]:
+    return sorted(((c["id"], c["name"]) for c in doc["categories"] if isinstance(c, dict) and "id" in c
+                   and "name" in c), key=lambda c: c[0])
+
+
+def check_coco_pair(train: tuple[Path, Path], test: tuple[Path, Path], masks: str, name: str | None,
+                    notes: list[str]) -> tuple[list[str], OwnData | None]:
+    """(problem lines, the data when there are none); ``masks``: auto | on | off."""
+    problems, docs = Problems(), []
+    for (json_file, image_dir), what in ((train, "--train"), (test, "--test")):
+        if not json_file.is_file():
+            problems.add("missing-json", f"{json_file}: annotation file missing ({what})")
+        if not image_dir.is_dir():
+            problems.add("missing-dir", f"{image_dir}: image directory missing ({what})")
+        if json_file.is_file() and image_dir.is_dir():
+            docs.append(check_coco_json(json_file, image_dir, problems, notes, need_masks=masks == "on", custom=True))
+    if len(docs) == 2 and all(docs):
+        if _categories(docs[0]) != _categories(docs[1]):
+            problems.add("category-mismatch", f"{test[0]}: 'categories' differ from those of {train[0]}; use one "
+                                              "category list (ids and names) in both files")
+    if not problems.lines() and not _coco_split(docs[0]).with_objects:
+        problems.add("no-annotations", f"{train[0]}: no image with an object; there is nothing to train on")
+    lines = problems.lines()
+    if lines:
+        return lines, None
+    tr, te = docs
+    has_masks = all(_valid_segmentation(a.get("segmentation")) for d in docs for a in d["annotations"])
+    if masks == "auto" and not has_masks:
+        notes.append("not every annotation has a usable mask: boxes only (Faster R-CNN); --masks on lists them")
+    name = slug(name) if name else default_name(train[0])
+    digest = hashlib.sha256()
+    for json_file, _ in (train, test):
+        digest.update(json_file.read_bytes())
+    tn, sn = f"custom_coco_{name}_train", f"custom_coco_{name}_test"
+    entries = [{"name": tn, "type": "coco", "json_file": str(train[0]), "image_root": str(train[1])},
+               {"name": sn, "type": "coco", "json_file": str(test[0]), "image_root": str(test[1])}]
+    return [], OwnData("coco", name, [n for _, n in _categories(tr)], _coco_split(tr), _coco_split(te),
+                       has_masks and masks != "off", digest.hexdigest(), entries, tn, sn,
+                       f"{train[0]} -> {test[0]}")
+
+
+# ----------------------------------------------------------------------------- VOC layout
+
+def _voc_split(base: Path, split: str, names: Counter) -> Split:
+    """Counts of one split (unreadable files are skipped here: the check reports them)."""
+    from transfer.voc_xml import VocXmlError, read_voc_xml
+
+    split_file = base / "ImageSets" / "Main" / f"{split}.txt"
+    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()] \
+        if split_file.is_file() else []
+    out = Split(len(ids), ids=ids)
+    for file_id in ids:
+        try:
+            objects = read_voc_xml(base / "Annotations" / f"{file_id}.xml").objects
+        except VocXmlError:
+            continue
+        names.update(o.name for o in objects)
+        out.instances += len(objects)
+        if objects:
+            out.with_objects.add(file_id)
+    return out
+
+
+def check_voc_dir(base: Path, classes: Sequence[str] | None, name: str | None,
+                  notes: list[str]) -> tuple[list[str], OwnData | None]:
+    """(problem lines, the data when there are none) for a VOC-layout folder with any class names."""
+    base = base.expanduser().resolve()
+    problems = Problems()
+    names: Counter = Counter()
+    splits = {s: _voc_split(base, s, names) for s in VOC_SPLITS}
+    class_names = list(classes) if classes else sorted(names)
+    if not class_names and base.is_dir():
+        problems.add("no-objects", f"{base}: no <object> in any annotation of {', '.join(VOC_SPLITS)}; nothing to "
+                                   "detect")
+    for split in VOC_SPLITS:
+        check_voc_split(base, split, class_names, problems, notes)
+    lines = problems.lines()
+    if lines:
+        return lines, None
+    unused = [c for c in class_names if not names[c]]
+    if unused:
+        notes.append(f"--classes {', '.join(unused)}: no object of these classes in {base}")
+    if not classes:
+        notes.append(f"{len(class_names)} class name(s) read from the annotations: {', '.join(class_names)} "
+                     "(--classes sets them and their order)")
+    name = slug(name) if name else default_name(base)
+    digest = hashlib.sha256()
+    for split in VOC_SPLITS:
+        digest.update((base / "ImageSets" / "Main" / f"{split}.txt").read_bytes())
+        for file_id in splits[split].ids:
+            digest.update((base / "Annotations" / f"{file_id}.xml").read_bytes())
+    tn, sn = f"custom_voc_{name}_trainval", f"custom_voc_{name}_test"
+    entries = [{"name": f"custom_voc_{name}_{s}", "type": "voc", "dirname": str(base), "split": s,
+                "classes": class_names} for s in VOC_SPLITS]
+    return [], OwnData("voc", name, class_names, splits["trainval"], splits["test"], False, digest.hexdigest(),
+                       entries, tn, sn, str(base))
