@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.launcher import SlurmSpec, add_slurm_args, default_cluster, submit_trials
+from benchmarks.launcher import add_slurm_args
 from benchmarks.runner import REPO, Row, SweepStop, child_env, plan_trials, print_table, run_all
+from benchmarks.scaleout import batch_overrides, submit, write_sweep
 
 CONFIGS = REPO / "transfer" / "configs"
 MSRA_R50 = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
@@ -371,7 +372,7 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
     plan = plan_trials(rows, trials, out.resolve(), run_dir, args.seed, args.opts)
     write_sweep(out / run_dir, bench, args, plan, trials)
     if args.launcher == "slurm":
-        return _submit(bench, args, plan, trials, env, extra, out, tag, tiny)
+        return submit(bench, args, plan, trials, env, extra, out, tag, tiny, bench.banner or tiny_banner(bench.table))
     try:
         counts = run_all(plan, trials_requested=trials, env=env, gpus=args.gpus, extra=extra, wait=not args.no_wait,
                          parallel=args.parallel_trials)
@@ -386,92 +387,6 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
         print(f"[{tag}] {bench.banner or tiny_banner(bench.table)}")
     rc = print_table(out, with_paper=args.with_paper and not tiny)
     return 1 if counts["failed"] else rc
-
-
-def batch_overrides(config: Path, args: argparse.Namespace, tag: str) -> list[str]:
-    """Detectron2 overrides that keep the paper's batch on the GPUs a trial gets (gradient accumulation), or
-    scale the schedule with the linear rule (``--scale-schedule``); [] when the batch fits as it is.
-
-    The linear rule is the one the MoCo authors gave for fewer GPUs (and Detectron2's
-    ``REFERENCE_WORLD_SIZE`` applies): batch x f -> lr x f, iterations, steps, warm-up and checkpoint period
-    / f. Batch-norm statistics then come from fewer images, so neither is fully equivalent to the paper;
-    both show in the fingerprint and in the table's footnote.
-    """
-    if args.ims_per_gpu is None:
-        if args.scale_schedule:
-            raise ValueError("--scale-schedule needs --ims-per-gpu (the images per GPU the memory allows)")
-        return []
-    from transfer.train_net import load_cfg
-
-    cfg = load_cfg(str(config), list(args.opts))
-    batch, gpus = cfg.SOLVER.IMS_PER_BATCH, max(1, args.gpus) * max(1, args.nodes)
-    if batch % gpus:
-        raise ValueError(f"the batch of {batch} images does not split over {gpus} GPUs")
-    per_gpu = batch // gpus
-    if args.ims_per_gpu >= per_gpu:
-        print(f"[{tag}] batch: {batch} images on {gpus} GPU(s), {per_gpu} per GPU (fits --ims-per-gpu "
-              f"{args.ims_per_gpu})")
-        return []
-    if not args.scale_schedule:
-        if per_gpu % args.ims_per_gpu:
-            raise ValueError(f"--ims-per-gpu {args.ims_per_gpu} does not divide the {per_gpu} images per GPU of the "
-                             f"paper's batch {batch} on {gpus} GPU(s)")
-        steps = per_gpu // args.ims_per_gpu
-        print(f"[{tag}] batch: the paper's {batch} images on {gpus} GPU(s) as {steps} accumulation steps of "
-              f"{args.ims_per_gpu} per GPU (BN statistics over {args.ims_per_gpu * gpus} images: recorded, "
-              "footnoted)")
-        return ["SOLVER.ACCUMULATE_STEPS", str(steps)]
-    new = args.ims_per_gpu * gpus
-    f = new / batch
-    it = lambda n: str(max(1, round(n / f)))  # noqa: E731
-    out = ["SOLVER.IMS_PER_BATCH", str(new), "SOLVER.BASE_LR", f"{cfg.SOLVER.BASE_LR * f:g}",
-           "SOLVER.MAX_ITER", it(cfg.SOLVER.MAX_ITER), "SOLVER.STEPS", f"({','.join(it(x) for x in cfg.SOLVER.STEPS)},)",
-           "SOLVER.WARMUP_ITERS", it(cfg.SOLVER.WARMUP_ITERS), "SOLVER.CHECKPOINT_PERIOD", it(cfg.SOLVER.CHECKPOINT_PERIOD)]
-    if cfg.TEST.EVAL_PERIOD > 0:
-        out += ["TEST.EVAL_PERIOD", it(cfg.TEST.EVAL_PERIOD)]
-    print(f"[{tag}] batch: --scale-schedule: batch {batch} -> {new}, lr x{f:g}, iterations/steps/warm-up x{1 / f:g} "
-          "(the linear rule; BN statistics change too: recorded, footnoted)")
-    return out
-
-
-def write_sweep(folder: Path, bench: Benchmark, args: argparse.Namespace, plan: list, trials: int) -> None:
-    """``sweep.json``: every planned trial, for ``python -m benchmarks.status`` (trials not started have no folder)."""
-    import json
-
-    from transfer.atomic import write_atomic
-
-    doc = {"benchmark": bench.name, "runner": bench.prog, "launcher": args.launcher,
-           "parallel_trials": args.parallel_trials, "trials_per_row": trials,
-           "trials": [{"row": t.row.label, "trial": t.index, "seed": t.seed, "dir": str(t.output)} for t in plan]}
-    try:
-        write_atomic(folder / "sweep.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
-    except OSError:
-        pass  # the status view only; the preflight already checked the folder
-
-
-def _submit(bench: Benchmark, args: argparse.Namespace, plan: list, trials: int, env: dict, extra: list[str], out: Path,
-            tag: str, tiny: bool) -> int:
-    """``--launcher slurm``: one job per trial (an array); wait for them with ``--wait`` or a local cluster."""
-    spec = SlurmSpec.from_args(args, gpus_per_node=args.gpus, name=f"{bench.name}-bench")
-    folder = Path(args.job_dir) if args.job_dir else out / "slurm"
-    cluster = args.cluster or default_cluster()
-    run_kwargs = dict(trials_requested=trials, env=env, extra=extra)
-    jobs = submit_trials(plan, spec, folder.resolve(), cluster, run_kwargs, log=lambda line: print(f"[{tag}] {line}"))
-    if cluster == "slurm" and not args.wait:
-        print(f"[{tag}] {len(jobs)} job(s) submitted; follow them with `python -m benchmarks.status {out} --watch`, "
-              f"tables any time with `python -m results --runs {out}`")
-        return 0
-    failed = 0
-    for job in jobs:
-        try:
-            job.result()
-        except Exception as e:  # noqa: BLE001  (a job's own error, reported in one line)
-            failed += 1
-            print(f"[{tag}] job {job.job_id} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e}")
-    if tiny:
-        print(f"[{tag}] {tiny_banner(bench.table)}")
-    rc = print_table(out, with_paper=args.with_paper and not tiny)
-    return 1 if failed else rc
 
 
 def _writable(out: Path) -> str | None:

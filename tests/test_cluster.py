@@ -5,7 +5,6 @@ current iteration, and the status view."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -216,7 +215,7 @@ def test_a_requeued_job_asks_its_trial_for_a_checkpoint(monkeypatch: pytest.Monk
 
 
 def test_accumulation_keeps_the_batch_and_scale_schedule_follows_the_linear_rule(capsys) -> None:
-    from benchmarks.common import batch_overrides
+    from benchmarks.scaleout import batch_overrides
     from benchmarks.run_voc import parse_args
 
     cfg = REPO / "transfer" / "configs" / "voc" / "voc_R_50_C4_24k_moco.yaml"

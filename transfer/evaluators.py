@@ -36,7 +36,6 @@ from detectron2.evaluation import (
     DatasetEvaluator,
     LVISEvaluator,
     PascalVOCDetectionEvaluator,
-    SemSegEvaluator,
 )
 from detectron2.evaluation.pascal_voc_evaluation import voc_eval
 from detectron2.utils import comm
