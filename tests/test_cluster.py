@@ -1,6 +1,6 @@
 """Scale-out: the SLURM code path through submitit's local executor, the job scripts for a real cluster,
-submissions that never duplicate a trial, parallel trials equal to serial ones, stopping a trial at its
-current iteration, and the status view."""
+submissions that never duplicate a trial, a killed sweep resumed, the batch rule and the status view
+(parallel trials and stopping at the current iteration: tests/test_sweep_resume.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from test_sweep_reliability import FAKE_TRAIN_NET
+from tiny_runs import FAST, run_voc, tiny_output
 
 from benchmarks import launcher, runner, status
 from benchmarks.locks import TrialLock
@@ -20,34 +21,20 @@ from results.records import RECORD_NAME, read_record, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "transfer" / "configs" / "tiny" / "voc_R_18_C4_tiny.yaml"
-SHORT = ["SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.PRECISE_BN.NUM_ITER", "1",
-         "INPUT.MIN_SIZE_TEST", "96", "SOLVER.WARMUP_ITERS", "1"]
+SHORT = ["SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", *FAST]
 
 
-def _run_voc(*argv: str, popen: bool = False, env: dict | None = None):
-    cmd = ["bash", str(REPO / "benchmarks" / "run_voc.sh"), *argv]
-    env = {**runner.child_env(None), "VENV": str(Path(sys.executable).parents[1]), "OMP_NUM_THREADS": "1",
-           **(env or {})}
-    if popen:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-
-
-def _table_rows(text: str) -> list[str]:
-    return [ln for ln in text.splitlines() if ln.startswith("| ") and "pre-train" not in ln]
-
-
-def test_the_slurm_path_runs_a_tiny_sweep_through_submitit_and_never_resubmits(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def test_the_slurm_path_runs_a_tiny_sweep_through_submitit_and_never_resubmits(tmp_path: Path, tiny_root: Path) -> None:
+    out = tiny_output(tmp_path / "out", tiny_root)
     args = ["--tiny", "--rows", "random", "--trials", "2", "--output", str(out), "--launcher", "slurm",
             "--cluster", "local", "--", *SHORT]
-    res = _run_voc(*args)
+    res = run_voc(*args)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.count("submitted as job") == 2 and "| 2/2 |" in res.stdout
     trials = sorted(out.glob("R18-C4/random-init/trial*"))
     assert len(trials) == 2 and all(read_record(t / RECORD_NAME)["status"] == "finished" for t in trials)
     assert all(launcher.recorded_job(t)["cluster"] == "local" for t in trials)
-    again = _run_voc(*args)
+    again = run_voc(*args)
     assert again.returncode == 0 and "submitted as job" not in again.stdout
     assert again.stdout.count("finished, not submitted") == 2 and "| 2/2 |" in again.stdout
     report = "\n".join(status.report(out))
@@ -123,50 +110,6 @@ def test_a_killed_sweep_resumed_redoes_nothing_that_finished(tmp_path: Path) -> 
     trained = [json.loads(line)["out"] for line in calls.read_text().splitlines()]
     assert trained.count(str(plan[0].output)) == 1  # finished before the kill: not trained again
     assert all((t.output / RECORD_NAME).exists() for t in plan)
-
-
-def test_parallel_trials_give_the_serial_table(tmp_path: Path) -> None:
-    common = ["--tiny", "--rows", "random", "--trials", "2", "--seed", "3", "--", *SHORT]
-    t0 = time.perf_counter()
-    serial = _run_voc("--output", str(tmp_path / "serial"), *common)
-    t_serial = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    parallel = _run_voc("--output", str(tmp_path / "parallel"), "--parallel-trials", "2", *common)
-    t_parallel = time.perf_counter() - t0
-    assert serial.returncode == 0 and parallel.returncode == 0, parallel.stdout[-3000:] + parallel.stderr[-3000:]
-    assert "[slot 1]" in parallel.stdout and "[slot 0]" in parallel.stdout
-    assert _table_rows(serial.stdout) == _table_rows(parallel.stdout) != []
-    print(f"tiny 2-trial sweep: serial {t_serial:.0f}s, --parallel-trials 2 {t_parallel:.0f}s")
-
-
-def test_stopping_a_trial_saves_its_current_iteration_and_the_rerun_continues_there(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    args = ["--tiny", "--rows", "random", "--output", str(out), "--", "SOLVER.MAX_ITER", "40",
-            "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.PRECISE_BN.NUM_ITER", "1", "INPUT.MIN_SIZE_TEST", "96"]
-    proc = _run_voc(*args, popen=True)
-    trial = out / "R18-C4" / "random-init" / "trial0"
-    deadline = time.time() + 300
-    while time.time() < deadline and "Starting training" not in _read(trial / "console.log"):
-        time.sleep(0.3)
-    time.sleep(4)  # a few iterations
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
-    assert [ln for ln in stderr.splitlines() if ln.strip()] == [stderr.strip()] and "rerun the same command" in stderr
-    saved = sorted(trial.glob("model_*.pth"))
-    assert len(saved) == 1 and not (trial / RECORD_NAME).exists()
-    stopped_at = int(saved[0].stem.split("_")[1])
-    assert 0 < stopped_at < 39  # the iteration it was at, not a periodic checkpoint (period 1000)
-    res = _run_voc(*args)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert read_record(trial / RECORD_NAME)["resumed"]["from_iters"] == [stopped_at + 1]
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
 
 
 def test_status_shows_finished_running_failed_interrupted_and_not_started(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -14,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from tiny_runs import FAST
 
 from benchmarks import runner
 from benchmarks.locks import TrialLock, read_owner
-from results.records import RECORD_NAME, read_record
+from results.records import RECORD_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -93,62 +92,6 @@ def test_trial_lock_is_exclusive_and_names_its_holder(tmp_path: Path) -> None:
     lock.release()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "State:\tZ" in status.read_text())
-
-
-def _tiny_runner(out: Path, *extra: str, popen: bool = False):
-    cmd = ["bash", str(REPO / "benchmarks" / "run_voc.sh"), "--tiny", "--rows", "random", "--output", str(out),
-           "--seed", "5", *extra, "--", "SOLVER.MAX_ITER", "10", "SOLVER.CHECKPOINT_PERIOD", "5",
-           "TEST.PRECISE_BN.NUM_ITER", "2", "SOLVER.STEPS", "(8,)", "SOLVER.WARMUP_ITERS", "3",
-           "INPUT.MIN_SIZE_TEST", "128"]
-    env = {**runner.child_env(None), "VENV": str(Path(PY).parents[1]), "OMP_NUM_THREADS": "1"}
-    if popen:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-
-
-def _train_net_pids(output: Path) -> list[int]:
-    """train_net.py processes training into ``output`` (other tests may train at the same time)."""
-    out = subprocess.run(["pgrep", "-f", f"transfer/train_net.py.*{output}"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
-def test_killed_runner_leaves_no_orphan_and_the_resumed_trial_ends_as_an_uninterrupted_one(tmp_path: Path) -> None:
-    reference = _tiny_runner(tmp_path / "ref")
-    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
-    (ref_rec,) = (tmp_path / "ref").rglob(RECORD_NAME)
-    proc = _tiny_runner(tmp_path / "cut", popen=True)
-    trial = tmp_path / "cut" / "R18-C4" / "random-init" / "trial0"
-    deadline = time.time() + 300
-    while not (trial / "model_0000004.pth").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    assert (trial / "model_0000004.pth").exists(), "no checkpoint appeared"
-    children = _train_net_pids(tmp_path / "cut")
-    assert children, "train_net.py was not running"
-    os.kill(proc.pid, signal.SIGKILL)  # the runner only: its trial must not survive it
-    proc.wait()
-    time.sleep(2)
-    assert not [p for p in children if _alive(p)], "train_net.py outlived its runner"
-    resumed = _tiny_runner(tmp_path / "cut")
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "resuming" in resumed.stdout
-    ref, cut = read_record(ref_rec), read_record(trial / RECORD_NAME)
-    assert cut["resumed"] == {"count": 1, "from_iters": [5]} and ref["resumed"]["count"] == 0
-    assert cut["metrics"] == ref["metrics"] and cut["raw_results"] == ref["raw_results"]
-    a = torch.load(ref_rec.parent / "model_final.pth", weights_only=True)["model"]
-    b = torch.load(trial / "model_final.pth", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical weights after the resumed run
-    assert "1 resumed" in resumed.stdout and "resumed after an interruption: trial 0 (from iteration 5)" in resumed.stdout
-    assert not list(trial.glob("model_[0-9]*.pth"))  # periodic checkpoints pruned once finished
-
-
 def test_a_full_disk_in_the_runner_ends_in_one_line_and_stops_the_trial(tmp_path: Path) -> None:
     fake = tmp_path / "train_net.py"
     fake.write_text("import sys, time\nfor i in range(100000):\n    print('x' * 200, flush=True)\n    time.sleep(0.0001)\n")
@@ -171,9 +114,9 @@ FILL_SCRIPT = r'''
 set -u
 mount -t tmpfs -o size=1400m tmpfs "$MNT" || exit 77
 cd "$REPO"
+mkdir -p "$MNT/out" && ln -s "$TINY_ROOT" "$MNT/out/datasets"
 run() { bash benchmarks/run_voc.sh --tiny --rows random --trials 2 --output "$MNT/out" --seed 1 -- \
-        SOLVER.MAX_ITER 8 SOLVER.CHECKPOINT_PERIOD 4 TEST.PRECISE_BN.NUM_ITER 2 SOLVER.WARMUP_ITERS 2 \
-        INPUT.MIN_SIZE_TEST 128; }
+        SOLVER.MAX_ITER 8 SOLVER.CHECKPOINT_PERIOD 4 $FAST; }
 run > "$LOG/run1.out" 2> "$LOG/run1.err" &
 pid=$!
 while [ ! -e "$MNT/out/R18-C4/random-init/trial1/model_0000003.pth" ]; do
@@ -191,7 +134,7 @@ umount -l "$MNT"
 '''
 
 
-def test_a_filesystem_that_fills_up_ends_in_one_line_and_a_rerun_completes(tmp_path: Path) -> None:
+def test_a_filesystem_that_fills_up_ends_in_one_line_and_a_rerun_completes(tmp_path: Path, tiny_root: Path) -> None:
     """A real full file system: a tmpfs in a private mount namespace (needs ``unshare``; the /dev/full test
     above covers the runner's own writes everywhere)."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
@@ -202,7 +145,7 @@ def test_a_filesystem_that_fills_up_ends_in_one_line_and_a_rerun_completes(tmp_p
     script = tmp_path / "fill.sh"
     script.write_text(FILL_SCRIPT)
     env = {**runner.child_env(None), "VENV": str(Path(PY).parents[1]), "OMP_NUM_THREADS": "1", "MNT": str(mnt),
-           "LOG": str(log), "REPO": str(REPO)}
+           "LOG": str(log), "REPO": str(REPO), "TINY_ROOT": str(tiny_root), "FAST": " ".join(FAST)}
     res = subprocess.run(["unshare", "-rm", "bash", str(script)], env=env, capture_output=True, text=True,
                          timeout=900)
     if res.returncode == 77:

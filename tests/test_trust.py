@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_runs import FAST
 from weights_files import caffe2_pkl, d2_pkl, evil_pkl, evil_pth, resnet_state
 
 from benchmarks import run_voc, runner
@@ -27,11 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "transfer" / "configs" / "tiny" / "voc_R_18_C4_tiny.yaml"
 R18 = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]
 # a full-protocol config made small enough for one CPU step (R18, small images, few ROIs); only for tests
-SMALL_R18 = [*R18, "SOLVER.MAX_ITER", "1", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
-             "TEST.PRECISE_BN.ENABLED", "False", "DATALOADER.NUM_WORKERS", "0", "INPUT.MIN_SIZE_TRAIN", "(128,)",
-             "INPUT.MAX_SIZE_TRAIN", "192", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160",
-             "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.RPN.POST_NMS_TOPK_TEST", "20",
-             "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16"]
+SMALL_R18 = [*R18, "SOLVER.MAX_ITER", "1", *FAST, "SOLVER.WARMUP_ITERS", "0", "TEST.PRECISE_BN.ENABLED", "False",
+             "DATALOADER.NUM_WORKERS", "0", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64"]
 
 
 def _error_lines(stderr: str, prog: str) -> int:

@@ -40,6 +40,12 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python transfer/train_net.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import warnings  # noqa: E402
+
+# fvcore scripts its focal loss at import and torch deprecates torch.jit.script: two lines of someone
+# else's noise on every trial's stderr, above the suite's own one-line errors.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
 import torch  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.engine import DefaultTrainer, HookBase, default_argument_parser, default_setup, launch  # noqa: E402
