@@ -123,16 +123,18 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class ImageDataset(Dataset):
-    """Images of an :class:`ImageList` through ``transform``; items are ``(views, label, n_skipped)``.
+    """Images of an :class:`ImageList` through ``transform``; items are ``(views, label, n_skipped)``, plus
+    the index of the image actually read (``with_index``: the memory bank's entry) as a fourth element.
 
     The key is an index, or ``(index, seed)``: then the transform runs with torch's CPU generator seeded
     by ``seed`` (the caller's generator state is restored afterwards).
     """
 
-    def __init__(self, images: ImageList, transform: Callable[[Image.Image], Any]) -> None:
+    def __init__(self, images: ImageList, transform: Callable[[Image.Image], Any], with_index: bool = False) -> None:
         self.images = images
         self.samples = images.samples
         self.transform = transform
+        self.with_index = with_index
         self._bad: set[int] = set()  # per worker process: files already found unreadable
 
     def __len__(self) -> int:
@@ -161,6 +163,8 @@ class ImageDataset(Dataset):
             with torch.random.fork_rng(devices=[]):
                 torch.default_generator.manual_seed(seed)
                 views = self.transform(img)
+        if self.with_index:
+            return views, self.samples[j][1], skipped, j
         return views, self.samples[j][1], skipped
 
 
