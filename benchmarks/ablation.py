@@ -19,7 +19,9 @@ to a worker (``--launcher local`` runs them one after the other in this process)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import itertools
 import math
 import re
@@ -118,7 +120,7 @@ def _default_id(params: dict[str, Any]) -> str:
             parts.append(short if value else f"no{short}")
         else:
             parts.append(f"{short}{value:g}" if isinstance(value, float) else f"{short}{value}")
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", "_".join(parts) or "base").strip("-")
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", "_".join(parts) or "base").strip("-")
 
 
 def _default_label(view: str, params: dict[str, Any], base: dict[str, Any]) -> str:
@@ -129,7 +131,7 @@ def _default_label(view: str, params: dict[str, Any], base: dict[str, Any]) -> s
         mech = merged.get("mechanism", "moco")
         k = merged.get("batch_size", 256) if mech == "end-to-end" and "moco_k" not in params else merged.get("moco_k", 65536)
         nce = " (NCE)" if merged.get("bank_loss") == "nce" else ""
-        return f"{DISPLAY[mech]}{nce} K={k}"
+        return f"{DISPLAY.get(mech, mech)}{nce} K={k}"
     shown = {k: v for k, v in params.items() if k not in ("id", "label")}
     return " ".join(f"{ {v: k for k, v in ALIASES.items()}.get(k, k)}={v}" for k, v in shown.items()) or "base"
 
@@ -187,11 +189,21 @@ def load_spec(spec: str | Path) -> Spec:
         seen.add(pid)
         points.append(Point(pid, label, params))
     name = str(raw.get("name") or path.stem)
-    return Spec(name=name, view=view, title=str(raw.get("title") or name), eval=ev,
+    spec = Spec(name=name, view=view, title=str(raw.get("title") or name), eval=ev,
                 output=str(raw.get("output") or name), pretrain=base,
                 lincls={k.replace("-", "_"): v for k, v in (raw.get("lincls") or {}).items()}, voc=voc,
                 voc_trials=int(raw.get("voc_trials", 5)), points=points, path=path,
                 notes=[str(n) for n in (raw.get("notes") or [])])
+    for pt in points:  # every point's flags must parse now, not hours into the sweep
+        try:
+            effective_params(pretrain_argv(spec, pt, "DATA", Path("OUT"), 0, None))
+        except (SpecError, SystemExit) as e:
+            raise SpecError(f"{path}: point {pt.id}: {_parse_error(e)}") from None
+    return spec
+
+
+def _parse_error(e: BaseException) -> str:
+    return str(e) if isinstance(e, SpecError) else f"main_moco.py rejects its flags (exit {e.code})"
 
 
 # ----------------------------------------------------------------------------- flags
@@ -239,7 +251,12 @@ def effective_params(argv: list[str]) -> dict[str, Any]:
     """The values a point really runs with (main_moco's parser, presets and derived defaults applied)."""
     from pretrain.main_moco import PAPER_BATCH, PAPER_LR, parse_args
 
-    a = parse_args(argv)
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            a = parse_args(argv)
+    except SystemExit:
+        raise SpecError(err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else "bad flags") from None
     return {"mechanism": a.mechanism, "K": a.batch_size if a.mechanism == "end-to-end" else a.moco_k,
             "m": a.moco_m, "T": a.moco_t, "mlp": a.mlp, "aug_plus": a.aug_plus, "cos": a.cos, "epochs": a.epochs,
             "batch_size": a.batch_size, "lr": a.lr if a.lr is not None else PAPER_LR * a.batch_size / PAPER_BATCH,

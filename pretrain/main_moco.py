@@ -283,6 +283,8 @@ class Trainer:
         self.knn = self._knn_loaders(workers) if (args.knn_val and ctx.is_main) else None
         self.last_saved: Path | None = None
         self.knn_init: float | None = None
+        self.n_logits = 0
+        self.epoch_log: list[tuple[int, float, float, float | None]] = []  # (epoch, loss, acc1, kNN) of this process
         self.pending: list[tuple[int, int, int, float, torch.Tensor]] = []  # per-iteration stats not yet logged
         self._describe(workers)
 
@@ -382,6 +384,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.model.after_step(pending)  # enqueue keys / update bank entries
+        self.n_logits = logits.shape[1]  # 1 positive + the negatives: chance acc@1 is 1/n_logits
         stats = torch.stack([loss.detach(), *pretext_topk(logits)])
         return all_reduce_mean_(stats)
 
@@ -433,6 +436,7 @@ class Trainer:
             self.metrics.close()
         self.log.info("done: %d iterations in %s; last checkpoint %s", self.step - start_step,
                       format_seconds(time.perf_counter() - t_start), self.last_saved)
+        self._summary()
         barrier()
         return self.last_saved
 
@@ -480,6 +484,18 @@ class Trainer:
         self.log.info("before training: kNN top-1 %.2f%% (k=%d) with the encoder at random initialisation",
                       top1, self.args.knn_k)
 
+    def _summary(self) -> None:
+        """One line a reader can judge the run by: did the pretext loss fall, acc@1 rise above chance, kNN improve."""
+        if not self.ctx.is_main or len(self.epoch_log) < 2 or not self.n_logits:
+            return
+        (e0, l0, a0, _), (e1, l1, a1, _) = self.epoch_log[0], self.epoch_log[-1]
+        knn = [k for *_, k in self.epoch_log if k is not None]
+        msg = (f"summary: pretext loss {l0:.3f} (epoch {e0}) -> {l1:.3f} (epoch {e1}), acc@1 {a0:.1f}% -> {a1:.1f}% "
+               f"(chance {100 / self.n_logits:.2f}% = 1/{self.n_logits})")
+        if knn:
+            msg += f"; kNN top-1 {knn[-1]:.2f}%" + (f" (random init {self.knn_init:.2f}%)" if self.knn_init is not None else "")
+        self.log.info(msg)
+
     def _end_epoch(self, epoch: int, lr: float, means: torch.Tensor, skipped: int, seconds: float, iters: int) -> None:
         a = self.args
         skipped_t = torch.tensor([float(skipped)], device=self.ctx.device)
@@ -494,6 +510,7 @@ class Trainer:
         if not self.ctx.is_main:
             return
         loss, acc1, acc5 = means.tolist()
+        self.epoch_log.append((self.epoch, loss, acc1, knn_top1))
         img_s = iters * a.batch_size / max(seconds, 1e-9)
         self.metrics.epoch(dict(epoch=self.epoch, loss=loss, acc1=acc1, acc5=acc5, lr=lr, images_per_s=img_s,
                                 skipped_images=skipped, knn_top1=knn_top1, seconds=round(seconds, 3)), self.step)

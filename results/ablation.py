@@ -347,27 +347,61 @@ def _v2_table1(records: list[dict[str, Any]], trial_records: list[dict[str, Any]
                                  "(Faster R-CNN C4) AP50/AP/AP75.")
 
 
+# Parameters that make two points comparable; a view's own variables are left out (they vary within it).
+RECIPE_KEYS = ("arch", "crop_size", "epochs", "batch_size", "lr", "mlp", "aug_plus", "cos", "T", "m", "bank_m",
+               "preset")
+VIEW_VARIABLES = {"figure3": {"batch_size", "lr"}, "momentum": {"m"}, "temperature": {"T", "mlp"},
+                  "v2_table1": {"mlp", "aug_plus", "cos", "T", "epochs", "preset"}}
+VIEW_KEYS = {"figure3": ("mechanism", "K"), "momentum": ("K", "m"), "temperature": ("T",), "v2_table1": ()}
+
+
+def recipe(record: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """What must be equal for points to share a table (seeds of one point are averaged, never two recipes)."""
+    free = VIEW_VARIABLES.get(record["view"], set())
+    return tuple((k, record["params"].get(k)) for k in RECIPE_KEYS if k not in free)
+
+
+def _recipe_text(rec: tuple[tuple[str, Any], ...]) -> str:
+    return "Recipe: " + ", ".join(f"{k} {v}" for k, v in rec if v is not None) + "."
+
+
 def build_ablation_tables(records: list[dict[str, Any]], trial_records: list[dict[str, Any]] | None = None,
                           with_paper: bool = False, paper_csv: str | None = None) -> list[AblationTable]:
     """Tables of the ablation ``records`` (see :mod:`results.ablation_records`); with ``with_paper``, the
-    published values beside full-scale ones, and every published ablation table even when not measured."""
+    published values beside full-scale ones, and every published ablation table even when not measured.
+
+    One table per (view, tiny, eval, recipe): points run with different recipes are never averaged.
+    Records without the parameters their view needs (a point that failed before its flags were parsed)
+    are listed under the table of their view instead.
+    """
     trial_records = trial_records or []
     tables: list[AblationTable] = []
     measured_full: set[str] = set()
-    groups: dict[tuple[str, bool, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[bool, int, str, tuple], list[dict[str, Any]]] = {}
+    unusable: dict[str, list[str]] = {}
     for r in records:
-        groups.setdefault((r["view"], bool(r.get("tiny")), r["eval"]), []).append(r)
-    for (view, tiny, ev), recs in sorted(groups.items(), key=lambda kv: (kv[0][1], list(VIEWS_ORDER).index(kv[0][0]), kv[0][2])):
-        if view == "v2_table1":
-            tables.append(_v2_table1(recs, trial_records, tiny, ev, with_paper, paper_csv))
-        else:
-            tables.append(_sweep_table(view, recs, tiny, ev, with_paper, paper_csv))
+        if any(k not in r["params"] for k in VIEW_KEYS[r["view"]]):
+            unusable.setdefault(r["view"], []).append(f"{r['point']} seed {r['seed']}: {r.get('error') or 'no parameters'}")
+            continue
+        key = (bool(r.get("tiny")), VIEWS_ORDER.index(r["view"]), r["eval"], recipe(r))
+        groups.setdefault(key, []).append(r)
+    counts: dict[tuple[str, bool, str], int] = {}
+    for (tiny, vi, ev, rec), recs in sorted(groups.items(), key=lambda kv: kv[0][:3]):
+        view = VIEWS_ORDER[vi]
+        n = counts[(view, tiny, ev)] = counts.get((view, tiny, ev), 0) + 1
+        made = [_v2_table1(recs, trial_records, tiny, ev, with_paper, paper_csv) if view == "v2_table1"
+                else _sweep_table(view, recs, tiny, ev, with_paper, paper_csv)]
         if view == "figure3":
             with_voc = [r for r in recs if r.get("voc")]
             if with_voc:
-                tables.append(_table3(with_voc, trial_records, tiny, with_paper, paper_csv))
-                if not tiny:
-                    measured_full.add("table3")
+                made.append(_table3(with_voc, trial_records, tiny, with_paper, paper_csv))
+                measured_full.update(() if tiny else ("table3",))
+        for t in made:
+            t.caption = f"{t.caption} {_recipe_text(rec)}".strip()
+            t.notes += unusable.pop(view, [])
+            if n > 1:
+                t.key += f"_{n}"
+        tables += made
         if not tiny:
             measured_full.add(view)
     if with_paper:

@@ -16,7 +16,7 @@ SPEC = """\
 name: small
 view: figure3
 eval: knn
-pretrain: {arch: resnet18, batch_size: 8, crop_size: 32, epochs: 2, workers: 0, tensorboard: false,
+pretrain: {arch: resnet18, batch_size: 8, crop_size: 32, epochs: 1, workers: 0, tensorboard: false,
            print_freq: 100, lr_per_256: 0.48}
 points:
   - grid: {mechanism: [moco, memory-bank], K: [16]}
@@ -90,7 +90,7 @@ def test_sweep_runs_skips_and_resumes(data: Path, tmp_path: Path, capsys: pytest
     other = tmp_path / "other"
     argv = ablation.pretrain_argv(sp, sp.point("memory-bank_K16"), str(data), other / "memory-bank_K16" / "seed0" /
                                   "pretrain", 0, str(data / "val"))
-    main_moco.main([*argv, "--max-iters", "4"])
+    main_moco.main([*argv, "--max-iters", "2"])
     rec = ablation.run_point(str(spec), "memory-bank_K16", str(other), data=str(data))
     pretrain = other / "memory-bank_K16" / "seed0" / "pretrain"
     assert rec["status"] == "finished" and "resumed from" in (pretrain / "log.txt").read_text()
