@@ -285,6 +285,7 @@ class Trainer:
         self.knn_init: float | None = None
         self.n_logits = 0
         self.epoch_log: list[tuple[int, float, float, float | None]] = []  # (epoch, loss, acc1, kNN) of this process
+        self.step_log: list[tuple[int, float, float]] = []  # (step, loss, acc1) of this process, for the summary
         self.pending: list[tuple[int, int, int, float, torch.Tensor]] = []  # per-iteration stats not yet logged
         self._describe(workers)
 
@@ -445,6 +446,7 @@ class Trainer:
         if not self.pending:
             return []
         values = torch.stack([s for *_, s in self.pending]).cpu().tolist()  # one device sync per report
+        self.step_log += [(step, loss, acc1) for (_, _, step, _, _), (loss, acc1, _) in zip(self.pending, values)]
         if self.metrics is not None:
             for (epoch, it, step, lr, _), (loss, acc1, acc5) in zip(self.pending, values):
                 self.metrics.step(dict(step=step, epoch=epoch, iter=it, loss=loss, acc1=acc1, acc5=acc5, lr=lr))
@@ -485,13 +487,26 @@ class Trainer:
                       top1, self.args.knn_k)
 
     def _summary(self) -> None:
-        """One line a reader can judge the run by: did the pretext loss fall, acc@1 rise above chance, kNN improve."""
-        if not self.ctx.is_main or len(self.epoch_log) < 2 or not self.n_logits:
+        """One line a reader can judge the run by: did the pretext loss fall, acc@1 rise above chance, kNN improve.
+
+        Compares the first epoch-long window of steps once MoCo's queue holds real keys only (it starts
+        as random vectors, an easy dictionary) with the last window, over the steps of this process.
+        """
+        w = self.iters_per_epoch
+        fill = self.model.fill_steps(self.args.batch_size) if hasattr(self.model, "fill_steps") else 0
+        steps = self.step_log
+        if not self.ctx.is_main or not self.n_logits or len(steps) < fill + 2 * w:
             return
-        (e0, l0, a0, _), (e1, l1, a1, _) = self.epoch_log[0], self.epoch_log[-1]
+        first, last = steps[fill:fill + w], steps[-w:]
+
+        def mean(rows: list[tuple[int, float, float]], i: int) -> float:
+            return sum(r[i] for r in rows) / len(rows)
+
+        msg = (f"summary: pretext loss {mean(first, 1):.3f} (steps {first[0][0]}-{first[-1][0]}"
+               + (", queue filled" if fill else "") + f") -> {mean(last, 1):.3f} (steps {last[0][0]}-{last[-1][0]}), "
+               f"acc@1 {mean(first, 2):.1f}% -> {mean(last, 2):.1f}% (chance {100 / self.n_logits:.2f}% = "
+               f"1/{self.n_logits})")
         knn = [k for *_, k in self.epoch_log if k is not None]
-        msg = (f"summary: pretext loss {l0:.3f} (epoch {e0}) -> {l1:.3f} (epoch {e1}), acc@1 {a0:.1f}% -> {a1:.1f}% "
-               f"(chance {100 / self.n_logits:.2f}% = 1/{self.n_logits})")
         if knn:
             msg += f"; kNN top-1 {knn[-1]:.2f}%" + (f" (random init {self.knn_init:.2f}%)" if self.knn_init is not None else "")
         self.log.info(msg)

@@ -207,6 +207,10 @@ class MoCo(nn.Module):
         """Generators whose state a checkpoint must keep (stored under ``rng[name]``)."""
         return {"shuffle": self.shuffle_generator}
 
+    def fill_steps(self, batch_size: int) -> int:
+        """Steps until the queue holds real keys only (it starts as random unit vectors)."""
+        return -(-self.K // batch_size)
+
     def describe(self) -> str:
         return (f"dictionary: queue of K={self.K} keys from the momentum encoder (m {self.m:g}), "
                 f"key encoder without gradient, InfoNCE, T {self.T:g}")

@@ -248,3 +248,20 @@ def test_moco_model_is_unchanged_by_the_interface():
     assert torch.equal(la, lb) and torch.equal(ka, kb)
     a.after_step(ka)
     assert int(a.queue_ptr) == 4 and torch.equal(a.queue[:, :4], ka.T)
+
+
+def test_end_to_end_two_process_ddp_run_equals_the_one_process_emulation(tmp_path):
+    """DDP with the keys' gradient gathered across processes == one process with 2 BN groups (same batches)."""
+    data = write_image_folder(tmp_path / "data", classes=2, per_class=12, size=36)
+    args = ["-a", "resnet18", "-b", "8", "--crop-size", "64", "--workers", "0", "-p", "100", "--no-tensorboard",
+            "--seed", "5", "--epochs", "1", "--max-iters", "2", "--mechanism", "end-to-end"]
+    main_moco.main([*args, "--multiprocessing-distributed", "--world-size", "2", "--output-dir", str(tmp_path / "ddp"),
+                    str(data)])
+    main_moco.main([*args, "--bn-splits", "2", "--output-dir", str(tmp_path / "one"), str(data)])
+    ddp, one = losses(tmp_path / "ddp"), losses(tmp_path / "one")
+    assert len(ddp) == 2 and ddp == pytest.approx(one, rel=1e-4, abs=1e-5)
+    a, b = (torch.load(next((tmp_path / d).glob("checkpoint_*.pth.tar")), map_location="cpu", weights_only=True)
+            for d in ("ddp", "one"))
+    assert a["world_size"] == 2
+    for key in ("module.encoder_q.conv1.weight", "module.encoder_q.layer4.1.conv2.weight", "module.encoder_q.fc.weight"):
+        assert torch.allclose(a["state_dict"][key], b["state_dict"][key], atol=1e-4), key
