@@ -159,7 +159,7 @@ def test_what_each_mechanism_back_propagates(mechanism):
 def test_each_mechanism_trains_and_its_checkpoint_converts(mechanism, data, tmp_path):
     from transfer.convert import convert
 
-    last = main_moco.main([*TINY, "--mechanism", mechanism, "--epochs", "1", "--knn-val", str(data), "--no-knn-init",
+    last = main_moco.main([*TINY, "--mechanism", mechanism, "--epochs", "1",
                            "--output-dir", str(tmp_path), str(data)])
     steps = losses(tmp_path)
     assert len(steps) == 3 and all(math.isfinite(v) for v in steps)
