@@ -1,5 +1,6 @@
 """The three contrastive-loss mechanisms (MoCo, end-to-end, memory bank): losses as defined, gradients,
-bank updates, checkpoints that resume exactly and convert for Detectron2, the 2-process paths."""
+bank updates, checkpoints that resume exactly and convert for Detectron2, end-to-end under DDP (the memory
+bank's 2-process path is in test_pretrain_distributed.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
 from pretrain import main_moco
-from pretrain.distributed import free_port
 from pretrain.end_to_end import EndToEnd
 from pretrain.mechanisms import MECHANISMS, build_mechanism
 from pretrain.memory_bank import MemoryBank, nce_loss
@@ -188,53 +187,6 @@ def test_resumed_memory_bank_run_equals_an_uninterrupted_one(data, tmp_path):
         main_moco.main([*TINY, "--epochs", "3", "--resume", str(last), "--output-dir", str(tmp_path / "x"), str(data)])
     with pytest.raises(SystemExit, match="queue must hold at least one batch"):
         main_moco.main([*TINY, "--moco-k", "4", "--output-dir", str(tmp_path / "y"), str(data)])
-
-
-# --------------------------------------------------------------------------------------- two processes
-
-def _two_process(rank: int, world: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", world_size=world, rank=rank)
-    try:
-        torch.manual_seed(0)
-        x_q, x_k = torch.randn(8, 3, 9, 9), torch.randn(8, 3, 9, 9)
-        mine = slice(rank * 4, (rank + 1) * 4)
-        e2e = EndToEnd(PerSample(), dim=8, T=0.2, seed=0)
-        logits, _ = e2e(x_q[mine], x_k[mine])
-        e2e.loss(logits).backward()
-        grads = [p.grad.clone() for p in e2e.encoder_q.parameters()]
-        for g in grads:  # what DDP does: average the gradients over processes
-            dist.all_reduce(g)
-            g /= world
-        torch.manual_seed(0)
-        bank = MemoryBank(PerSample(), num_samples=12, dim=8, K=6, seed=0)
-        index = torch.arange(8)
-        b_logits, pending = bank(x_q[mine], None, index[mine])
-        bank.after_step(pending)
-        torch.save({"grads": grads, "logits": logits.detach(), "memory": bank.memory, "b_logits": b_logits.detach()},
-                   f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def test_two_processes_equal_one_for_end_to_end_gradients_and_the_bank(tmp_path):
-    torch.multiprocessing.spawn(_two_process, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
-    torch.manual_seed(0)
-    x_q, x_k = torch.randn(8, 3, 9, 9), torch.randn(8, 3, 9, 9)
-    e2e = EndToEnd(PerSample(), dim=8, T=0.2, seed=0)
-    logits, _ = e2e(x_q, x_k)
-    e2e.loss(logits).backward()
-    # every query sees all 8 keys on either process; the averaged gradient is the one-process gradient
-    assert torch.allclose(torch.cat([r0["logits"], r1["logits"]]), logits.detach(), atol=1e-5)
-    for p, g0, g1 in zip(e2e.encoder_q.parameters(), r0["grads"], r1["grads"]):
-        assert torch.allclose(g0, p.grad, atol=1e-5) and torch.equal(g0, g1)
-    torch.manual_seed(0)
-    bank = MemoryBank(PerSample(), num_samples=12, dim=8, K=6, seed=0)
-    b_logits, pending = bank(x_q, None, torch.arange(8))
-    bank.after_step(pending)
-    assert torch.equal(r0["memory"], r1["memory"]) and torch.allclose(r0["memory"], bank.memory, atol=1e-6)
-    assert torch.allclose(torch.cat([r0["b_logits"], r1["b_logits"]]), b_logits.detach(), atol=1e-5)
 
 
 def test_moco_model_is_unchanged_by_the_interface():
