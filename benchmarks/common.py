@@ -30,6 +30,9 @@ ROWS = ("supervised", "moco", "random")
 # Tiny pretraining of the embedded default: ResNet-18 on the 64 px tiny ImageFolder.
 TINY_SUPERVISED_EPOCHS = 8
 TINY_MOCO_EPOCHS = 20
+# K well below the 300 tiny images (a longer queue holds each image as its own negative) and a momentum
+# suited to 180 steps (0.999 would leave the key encoder ~84% random); the MoCo paper's K and m ablations.
+TINY_MOCO_DICT = ("--moco-k", "64", "--moco-m", "0.99")
 
 
 def tiny_banner(table: str) -> str:
@@ -211,7 +214,7 @@ def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag
         if not dry_run:
             moco = _finished(moco_dir, TINY_MOCO_EPOCHS, what, tag) or _pretrain(
                 main_moco.main, [str(train), "-a", "resnet18", "--preset", "v2", "--epochs", str(TINY_MOCO_EPOCHS),
-                                 "-b", "32", "--lr", "0.06", "--moco-k", "1024", "--crop-size", "64", "--seed",
+                                 "-b", "32", "--lr", "0.03", *TINY_MOCO_DICT, "--crop-size", "64", "--seed",
                                  str(args.seed), "-j", "0", "--output-dir", str(moco_dir), "--resume", "auto",
                                  "--keep-checkpoints", "1", "--knn-val", str(val), "--knn-every", "10",
                                  "--no-tensorboard"], what, tag, prog)

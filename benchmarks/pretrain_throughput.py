@@ -193,7 +193,7 @@ def data_only(folder: Path, a: argparse.Namespace, dev: torch.device) -> dict[st
                 return loader
 
             def consume(batch) -> None:
-                (q, k), _, _ = batch
+                q, k = batch[0]
                 q.to(dev, non_blocking=True).float().sum()
                 k.to(dev, non_blocking=True)
 

@@ -47,6 +47,8 @@ from pretrain.tensor_augment import ViewParams, augment_batch, augment_pairs, sa
 log = logging.getLogger("pretrain")
 
 BACKENDS = ("auto", "pil", "tensor", "dali")
+# one training batch: the two views, labels, files skipped as unreadable, dataset indices
+Batch = tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]
 DALI_PACKAGE = "nvidia-dali-cuda130"  # CUDA 13 drivers; nvidia-dali-cuda120 for CUDA 12
 
 
@@ -126,11 +128,14 @@ class EncodedBatch:
     seeds: list[int]
     labels: torch.Tensor
     skipped: torch.Tensor
+    index: torch.Tensor  # dataset index of the image read (the memory bank's entry)
 
 
-def collate_encoded(items: list[tuple[tuple[EncodedImage, tuple[ViewParams, ViewParams], int], int, int]]) -> EncodedBatch:
-    return EncodedBatch([v[0] for v, _, _ in items], [v[1] for v, _, _ in items], [v[2] for v, _, _ in items],
-                        torch.tensor([lab for _, lab, _ in items]), torch.tensor([s for _, _, s in items]))
+def collate_encoded(items: list[tuple[tuple[EncodedImage, tuple[ViewParams, ViewParams], int], int, int, int]]
+                    ) -> EncodedBatch:
+    return EncodedBatch([it[0][0] for it in items], [it[0][1] for it in items], [it[0][2] for it in items],
+                        torch.tensor([it[1] for it in items]), torch.tensor([it[2] for it in items]),
+                        torch.tensor([it[3] for it in items]))
 
 
 # --- device side ------------------------------------------------------------------------------------------
@@ -183,17 +188,20 @@ class TensorStage:
                 if e.path not in self._warned:
                     self._warned.add(e.path)
                     log.warning("skipping image %s: it does not decode on %s", e.path, self.device)
-                img = imgs[next((m for m in good if m > n), good[0])]
+                sub = next((m for m in good if m > n), good[0])
+                img = imgs[sub]
                 batch.skipped[n] += 1
+                batch.index[n] = batch.index[sub]  # the memory bank stores what was actually seen
+                batch.labels[n] = batch.labels[sub]
             if tuple(img.shape[-2:]) != (e.height, e.width):  # a substitute (or an odd header): redraw for its size
                 g = torch.Generator().manual_seed(batch.seeds[n])
                 batch.pairs[n] = sample_pair(img.shape[-2], img.shape[-1], self.recipe, g)
             out.append(img)
         return out
 
-    def __call__(self, batch: EncodedBatch) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
+    def __call__(self, batch: EncodedBatch) -> Batch:
         q, k = augment_pairs(self.decode(batch), batch.pairs, self.recipe, self.memory_format)
-        return (q, k), batch.labels, batch.skipped
+        return (q, k), batch.labels, batch.skipped, batch.index
 
 
 class DaliStage(TensorStage):
@@ -245,7 +253,7 @@ class DaliStage(TensorStage):
             return dst
         return torch.from_numpy(np.array(t))
 
-    def __call__(self, batch: EncodedBatch) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
+    def __call__(self, batch: EncodedBatch) -> Batch:
         if len(batch.images) != self.batch_size or any(e.decoded for e in batch.images):
             return super().__call__(batch)
         self.pipe.feed_input("enc", [e.data.numpy() for e in batch.images])
@@ -262,7 +270,7 @@ class DaliStage(TensorStage):
         views = augment_batch(crops.contiguous(), [q for q, _ in batch.pairs] + [k for _, k in batch.pairs], self.recipe)
         views = views.contiguous(memory_format=self.memory_format)
         n = len(batch.images)
-        return (views[:n], views[n:]), batch.labels, batch.skipped
+        return (views[:n], views[n:]), batch.labels, batch.skipped, batch.index
 
 
 class DevicePrefetcher:
@@ -323,7 +331,7 @@ class DevicePrefetcher:
                 out, done = item
                 current = torch.cuda.current_stream(self.device)
                 current.wait_event(done)
-                (im_q, im_k), _, _ = out
+                im_q, im_k = out[0]
                 im_q.record_stream(current)
                 im_k.record_stream(current)
                 yield out
@@ -335,14 +343,14 @@ class DevicePrefetcher:
 def build_loader(backend: str, images: ImageList, sampler: EpochBatchSampler, recipe: augment.Recipe, workers: int,
                  device: torch.device, pin_memory: bool = False,
                  memory_format: torch.memory_format = torch.contiguous_format) -> Any:
-    """An iterable of ``((im_q, im_k), labels, n_skipped)`` batches for ``sampler`` with ``backend``
+    """An iterable of ``((im_q, im_k), labels, n_skipped, index)`` batches for ``sampler`` with ``backend``
     (already resolved). ``pil`` yields CPU tensors (the caller moves them); the others tensors on ``device``."""
     common = dict(batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0)
     if backend == "pil":
-        ds = ImageDataset(images, augment.pil_transform(recipe))
+        ds = ImageDataset(images, augment.pil_transform(recipe), with_index=True)
         return DataLoader(ds, pin_memory=pin_memory, **common)
     reader = read_bytes if backend == "dali" else read_encoded
-    loader = DataLoader(ImageDataset(images, EncodedPair(recipe), reader=reader), collate_fn=collate_encoded, **common)
+    loader = DataLoader(ImageDataset(images, EncodedPair(recipe), reader=reader, with_index=True), collate_fn=collate_encoded, **common)
     if backend == "dali":
         stage: TensorStage = DaliStage(recipe, device, sampler.local_batch, memory_format)
     elif backend == "tensor":

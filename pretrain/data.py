@@ -123,7 +123,8 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class ImageDataset(Dataset):
-    """Images of an :class:`ImageList` through ``transform``; items are ``(views, label, n_skipped)``.
+    """Images of an :class:`ImageList` through ``transform``; items are ``(views, label, n_skipped)``, plus
+    the index of the image actually read (``with_index``: the memory bank's entry) as a fourth element.
 
     The key is an index, or ``(index, seed)``: then the transform runs with torch's CPU generator seeded
     by ``seed`` (the caller's generator state is restored afterwards). ``reader`` opens a file (default: full
@@ -132,11 +133,12 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, images: ImageList, transform: Callable[[Any], Any],
-                 reader: Callable[[str], Any] = load_rgb) -> None:
+                 reader: Callable[[str], Any] = load_rgb, with_index: bool = False) -> None:
         self.images = images
         self.samples = images.samples
         self.transform = transform
         self.reader = reader
+        self.with_index = with_index
         self._bad: set[int] = set()  # per worker process: files already found unreadable
 
     def __len__(self) -> int:
@@ -165,6 +167,8 @@ class ImageDataset(Dataset):
             with torch.random.fork_rng(devices=[]):
                 torch.default_generator.manual_seed(seed)
                 views = self.transform(img)
+        if self.with_index:
+            return views, self.samples[j][1], skipped, j
         return views, self.samples[j][1], skipped
 
 

@@ -80,6 +80,31 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward hands each process the summed gradient of its own rows."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.rows = t.shape[0]
+        parts = [torch.empty_like(t) for _ in range(get_world_size())]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        # Every process's loss may depend on every process's rows: sum the gradients over processes
+        # (an all-reduce works on every backend; reduce-scatter does not on gloo), keep our block.
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        r = get_rank()
+        return grad[r * ctx.rows:(r + 1) * ctx.rows]
+
+
+def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``t`` from all processes along dim 0, in rank order; gradients flow back to each owner."""
+    return _GatherWithGrad.apply(t) if is_distributed() else t
+
+
 def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     """In-place broadcast from ``src`` (no-op on one process)."""
     if is_distributed():

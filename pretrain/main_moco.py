@@ -1,6 +1,7 @@
-"""MoCo v1/v2 unsupervised pretraining (He et al. 2020; Chen et al. 2020).
+"""MoCo v1/v2 unsupervised pretraining (He et al. 2020; Chen et al. 2020), and the two other
+contrastive-loss mechanisms of MoCo's ablation (``--mechanism end-to-end|memory-bank``) in the same loop.
 
-    python pretrain/main_moco.py [--preset v1|v2|v2-800ep] [reference flags] DATA_DIR
+    python pretrain/main_moco.py [--preset v1|v2|v2-800ep] [--mechanism M] [reference flags] DATA_DIR
     python -m pretrain.main_moco ...            torchrun --nproc-per-node 8 pretrain/main_moco.py ...
 
 ``DATA_DIR`` is an ImageNet-style root (``DATA_DIR/train/<class>/*.jpg`` is used when it exists, as in
@@ -33,7 +34,9 @@ from pretrain.data import DataError, EpochBatchSampler, ImageDataset, ImageList,
 from pretrain.distributed import DistContext, LaunchError, all_reduce_mean_, barrier, launch
 from pretrain.knn import knn_accuracy
 from pretrain.logs import MetricsLog, format_seconds, setup_logging
-from pretrain.moco import MoCo, auto_bn_splits, build_moco, moco_loss, pretext_topk
+from pretrain.mechanisms import DISPLAY, MECHANISMS, build_mechanism
+from pretrain.memory_bank import LOSSES as BANK_LOSSES, WU_BANK_MOMENTUM
+from pretrain.moco import auto_bn_splits, pretext_topk
 from pretrain.resnets import ARCHS
 from pretrain.schedule import epoch_lr
 from pretrain.speed import Speed, add_speed_args, check_precision, resolve_speed, sgd
@@ -70,15 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default="", metavar="PATH|auto", help="checkpoint to continue from; 'auto': latest in --output-dir")
     p.add_argument("--seed", type=int, default=None, help="seed (default: random, recorded in the checkpoint)")
     g = p.add_argument_group("moco")
+    g.add_argument("--mechanism", choices=MECHANISMS, default="moco",
+                   help="contrastive-loss mechanism (MoCo paper Sec. 3.2/4.1): moco (queue + momentum encoder), "
+                        "end-to-end (dictionary = the mini-batch, K = --batch-size), memory-bank (Wu et al. 2018)")
     g.add_argument("--moco-dim", type=int, default=128, help="feature dimension")
-    g.add_argument("--moco-k", type=int, default=65536, help="queue size (number of negatives)")
-    g.add_argument("--moco-m", type=float, default=0.999, help="key encoder momentum")
+    g.add_argument("--moco-k", type=int, default=65536,
+                   help="dictionary size K: the queue length (moco) or negatives drawn per step (memory-bank); "
+                        "end-to-end uses the batch")
+    g.add_argument("--moco-m", type=float, default=0.999, help="key encoder momentum (moco)")
     g.add_argument("--moco-t", type=float, default=0.07, help="softmax temperature")
     g.add_argument("--mlp", action=argparse.BooleanOptionalAction, default=False, help="v2 MLP head")
     g.add_argument("--aug-plus", action=argparse.BooleanOptionalAction, default=False, help="v2 augmentation (blur, stronger jitter)")
     g.add_argument("--cos", action=argparse.BooleanOptionalAction, default=False, help="cosine lr schedule")
     g.add_argument("--bn-splits", type=int, default=None,
                    help="one process only: BN groups emulating shuffling BN over this many devices (default ~32 images per group; 1 = off)")
+    g.add_argument("--bank-m", type=float, default=WU_BANK_MOMENTUM,
+                   help="memory-bank: momentum of the stored features, v <- m v + (1-m) q (Wu et al.: 0.5)")
+    g.add_argument("--bank-loss", choices=BANK_LOSSES, default="infonce",
+                   help="memory-bank: InfoNCE (MoCo's comparison) or Wu et al.'s NCE")
     g = p.add_argument_group("data, output")
     g.add_argument("--crop-size", type=int, default=224, help="training crop (e.g. 64 for tiny images)")
     g.add_argument("--data-layout", choices=("auto", "imagefolder", "flat"), default="auto")
@@ -97,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--knn-k", type=int, default=200)
     g.add_argument("--knn-t", type=float, default=0.1)
     g.add_argument("--knn-feature", choices=("pool", "head"), default="pool")
+    g.add_argument("--knn-init", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the monitor before the first step (the same encoder at random initialisation)")
     g = p.add_argument_group("distributed (reference flags; torchrun env vars are read too)")
     g.add_argument("--world-size", type=int, default=1, help="nodes with --multiprocessing-distributed (CPU: local processes)")
     g.add_argument("--rank", type=int, default=0, help="node rank with --multiprocessing-distributed, else process rank")
@@ -153,6 +167,12 @@ def prepare(args: argparse.Namespace) -> None:
     if len(images.samples) < args.batch_size:
         raise DataError(f"only {len(images.samples)} images in {images.root} for a batch of {args.batch_size}: lower --batch-size")
     args._images = images
+    check_mechanism(args, len(images.samples))
+    if args.resume and args.mechanism == "memory-bank":
+        memory = ck["state_dict"].get("module.memory", ck["state_dict"].get("memory"))
+        if isinstance(memory, torch.Tensor) and memory.shape[0] != len(images.samples):
+            raise ckpt_io.CheckpointError(f"{args.resume} has a memory bank of {memory.shape[0]} entries, but "
+                                          f"{images.root} has {len(images.samples)} images: resume on the same data")
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)
     if args.lr is None:
@@ -168,8 +188,32 @@ def prepare(args: argparse.Namespace) -> None:
         args.knn_val, args.knn_train = str(val.root), str(bank.root)
 
 
+def check_mechanism(args: argparse.Namespace, n_images: int) -> None:
+    """Flags that each mechanism needs to make sense; one-line :class:`UsageError`."""
+    if args.mechanism == "moco" and args.moco_k < args.batch_size:
+        raise UsageError(f"--moco-k {args.moco_k} is smaller than the batch {args.batch_size}: the queue must hold "
+                         "at least one batch of keys")
+    if args.mechanism == "memory-bank":
+        if not 0.0 <= args.bank_m < 1.0:
+            raise UsageError(f"--bank-m {args.bank_m} must be in [0, 1)")
+        if n_images <= args.batch_size:
+            raise UsageError(f"the memory bank draws negatives outside the batch: {n_images} images are too few "
+                             f"for a batch of {args.batch_size}")
+
+
+def saved_mechanism(ck: dict[str, Any]) -> str:
+    """The mechanism a checkpoint was trained with (reference checkpoints: MoCo)."""
+    suite = ck.get("suite") if isinstance(ck.get("suite"), dict) else {}
+    args = suite.get("args") if isinstance(suite.get("args"), dict) else {}
+    return str(args.get("mechanism") or "moco")
+
+
 def check_compatible(ck: dict[str, Any], args: argparse.Namespace) -> None:
-    """Shapes in a resume checkpoint must match --moco-dim/--moco-k/--mlp."""
+    """A resume checkpoint must have the same mechanism and shapes as --mechanism/--moco-dim/--moco-k/--mlp."""
+    mechanism = saved_mechanism(ck)
+    if mechanism != args.mechanism:
+        raise ckpt_io.CheckpointError(f"{args.resume} was trained with --mechanism {mechanism}, not {args.mechanism}: "
+                                      f"pass --mechanism {mechanism} or another checkpoint")
     sd = ck["state_dict"]
     queue = sd.get("module.queue", sd.get("queue"))
     if isinstance(queue, torch.Tensor) and tuple(queue.shape) != (args.moco_dim, args.moco_k):
@@ -194,7 +238,7 @@ def seed_all(seed: int) -> None:
 
 # --- the training process -----------------------------------------------------------------------------
 class Trainer:
-    """One process of a MoCo run: model, optimizer, data and the loop."""
+    """One process of a run (any mechanism): model, optimizer, data and the loop."""
 
     def __init__(self, ctx: DistContext, args: argparse.Namespace) -> None:
         self.ctx, self.args = ctx, args
@@ -210,9 +254,13 @@ class Trainer:
         if local_batch % splits:
             raise UsageError(f"per-process batch {local_batch} is not divisible by --bn-splits {splits}")
         self.bn_splits = splits
+        images: ImageList = getattr(args, "_images", None) or scan_images(args.train_dir, args.data_layout)
+        self.images = images
         seed_all(args.seed)
-        self.model: MoCo = build_moco(args.arch, args.moco_dim, args.moco_k, args.moco_m, args.moco_t, args.mlp,
-                                      splits, self.speed.channels_last, args.seed)
+        self.model = build_mechanism(args.mechanism, args.arch, dim=args.moco_dim, K=args.moco_k, m=args.moco_m,
+                                     T=args.moco_t, mlp=args.mlp, bn_splits=splits,
+                                     channels_last=self.speed.channels_last, seed=args.seed,
+                                     num_samples=len(images.samples), bank_m=args.bank_m, bank_loss=args.bank_loss)
         self.model.to(ctx.device, memory_format=self.speed.memory_format)
         self.optimizer = sgd(self.model.encoder_q.parameters(), args.lr, args.momentum, args.weight_decay, ctx.device)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.speed.use_scaler)
@@ -222,11 +270,10 @@ class Trainer:
             self._load(args.resume)
         if self.speed.compile:
             self.model.encoder_q.compile()
-            self.model.encoder_k.compile()
+            if hasattr(self.model, "encoder_k"):
+                self.model.encoder_k.compile()
         self.net = (DistributedDataParallel(self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                                             broadcast_buffers=False) if ctx.distributed else self.model)
-        images: ImageList = getattr(args, "_images", None) or scan_images(args.train_dir, args.data_layout)
-        self.images = images
         self.sampler = EpochBatchSampler(len(images.samples), args.batch_size, args.seed, ctx.rank, ctx.world_size)
         self.iters_per_epoch = self.sampler.batches_per_epoch
         resume_step = None
@@ -244,6 +291,10 @@ class Trainer:
         self.metrics = MetricsLog(self.out, resume_step, self.epoch, args.tensorboard) if ctx.is_main else None
         self.knn = self._knn_loaders(workers) if (args.knn_val and ctx.is_main) else None
         self.last_saved: Path | None = None
+        self.knn_init: float | None = None
+        self.n_logits = 0
+        self.epoch_log: list[tuple[int, float, float, float | None]] = []  # (epoch, loss, acc1, kNN) of this process
+        self.step_log: list[tuple[int, float, float]] = []  # (step, loss, acc1) of this process, for the summary
         self.pending: list[tuple[int, int, int, float, torch.Tensor]] = []  # per-iteration stats not yet logged
         self._describe(workers)
 
@@ -259,8 +310,9 @@ class Trainer:
             self.scaler.load_state_dict(ck["scaler"])
         rng = ck.get("rng") or {}
         ckpt_io.set_rng_state(rng)
-        if isinstance(rng.get("shuffle"), torch.Tensor):
-            self.model.shuffle_generator.set_state(rng["shuffle"])
+        for name, generator in self.model.generators().items():
+            if isinstance(rng.get(name), torch.Tensor):
+                generator.set_state(rng[name])
         self.epoch, self.iteration = int(ck["epoch"]), int(ck.get("iteration", 0))
         self.step = int(ck["global_step"]) if isinstance(ck.get("global_step"), int) else -1
         if ck.get("world_size", self.ctx.world_size) != self.ctx.world_size:
@@ -278,12 +330,22 @@ class Trainer:
     def _describe(self, workers: int) -> None:
         a, ctx = self.args, self.ctx
         n_params = sum(p.numel() for p in self.model.encoder_q.parameters())
-        shuffle = (f"shuffling BN across {ctx.world_size} processes" if ctx.distributed else
+        shuffle = ("no shuffling BN (no key encoder; per-device BN"
+                   + (f" in {self.bn_splits} groups)" if self.bn_splits > 1 and not ctx.distributed else ")")
+                   if a.mechanism == "memory-bank" else
+                   f"shuffling BN across {ctx.world_size} processes" if ctx.distributed else
                    f"shuffling BN emulated with {self.bn_splits} BN groups of {a.batch_size // self.bn_splits}"
                    if self.bn_splits > 1 else "no shuffling BN (--bn-splits 1)")
-        self.log.info("MoCo %s: %s (%.1fM params), dim %d, K %d, m %g, T %g, %s head, %s augmentation",
-                      ckpt_io.moco_version(vars(a)), a.arch, n_params / 1e6, a.moco_dim, a.moco_k, a.moco_m, a.moco_t,
-                      "MLP" if a.mlp else "linear", "v2 (aug+)" if a.aug_plus else "v1")
+        if a.mechanism == "moco":
+            self.log.info("MoCo %s: %s (%.1fM params), dim %d, K %d, m %g, T %g, %s head, %s augmentation",
+                          ckpt_io.moco_version(vars(a)), a.arch, n_params / 1e6, a.moco_dim, a.moco_k, a.moco_m,
+                          a.moco_t, "MLP" if a.mlp else "linear", "v2 (aug+)" if a.aug_plus else "v1")
+        else:
+            self.log.info("%s mechanism (MoCo %s recipe): %s (%.1fM params), dim %d, K %d, T %g, %s head, %s augmentation",
+                          DISPLAY[a.mechanism], ckpt_io.moco_version(vars(a)), a.arch, n_params / 1e6, a.moco_dim,
+                          a.batch_size if a.mechanism == "end-to-end" else a.moco_k, a.moco_t,
+                          "MLP" if a.mlp else "linear", "v2 (aug+)" if a.aug_plus else "v1")
+        self.log.info("%s", self.model.describe())
         self.log.info("batch %d (%d per process x %d), lr %g, %s, %d epochs x %d iterations, %s",
                       a.batch_size, a.batch_size // ctx.world_size, ctx.world_size, a.lr,
                       "cosine" if a.cos else f"x0.1 at {a.schedule}", a.epochs, self.iters_per_epoch, shuffle)
@@ -309,7 +371,7 @@ class Trainer:
             "state_dict": ckpt_io.with_module_prefix(self.model.state_dict()),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": {**ckpt_io.rng_state(), "shuffle": self.model.shuffle_generator.get_state()},
+            "rng": {**ckpt_io.rng_state(), **{k: g.get_state() for k, g in self.model.generators().items()}},
             "world_size": self.ctx.world_size,
             "suite": ckpt_io.suite_marker(a, precision=self.speed.record(), data_backend=self.data_backend),
         }
@@ -321,17 +383,18 @@ class Trainer:
         return path
 
     # --- the loop ---
-    def train_step(self, im_q: torch.Tensor, im_k: torch.Tensor) -> torch.Tensor:
-        """One MoCo step; returns detached ``[loss, acc1, acc5]`` averaged over processes."""
+    def train_step(self, im_q: torch.Tensor, im_k: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """One step of the mechanism; returns detached ``[loss, acc1, acc5]`` averaged over processes."""
         dtype = self.speed.amp_dtype
         with torch.autocast(self.ctx.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits, keys = self.net(im_q, im_k)
-        loss = moco_loss(logits)
+            logits, pending = self.net(im_q, im_k, index)
+        loss = self.model.loss(logits)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.model.enqueue(keys)
+        self.model.after_step(pending)  # enqueue keys / update bank entries
+        self.n_logits = logits.shape[1]  # 1 positive + the negatives: chance acc@1 is 1/n_logits
         stats = torch.stack([loss.detach(), *pretext_topk(logits)])
         return all_reduce_mean_(stats)
 
@@ -339,6 +402,8 @@ class Trainer:
         a, dev = self.args, self.ctx.device
         start_step, t_start = self.step, time.perf_counter()
         stop = self.step >= self.total_iters
+        if self.step == 0 and a.knn_val and a.knn_init:
+            self._knn_at_init()
         while self.epoch < a.epochs and not stop:
             epoch, lr = self.epoch, lr_at(self.epoch, a)
             for group in self.optimizer.param_groups:
@@ -348,10 +413,11 @@ class Trainer:
             t_epoch = t_window = time.perf_counter()
             data_time, window_iters = 0.0, 0
             t_data, i = time.perf_counter(), self.iteration - 1
-            for i, ((im_q, im_k), _, n_skipped) in enumerate(self.loader, start=self.iteration):
+            for i, ((im_q, im_k), _, n_skipped, index) in enumerate(self.loader, start=self.iteration):
                 data_time += time.perf_counter() - t_data
                 skipped += int(n_skipped.sum())
-                stats = self.train_step(im_q.to(dev, non_blocking=True), im_k.to(dev, non_blocking=True))
+                stats = self.train_step(im_q.to(dev, non_blocking=True), im_k.to(dev, non_blocking=True),
+                                        index.to(dev, non_blocking=True))
                 self.step += 1
                 window_iters += 1
                 n_epoch_iters += 1
@@ -380,6 +446,7 @@ class Trainer:
             self.metrics.close()
         self.log.info("done: %d iterations in %s; last checkpoint %s", self.step - start_step,
                       format_seconds(time.perf_counter() - t_start), self.last_saved)
+        self._summary()
         barrier()
         return self.last_saved
 
@@ -388,6 +455,7 @@ class Trainer:
         if not self.pending:
             return []
         values = torch.stack([s for *_, s in self.pending]).cpu().tolist()  # one device sync per report
+        self.step_log += [(step, loss, acc1) for (_, _, step, _, _), (loss, acc1, _) in zip(self.pending, values)]
         if self.metrics is not None:
             for (epoch, it, step, lr, _), (loss, acc1, acc5) in zip(self.pending, values):
                 self.metrics.step(dict(step=step, epoch=epoch, iter=it, loss=loss, acc1=acc1, acc5=acc5, lr=lr))
@@ -406,6 +474,52 @@ class Trainer:
                       epoch + 1, self.args.epochs, len(str(self.iters_per_epoch)), i + 1, self.iters_per_epoch,
                       loss, acc1, acc5, lr, img_s, data_s, format_seconds((self.total_iters - self.step) * s_per_iter))
 
+    def _knn(self) -> float | None:
+        """kNN top-1 (%) of the query encoder on the monitor's folders (main process; None elsewhere)."""
+        if self.knn is None:
+            return None
+        bank_loader, val_loader, n_classes = self.knn
+        a = self.args
+        return knn_accuracy(self.model.encoder_q, bank_loader, val_loader, n_classes, self.ctx.device,
+                            a.knn_k, a.knn_t, a.knn_feature, self.speed.memory_format, self.speed.amp_dtype)
+
+    def _knn_at_init(self) -> None:
+        """The monitor on the encoder at random initialisation: the baseline the trained encoder must beat."""
+        t0 = time.perf_counter()
+        top1 = self._knn()
+        barrier()
+        if top1 is None or not self.ctx.is_main:
+            return
+        self.knn_init = top1
+        self.metrics.epoch(dict(epoch=0, knn_top1=top1, seconds=round(time.perf_counter() - t0, 3)), 0)
+        self.log.info("before training: kNN top-1 %.2f%% (k=%d) with the encoder at random initialisation",
+                      top1, self.args.knn_k)
+
+    def _summary(self) -> None:
+        """One line a reader can judge the run by: did the pretext loss fall, acc@1 rise above chance, kNN improve.
+
+        Compares the first epoch-long window of steps once MoCo's queue holds real keys only (it starts
+        as random vectors, an easy dictionary) with the last window, over the steps of this process.
+        """
+        w = self.iters_per_epoch
+        fill = self.model.fill_steps(self.args.batch_size) if hasattr(self.model, "fill_steps") else 0
+        steps = self.step_log
+        if not self.ctx.is_main or not self.n_logits or len(steps) < fill + 2 * w:
+            return
+        first, last = steps[fill:fill + w], steps[-w:]
+
+        def mean(rows: list[tuple[int, float, float]], i: int) -> float:
+            return sum(r[i] for r in rows) / len(rows)
+
+        msg = (f"summary: pretext loss {mean(first, 1):.3f} (steps {first[0][0]}-{first[-1][0]}"
+               + (", queue filled" if fill else "") + f") -> {mean(last, 1):.3f} (steps {last[0][0]}-{last[-1][0]}), "
+               f"acc@1 {mean(first, 2):.1f}% -> {mean(last, 2):.1f}% (chance {100 / self.n_logits:.2f}% = "
+               f"1/{self.n_logits})")
+        knn = [k for *_, k in self.epoch_log if k is not None]
+        if knn:
+            msg += f"; kNN top-1 {knn[-1]:.2f}%" + (f" (random init {self.knn_init:.2f}%)" if self.knn_init is not None else "")
+        self.log.info(msg)
+
     def _end_epoch(self, epoch: int, lr: float, means: torch.Tensor, skipped: int, seconds: float, iters: int) -> None:
         a = self.args
         skipped_t = torch.tensor([float(skipped)], device=self.ctx.device)
@@ -414,20 +528,21 @@ class Trainer:
         knn_top1 = None
         done = self.epoch >= a.epochs or self.step >= self.total_iters
         if self.knn is not None and (self.epoch % a.knn_every == 0 or done):
-            bank_loader, val_loader, n_classes = self.knn
-            knn_top1 = knn_accuracy(self.model.encoder_q, bank_loader, val_loader, n_classes, self.ctx.device,
-                                    a.knn_k, a.knn_t, a.knn_feature, self.speed.memory_format, self.speed.amp_dtype)
+            knn_top1 = self._knn()
         if a.knn_val:
             barrier()
         if not self.ctx.is_main:
             return
         loss, acc1, acc5 = means.tolist()
+        self.epoch_log.append((self.epoch, loss, acc1, knn_top1))
         img_s = iters * a.batch_size / max(seconds, 1e-9)
         self.metrics.epoch(dict(epoch=self.epoch, loss=loss, acc1=acc1, acc5=acc5, lr=lr, images_per_s=img_s,
                                 skipped_images=skipped, knn_top1=knn_top1, seconds=round(seconds, 3)), self.step)
         msg = f"epoch {epoch + 1}/{a.epochs}: loss {loss:.4f}  acc@1 {acc1:.2f}  {img_s:.1f} img/s  {format_seconds(seconds)}"
         if knn_top1 is not None:
             msg += f"  kNN top-1 {knn_top1:.2f}% (k={a.knn_k})"
+            if self.knn_init is not None:
+                msg += f" (at random initialisation {self.knn_init:.2f}%)"
         if skipped:
             msg += f"  [{skipped} unreadable images skipped]"
         self.log.info(msg)

@@ -18,9 +18,13 @@ batch, up to floating-point summation order; like rank 0 there, only the first s
 running statistics. The remaining difference: the whole batch lives on one device (memory), and a
 real multi-process run normalises with ``B/W`` per process instead of ``B/S``.
 
-The enqueue is a separate call (:meth:`MoCo.enqueue`) made after the backward pass: the logits keep
-a reference to the queue, so updating it in place before backward would need a copy of the queue
-(the reference code clones it every step).
+The enqueue is a separate call (:meth:`MoCo.enqueue`, i.e. :meth:`MoCo.after_step`) made after the
+backward pass: the logits keep a reference to the queue, so updating it in place before backward would
+need a copy of the queue (the reference code clones it every step).
+
+:class:`MoCo` is one of the three contrastive-loss mechanisms the training loop drives through the same
+interface (``forward(im_q, im_k, index) -> (logits, pending)``, ``loss``, ``after_step``,
+``generators``, ``describe``); see :mod:`pretrain.mechanisms` for the other two.
 """
 
 from __future__ import annotations
@@ -89,12 +93,20 @@ def build_encoder(arch: str, dim: int = 128, mlp: bool = False) -> nn.Module:
     return enc
 
 
+def draw_permutation(generator: torch.Generator, n: int, device: torch.device) -> torch.Tensor:
+    """A permutation of ``n`` drawn on rank 0 from ``generator`` (CPU) and broadcast to every process."""
+    perm = torch.randperm(n, generator=generator) if get_rank() == 0 else torch.empty(n, dtype=torch.long)
+    return broadcast_(perm.to(device), 0)
+
+
 class MoCo(nn.Module):
     """Query encoder, momentum key encoder and queue. ``forward`` returns ``(logits, keys_all)``.
 
     ``logits`` are ``N x (1+K)`` with the positive in column 0, already divided by ``T`` (float32);
     ``keys_all`` are the normalised keys of the whole batch over all processes, for :meth:`enqueue`.
     """
+
+    name = "moco"
 
     def __init__(self, encoder_q: nn.Module, dim: int = 128, K: int = 65536, m: float = 0.999,
                  T: float = 0.07, bn_splits: int = 1, channels_last: bool = False, seed: int = 0) -> None:
@@ -132,8 +144,7 @@ class MoCo(nn.Module):
 
     # --- shuffling BN -------------------------------------------------------------------------------
     def _permutation(self, n: int, device: torch.device) -> torch.Tensor:
-        perm = torch.randperm(n, generator=self.shuffle_generator) if get_rank() == 0 else torch.empty(n, dtype=torch.long)
-        return broadcast_(perm.to(device), 0)
+        return draw_permutation(self.shuffle_generator, n, device)
 
     @torch.no_grad()
     def encode_keys(self, im_k: torch.Tensor) -> torch.Tensor:
@@ -171,7 +182,8 @@ class MoCo(nn.Module):
         self._ptr = (ptr + n) % self.K
         self.queue_ptr.fill_(self._ptr)
 
-    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor,
+                index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         q = F.normalize(self.encoder_q(im_q.contiguous(memory_format=self.memory_format)).float(), dim=1)
         self.momentum_update()
         k_all = self.encode_keys(im_k)
@@ -181,6 +193,27 @@ class MoCo(nn.Module):
         else:
             k = k_all
         return self.contrast(q, k), k_all
+
+    # --- the mechanism interface the training loop drives ----------------------------------------
+    @staticmethod
+    def loss(logits: torch.Tensor) -> torch.Tensor:
+        return moco_loss(logits)
+
+    def after_step(self, keys: torch.Tensor) -> None:
+        """Enqueue this step's keys (after the backward pass and the SGD step)."""
+        self.enqueue(keys)
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """Generators whose state a checkpoint must keep (stored under ``rng[name]``)."""
+        return {"shuffle": self.shuffle_generator}
+
+    def fill_steps(self, batch_size: int) -> int:
+        """Steps until the queue holds real keys only (it starts as random unit vectors)."""
+        return -(-self.K // batch_size)
+
+    def describe(self) -> str:
+        return (f"dictionary: queue of K={self.K} keys from the momentum encoder (m {self.m:g}), "
+                f"key encoder without gradient, InfoNCE, T {self.T:g}")
 
 
 def build_moco(arch: str, dim: int = 128, K: int = 65536, m: float = 0.999, T: float = 0.07, mlp: bool = False,

@@ -1,8 +1,12 @@
-"""``python -m results --runs DIR [DIR ...]``: collect trial records, print and write the tables.
+"""``python -m results --runs DIR [DIR ...]``: collect trial and ablation records, print and write the tables.
 
 Prints the Markdown tables on stdout, one ``skipped <path>: <reason>`` line per unusable record on
-stderr, and writes the formats under ``--out`` (default ``<first run root>/tables``). Exit status 0
-when at least one table rendered, 1 (with a one-line message) when no usable record was found.
+stderr, and writes the formats under ``--out`` (default ``<first run root>/tables``, or
+``output/paper-tables`` without ``--runs``). Trial records make the transfer tables (``results.tables``),
+ablation records the ablation tables and plots (``results.ablation``); ``--with-paper`` adds the published
+rows and the published tables the suite does not measure (``results.paper_only``), so
+``python -m results --with-paper`` alone renders every published table. Exit status 0 when at least
+one table rendered, 1 (with a one-line message) when no usable record was found, 2 for bad flags.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from results.collect import collect
+from results.ablation import build_ablation_tables
+from results.ablation_records import collect_ablation
+from results.collect import Collection, collect
 from results.render import FORMATS, write_outputs
 from results.render_md import render_markdown
 from results.tables import build_tables
@@ -20,8 +26,8 @@ from results.tables import build_tables
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m results", description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="+", metavar="DIR", default=[],
-                   help="run roots searched recursively for trial_record.json (required, except for --table6 "
-                        "--with-paper)")
+                   help="run roots searched recursively for trial_record.json and ablation_record.json "
+                        "(required, except for --with-paper alone)")
     p.add_argument("--with-paper", action="store_true", help="add the papers' published rows beside measured ones")
     p.add_argument("--out", help="output folder (default: <first run root>/tables)")
     p.add_argument("--formats", default=",".join(FORMATS),
@@ -43,22 +49,38 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"results: unknown format(s) {', '.join(bad)} (choose from {', '.join(FORMATS)})", file=sys.stderr)
         return 2
-    coll = collect(args.runs)
-    for path, reason in coll.skipped:
+    if not args.runs and not args.with_paper:
+        print("results: give --runs DIR (or --with-paper alone for the published tables)", file=sys.stderr)
+        return 2
+    coll = collect(args.runs) if args.runs else Collection()
+    abl = collect_ablation(args.runs)
+    skipped = coll.skipped + abl.skipped
+    for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if args.table6:
         return table6_main(args, coll.records)
     tables = build_tables(coll.records, with_paper=args.with_paper)
+    tables += build_ablation_tables(abl.records, coll.records, with_paper=args.with_paper)
+    if args.with_paper:
+        from results.paper_only import paper_only_tables
+
+        tables += paper_only_tables()
     if not tables:
-        print(f"results: no usable trial records under {' '.join(args.runs)} ({len(coll.skipped)} skipped)",
+        print(f"results: no usable trial records under {' '.join(args.runs)} ({len(skipped)} skipped)",
               file=sys.stderr)
         return 1
     print(render_markdown(tables, std=not args.no_std), end="")
-    first = Path(args.runs[0])
-    out = Path(args.out) if args.out else (first.parent if first.is_file() else first) / "tables"
-    written = write_outputs(tables, out, formats, skipped=coll.skipped, std=not args.no_std)
+    if args.out:
+        out = Path(args.out)
+    elif args.runs:
+        first = Path(args.runs[0])
+        out = (first.parent if first.is_file() else first) / "tables"
+    else:
+        out = Path("output") / "paper-tables"
+    written = write_outputs(tables, out, formats, skipped=skipped, std=not args.no_std)
     n_files = sum(len(v) for v in written.values())
-    print(f"results: {len(tables)} table(s) from {len(coll.records)} record(s); {n_files} file(s) in {out}",
+    n_records = len(coll.records) + len(abl.records)
+    print(f"results: {len(tables)} table(s) from {n_records} record(s); {n_files} file(s) in {out}",
           file=sys.stderr)
     return 0
 

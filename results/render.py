@@ -28,13 +28,16 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def write_plots(tables: list[Table], out_dir: str | os.PathLike) -> dict[str, list[Path]]:
-    """``plots/bars_<id>.png`` and, where metrics logs exist, ``plots/curves_<id>.png`` per table."""
+    """``plots/bars_<id>.png`` and, where metrics logs exist, ``plots/curves_<id>.png`` per table; a table
+    with its own ``make_plots(plots_dir)`` (the ablation tables: ``plots/figure_<id>.png``) makes its own."""
     from results.plots import bar_chart, training_curves
 
     plots_dir = Path(out_dir) / "plots"
     out: dict[str, list[Path]] = {}
     for t in tables:
-        made = [bar_chart(t, plots_dir / f"bars_{t.id}.png"), training_curves(t, plots_dir / f"curves_{t.id}.png")]
+        own = getattr(t, "make_plots", None)
+        made = own(plots_dir) if own is not None else [bar_chart(t, plots_dir / f"bars_{t.id}.png"),
+                                                         training_curves(t, plots_dir / f"curves_{t.id}.png")]
         out[t.id] = [p for p in made if p is not None]
     return out
 

@@ -99,6 +99,8 @@ def _plot_caption(path: Path) -> str:
         return "Mean per metric; error bars: std over trials (paper rows hatched)."
     if path.name.startswith("curves_"):
         return "Training curves per trial: total loss, learning rate and evaluation AP over iterations."
+    if path.name.startswith("figure_"):
+        return "One line per row over the columns; measured: mean with std error bars; paper: dashed."
     return path.stem
 
 

@@ -36,8 +36,8 @@ def _batches(backend: str, folder: Path, epoch: int = 1, start: int = 0, workers
 def test_tensor_backend_matches_pil_samples_and_resumes_exactly(folder: Path) -> None:
     pil, tensor = _batches("pil", folder), _batches("tensor", folder)
     assert len(pil) == len(tensor) == 4
-    for ((pq, pk), pl, ps), ((tq, tk), tl, ts) in zip(pil, tensor):
-        assert torch.equal(pl, tl) and torch.equal(ps, ts) and tq.shape == pq.shape == (4, 3, 32, 32)
+    for ((pq, pk), pl, ps, pi), ((tq, tk), tl, ts, ti) in zip(pil, tensor):
+        assert torch.equal(pl, tl) and torch.equal(ps, ts) and torch.equal(pi, ti) and tq.shape == pq.shape == (4, 3, 32, 32)
         # same crops, jitter, blur, flips: only rounding/filter differences remain (normalised units)
         assert (pq - tq).abs().mean() < 0.06 and (pk - tk).abs().mean() < 0.06
     again = _batches("tensor", folder, workers=1)  # per-sample seeding: the worker count does not matter
@@ -59,9 +59,9 @@ def test_png_gray_and_undecodable_jpeg(tmp_path: Path, caplog) -> None:
     images = scan_images(root)
     sampler = EpochBatchSampler(len(images.samples), len(images.samples), seed=0)
     with caplog.at_level("WARNING", logger="pretrain"):
-        ((q, k), labels, skipped), = list(build_loader("tensor", images, sampler, moco_recipe(16, False), 0, CPU))
+        ((q, k), labels, skipped, index), = list(build_loader("tensor", images, sampler, moco_recipe(16, False), 0, CPU))
     assert q.shape == k.shape == (6, 3, 16, 16) and torch.isfinite(q).all()
-    assert int(skipped.sum()) == 1 and any("does not decode" in r.message for r in caplog.records)
+    assert int(skipped.sum()) == 1 and sorted(index.tolist()) == list(range(6)) and any("does not decode" in r.message for r in caplog.records)
 
 
 def test_replaced_image_gets_parameters_for_its_own_size() -> None:
@@ -72,9 +72,9 @@ def test_replaced_image_gets_parameters_for_its_own_size() -> None:
     from pretrain.tensor_augment import sample_pair
 
     batch = backends.EncodedBatch([big, small], [sample_pair(400, 300, r), sample_pair(20, 30, r)], [5, 6],
-                                  torch.tensor([0, 0]), torch.tensor([0, 0]))
+                                  torch.tensor([0, 0]), torch.tensor([0, 0]), torch.tensor([0, 1]))
     imgs = stage._replace_bad(batch, [None, small.data])
-    assert imgs[0] is small.data and batch.skipped.tolist() == [1, 0]
+    assert imgs[0] is small.data and batch.skipped.tolist() == [1, 0] and batch.index.tolist() == [1, 1]
     i, j, h, w = batch.pairs[0][0].crop
     assert i + h <= 20 and j + w <= 30  # redrawn (from the sample's seed) for the substitute's size
     assert batch.pairs[0] == sample_pair(20, 30, r, torch.Generator().manual_seed(5))

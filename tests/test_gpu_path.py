@@ -32,7 +32,7 @@ def _batches(backend: str, folder: Path, device: torch.device) -> list:
     images = scan_images(folder)
     sampler = EpochBatchSampler(len(images.samples), 8, seed=2)
     sampler.set_epoch(0)
-    return [((q.cpu(), k.cpu()), lab, sk) for (q, k), lab, sk in build_loader(backend, images, sampler, moco_recipe(48, True),
+    return [((q.cpu(), k.cpu()), lab, sk) for (q, k), lab, sk, _ in build_loader(backend, images, sampler, moco_recipe(48, True),
                                                                               2, device, True)]
 
 

@@ -59,8 +59,9 @@ def test_checkpoint_has_the_reference_layout_and_suite_marker(trained):
     assert ck["suite"]["moco_version"] == "v2" and ck["suite"]["args"]["moco_k"] == 64
     assert {"python", "numpy", "torch", "shuffle"} <= set(ck["rng"])
     rows = list(csv.DictReader(open(trained / "epochs.csv")))
-    assert [r["epoch"] for r in rows] == ["1", "2"] and all(0 <= float(r["knn_top1"]) <= 100 for r in rows)
-    assert "kNN top-1" in (trained / "log.txt").read_text()
+    # epoch 0: the monitor before the first step (the encoder at random initialisation)
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"] and all(0 <= float(r["knn_top1"]) <= 100 for r in rows)
+    assert rows[0]["loss"] == "" and "at random initialisation" in (trained / "log.txt").read_text()
 
 
 def test_checkpoint_converts_for_detectron2(trained, tmp_path):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from pretrain import main_moco
 from pretrain.distributed import all_gather_cat, free_port
+from pretrain.memory_bank import MemoryBank
 from pretrain.moco import MoCo
 from pretrain.synthetic import write_image_folder
 
@@ -47,8 +48,12 @@ def _collectives(rank: int, world: int, port: int, out: str) -> None:
         queues = all_gather_cat(moco.queue.T.contiguous())
         with torch.no_grad():
             direct = F.normalize(moco.encoder_k(x_all), dim=1)
+        torch.manual_seed(1)
+        bank = MemoryBank(PerSample(), num_samples=12, dim=4, K=6, seed=0)  # every rank: the whole bank
+        b_logits, pending = bank(x, None, torch.arange(8)[rank * 4:(rank + 1) * 4])
+        bank.after_step(pending)
         torch.save({"gathered": gathered, "keys": keys, "direct": direct, "queues": queues, "encoded": seen[0],
-                    "x_all": x_all}, f"{out}/rank{rank}.pt")
+                    "x_all": x_all, "memory": bank.memory, "b_logits": b_logits.detach()}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -64,6 +69,13 @@ def test_gather_shuffle_and_queue_across_two_processes(tmp_path):
     x_all = r0["x_all"]
     rows = [next(j for j in range(8) if torch.equal(img, x_all[j])) for r in (r0, r1) for img in r["encoded"]]
     assert sorted(rows) == list(range(8)) and rows != list(range(8))  # a cross-process permutation of the batch
+    # memory bank: negatives drawn once for the global batch, the whole batch's update on every rank
+    torch.manual_seed(1)
+    bank = MemoryBank(PerSample(), num_samples=12, dim=4, K=6, seed=0)
+    b_logits, pending = bank(x_all, None, torch.arange(8))
+    bank.after_step(pending)
+    assert torch.equal(r0["memory"], r1["memory"]) and torch.allclose(r0["memory"], bank.memory, atol=1e-6)
+    assert torch.allclose(torch.cat([r0["b_logits"], r1["b_logits"]]), b_logits.detach(), atol=1e-5)
 
 
 def test_two_process_run_equals_the_one_process_emulation(tmp_path):
