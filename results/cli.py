@@ -36,10 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table6", action="store_true",
                    help="MoCo v1 Table 6 as one view (six tasks side by side) instead of one table per benchmark; "
                         "written as table6.md")
-    args = p.parse_args(argv)
-    if not args.runs and not (args.table6 and args.with_paper):
-        p.error("--runs is required (or --table6 --with-paper for the paper's Table 6 alone)")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,8 +94,11 @@ def table6_main(args: argparse.Namespace, records: list[dict]) -> int:
         return 1
     text = "\n".join(render_table6_markdown(v, std=not args.no_std) for v in views)
     print(text, end="")
-    first = Path(args.runs[0]) if args.runs else Path("output")
-    out = Path(args.out) if args.out else (first.parent if first.is_file() else first) / "tables"
+    first = Path(args.runs[0]) if args.runs else None
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = (first.parent if first.is_file() else first) / "tables" if first else Path("output") / "paper-tables"
     out.mkdir(parents=True, exist_ok=True)
     (out / "table6.md").write_text(text)
     print(f"results: Table 6 view from {len(records)} record(s) -> {out / 'table6.md'}", file=sys.stderr)
