@@ -194,6 +194,23 @@ def _load_json(path: Path, problems: Problems) -> Any:
     return None
 
 
+def _load_lists(path: Path, problems: Problems, what: str,
+                keys: tuple[str, ...] = ("images", "annotations", "categories")) -> dict | None:
+    """The json document at ``path`` (``what``: the file it should be) if it exists, parses, and holds a list
+    under each of ``keys``; otherwise None with the problem added."""
+    if not path.is_file():
+        problems.add("missing-json", f"{path}: annotation file missing ({what})")
+        return None
+    doc = _load_json(path, problems)
+    if doc is None:
+        return None
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in keys):
+        names = ", ".join(f"'{k}'" for k in keys[:-1]) + f" and '{keys[-1]}'"
+        problems.add("bad-json", f"{path}: needs {names} lists")
+        return None
+    return doc
+
+
 def _valid_segmentation(segm: Any) -> bool:
     if isinstance(segm, dict):
         return "counts" in segm and "size" in segm
@@ -592,15 +609,8 @@ def check_coco_keypoints(root: Path | str, splits: Sequence[str] = KEYPOINT_SPLI
     for split in splits:
         path = root / "coco" / "annotations" / f"person_keypoints_{split}.json"
         image_dir = root / "coco" / split
-        if not path.is_file():
-            problems.add("missing-json", f"{path}: annotation file missing (COCO 2017 person keypoints json)")
-            continue
-        doc = _load_json(path, problems)
+        doc = _load_lists(path, problems, "COCO 2017 person keypoints json")
         if doc is None:
-            continue
-        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations",
-                                                                                        "categories")):
-            problems.add("bad-json", f"{path}: needs 'images', 'annotations' and 'categories' lists")
             continue
         cats = doc["categories"]
         if not (len(cats) == 1 and isinstance(cats[0], dict) and cats[0].get("id") == 1
@@ -650,15 +660,8 @@ def check_lvis(root: Path | str, splits: Sequence[str] = LVIS_SPLITS, notes: lis
     expected = {c["id"]: c["name"] for c in lvis_v0_5_categories()}
     for split in splits:
         path = root / "lvis" / f"lvis_v0.5_{split}.json"
-        if not path.is_file():
-            problems.add("missing-json", f"{path}: annotation file missing (LVIS v0.5 json)")
-            continue
-        doc = _load_json(path, problems)
+        doc = _load_lists(path, problems, "LVIS v0.5 json")
         if doc is None:
-            continue
-        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations",
-                                                                                        "categories")):
-            problems.add("bad-json", f"{path}: needs 'images', 'annotations' and 'categories' lists")
             continue
         cats = {c.get("id"): c for c in doc["categories"] if isinstance(c, dict)}
         if {i: c.get("name") for i, c in cats.items()} != expected:
@@ -750,14 +753,8 @@ def check_densepose(root: Path | str, notes: list[str] | None = None) -> list[st
     notes = [] if notes is None else notes
     for stem, folder in DENSEPOSE_FILES:
         path = root / "coco" / "annotations" / f"{stem}.json"
-        if not path.is_file():
-            problems.add("missing-json", f"{path}: annotation file missing (DensePose-COCO json)")
-            continue
-        doc = _load_json(path, problems)
+        doc = _load_lists(path, problems, "DensePose-COCO json", ("images", "annotations"))
         if doc is None:
-            continue
-        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations")):
-            problems.add("bad-json", f"{path}: needs 'images' and 'annotations' lists")
             continue
         image_ids = _check_coco_images(path, doc["images"], root / "coco" / folder, problems)
         with_dp = 0

@@ -130,7 +130,7 @@ def reference_style(folder: Path, a: argparse.Namespace, dev: torch.device) -> d
     step = bench._step_plain(ns, Speed(None, False, False, False, dev.type == "cuda"), dev)
 
     def run(batch) -> None:
-        (q, k), _, _ = batch
+        q, k = batch[0]
         step(q.to(dev, non_blocking=True), k.to(dev, non_blocking=True))
 
     torch.manual_seed(0)
@@ -162,13 +162,12 @@ def suite_default(folder: Path, a: argparse.Namespace, dev: torch.device, out: P
         return trainer.loader
 
     def run(batch) -> None:
-        (q, k), _, _ = batch
-        trainer.train_step(q.to(dev, non_blocking=True), k.to(dev, non_blocking=True))
+        (q, k), index = batch[0], batch[3]  # index: the memory bank's entries (other mechanisms ignore it)
+        trainer.train_step(q.to(dev, non_blocking=True), k.to(dev, non_blocking=True), index.to(dev))
 
     b = _time_steps(_epochs(epoch_iter), run, dev, a.warmup, a.iters, a.batch_size)
-    (q, k), _, _ = next(iter(epoch_iter(0)))
-    q, k = q.to(dev), k.to(dev)
-    fixed = ((q, k), None, None)
+    (q, k), _, _, index = next(iter(epoch_iter(0)))
+    fixed = ((q.to(dev), k.to(dev)), None, None, index.to(dev))
     c = _time_steps(_epochs(lambda e: [fixed] * 1000), run, dev, 2, a.iters, a.batch_size)
     settings = f"data backend {trainer.data_backend}, {trainer.speed.describe()}"
     return b, c, settings

@@ -16,6 +16,8 @@ import pytest
 import torch
 
 import transfer.modeling  # noqa: F401  (registers the suite's Detectron2 components)
+from tiny_runs import arg, install_fake_train_net, read_calls
+
 from benchmarks import dataset_check as dc
 from benchmarks import runner
 from benchmarks.tiny_data import CITYSCAPES_THING_CLASSES
@@ -353,19 +355,7 @@ write_record(out, {"task": "coco_maskrcnn", "arch": "R50-FPN", "schedule": "1x",
 
 @pytest.fixture
 def fake_train_net(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    fake = tmp_path / "fake" / "train_net.py"
-    fake.parent.mkdir()
-    fake.write_text(f"REPO = {str(REPO)!r}\n" + FAKE_TRAIN_NET)
-    monkeypatch.setattr(runner, "TRAIN_NET", fake)
-    return fake.parent / "calls.jsonl"
-
-
-def _calls(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _arg(argv: list[str], flag: str) -> str:
-    return argv[argv.index(flag) + 1]
+    return install_fake_train_net(tmp_path, monkeypatch, FAKE_TRAIN_NET)
 
 
 R18 = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]  # small models for the preflight
@@ -401,22 +391,22 @@ def test_run_coco_full_protocol_picks_configs_per_row(tiny_root: Path, tmp_path:
     text = capsys.readouterr().out
     assert rc == 0
     assert "note: " in text and "have no annotations" in text  # tiny COCO has images without objects
-    calls = _calls(fake_train_net)
+    calls = read_calls(fake_train_net)
     assert len(calls) == 6 and {c["datasets"] for c in calls} == {str(root)}
-    configs = {(_arg(c["argv"], "--kind"), Path(_arg(c["argv"], "--config-file")).name) for c in calls}
+    configs = {(arg(c["argv"], "--kind"), Path(arg(c["argv"], "--config-file")).name) for c in calls}
     assert configs == {("supervised", "coco_R_50_C4_2x.yaml"), ("moco", "coco_R_50_C4_2x_moco.yaml"),
                        ("random", "coco_R_50_C4_2x_random.yaml")}
-    assert sorted(int(_arg(c["argv"], "--seed")) for c in calls) == [5, 5, 5, 6, 6, 6]
+    assert sorted(int(arg(c["argv"], "--seed")) for c in calls) == [5, 5, 5, 6, 6, 6]
     assert all(c["argv"][-2:] == ["SOLVER.MAX_ITER", "7"] and "--tiny" not in c["argv"] for c in calls)
-    assert all(Path(_arg(c["argv"], "OUTPUT_DIR")).relative_to(out.resolve()).parts[0] == "R50-C4-2x" for c in calls)
+    assert all(Path(arg(c["argv"], "OUTPUT_DIR")).relative_to(out.resolve()).parts[0] == "R50-C4-2x" for c in calls)
     assert "supervised IN-1M" in text and "random init" in text  # the comparison table
     # the .pth was converted once for the sweep; every MoCo trial gets that .pkl
-    assert {_arg(c["argv"], "MODEL.WEIGHTS") for c in calls if _arg(c["argv"], "--kind") == "moco"} == \
+    assert {arg(c["argv"], "MODEL.WEIGHTS") for c in calls if arg(c["argv"], "--kind") == "moco"} == \
         {str(p) for p in (out / "weights").glob("moco-*.pkl")} != set()
     # a second run skips every finished trial
     assert run_coco.main(["--datasets", str(root), "--arch", "C4", "--schedule", "2x", "--trials", "2", "--seed", "5",
                           "--weights", str(moco), "--output", str(out), "--", *R18]) == 0
-    assert len(_calls(fake_train_net)) == 6
+    assert len(read_calls(fake_train_net)) == 6
 
 
 @pytest.mark.parametrize("task,stem,run_dir", [("instance", "cityscapes_instance_R_50_FPN_24k", "instance-R50-FPN"),
@@ -431,9 +421,9 @@ def test_run_cityscapes_full_protocol_picks_configs_per_task(task: str, stem: st
     out = tmp_path / "out"
     assert run_cityscapes.main(["--datasets", str(root), "--task", task, "--rows", "supervised,random", "--trials", "1",
                                 "--output", str(out), "--", *R18]) == 0
-    calls = _calls(fake_train_net)
-    assert {Path(_arg(c["argv"], "--config-file")).name for c in calls} == {f"{stem}.yaml", f"{stem}_random.yaml"}
-    assert {Path(_arg(c["argv"], "OUTPUT_DIR")).relative_to(out.resolve()).parts[0] for c in calls} == {run_dir}
+    calls = read_calls(fake_train_net)
+    assert {Path(arg(c["argv"], "--config-file")).name for c in calls} == {f"{stem}.yaml", f"{stem}_random.yaml"}
+    assert {Path(arg(c["argv"], "OUTPUT_DIR")).relative_to(out.resolve()).parts[0] for c in calls} == {run_dir}
 
 
 @pytest.mark.parametrize("task,config", [("instance", "cityscapes_instance_R_18_FPN_tiny.yaml"),
@@ -451,11 +441,11 @@ def test_run_cityscapes_tiny_reuses_checkpoints_and_uses_tiny_data(task: str, co
     rc = run_cityscapes.main(["--tiny", "--task", task, "--weights", str(moco), "--output", str(out),
                               "--datasets", str(tmp_path / "nowhere")])
     assert rc == 0
-    calls = _calls(fake_train_net)
-    assert {Path(_arg(c["argv"], "--config-file")).name for c in calls} == {config}
+    calls = read_calls(fake_train_net)
+    assert {Path(arg(c["argv"], "--config-file")).name for c in calls} == {config}
     converted = {str(p) for p in (out / "weights").glob("*.pkl")}  # each .pth converted once, reused by trials
-    assert len(converted) == 2 and {_arg(c["argv"], "MODEL.WEIGHTS") for c in calls} == {"", *converted}
-    assert all("--tiny" in c["argv"] and _arg(c["argv"], "--schedule") == "tiny" for c in calls)
+    assert len(converted) == 2 and {arg(c["argv"], "MODEL.WEIGHTS") for c in calls} == {"", *converted}
+    assert all("--tiny" in c["argv"] and arg(c["argv"], "--schedule") == "tiny" for c in calls)
     assert {c["datasets"] for c in calls} == {str(out / "datasets")}
     assert (out / "datasets" / "cityscapes" / "gtFine").is_dir()
 

@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 
 import transfer.modeling  # noqa: F401  (registers the suite's Detectron2 components and VOC semantic segmentation)
+from tiny_runs import arg, install_fake_train_net, read_calls
+
 from benchmarks import dataset_check as dc
 from benchmarks import runner
 from pretrain.resnets import build_resnet
@@ -395,19 +397,7 @@ write_record(out, {"task": "lvis_v0.5", "arch": "R50-FPN", "schedule": "2x",
 
 @pytest.fixture
 def fake_train_net(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    fake = tmp_path / "fake" / "train_net.py"
-    fake.parent.mkdir()
-    fake.write_text(f"REPO = {str(REPO)!r}\n" + FAKE_TRAIN_NET)
-    monkeypatch.setattr(runner, "TRAIN_NET", fake)
-    return fake.parent / "calls.jsonl"
-
-
-def _calls(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _arg(argv: list[str], flag: str) -> str:
-    return argv[argv.index(flag) + 1]
+    return install_fake_train_net(tmp_path, monkeypatch, FAKE_TRAIN_NET)
 
 
 @pytest.mark.parametrize("module,layouts,stem,run_dir", [
@@ -430,12 +420,12 @@ def test_table6_runners_pick_configs_per_row(module: str, layouts: tuple, stem: 
     root = _copy(tiny_root, tmp_path, *layouts)
     out = tmp_path / "out"
     assert run.main(["--datasets", str(root), "--rows", "random", "--trials", "2", "--output", str(out)]) == 0
-    calls = _calls(fake_train_net)
-    assert [Path(_arg(c["argv"], "--config-file")).name for c in calls] == [f"{stem}_random.yaml"] * 2
+    calls = read_calls(fake_train_net)
+    assert [Path(arg(c["argv"], "--config-file")).name for c in calls] == [f"{stem}_random.yaml"] * 2
     assert {c["datasets"] for c in calls} == {str(root)} and all("--tiny" not in c["argv"] for c in calls)
-    assert {Path(_arg(c["argv"], "OUTPUT_DIR")).relative_to(out.resolve()).parts[0] for c in calls} == {run_dir}
+    assert {Path(arg(c["argv"], "OUTPUT_DIR")).relative_to(out.resolve()).parts[0] for c in calls} == {run_dir}
     assert run.main(["--datasets", str(root), "--rows", "random", "--trials", "2", "--output", str(out)]) == 0
-    assert len(_calls(fake_train_net)) == 2  # finished trials are skipped
+    assert len(read_calls(fake_train_net)) == 2  # finished trials are skipped
 
 
 def test_lvis_supervised_frozen_bn_row(tiny_root: Path, tmp_path: Path) -> None:

@@ -63,3 +63,25 @@ def read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+def install_fake_train_net(folder: Path, monkeypatch, source: str) -> Path:
+    """Make the runner start ``source`` (a script that records its argv) instead of ``train_net.py``;
+    returns the calls file the script appends to."""
+    fake = folder / "fake" / "train_net.py"
+    fake.parent.mkdir()
+    fake.write_text(f"REPO = {str(REPO)!r}\n" + source)
+    monkeypatch.setattr(runner, "TRAIN_NET", fake)
+    return fake.parent / "calls.jsonl"
+
+
+def read_calls(path: Path) -> list[dict]:
+    """The argv (and whatever else) each fake trial recorded, in order."""
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def arg(argv: list[str], flag: str) -> str:
+    """The value after ``flag`` in ``argv``."""
+    return argv[argv.index(flag) + 1]
