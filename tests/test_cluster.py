@@ -82,7 +82,8 @@ def test_two_submissions_at_once_train_each_trial_once(tmp_path: Path, monkeypat
     jobs = []
     for i in range(2):  # e.g. a re-submitted sweep: both submissions see nothing finished yet
         jobs += launcher.submit_trials(plan, spec, tmp_path / f"jobs{i}", "local", kw, log=lambda line: None)
-    assert len(jobs) == 6
+    # the second submission skips a trial whose first job already holds its lock (timing), submits the rest
+    assert 3 <= len(jobs) <= 6
     results = sorted(job.result() for job in jobs)
     trained = [json.loads(line)["out"] for line in calls.read_text().splitlines()]
     assert sorted(trained) == sorted(str(t.output) for t in plan)  # each trial exactly once
