@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import yaml
 
+from benchmarks.common import split_at_dashes
 from benchmarks.runner import REPO
 
 SWEEPS = REPO / "benchmarks" / "sweeps"
@@ -472,11 +473,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--launcher", choices=sorted(LAUNCHERS), default="local", help="where points run")
     p.add_argument("--list", action="store_true", help="print the points and their main_moco.py commands, run nothing")
     p.add_argument("--with-paper", action="store_true", help="tables: the paper's values beside the measured ones")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+    argv, extra = split_at_dashes(argv)
     args = p.parse_args(argv)
     args.extra = extra
     return args

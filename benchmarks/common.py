@@ -90,13 +90,18 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     return p
 
 
+def split_at_dashes(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """``argv`` (default: the command line) before and after its first ``--``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
 def parse_with_opts(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse ``argv``; what follows ``--`` becomes ``args.opts`` (Detectron2 config overrides)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    opts: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, opts = argv[:cut], argv[cut + 1:]
+    argv, opts = split_at_dashes(argv)
     args = parser.parse_args(argv)
     if getattr(args, "amp", False):
         import torch

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import transfer.modeling  # noqa: F401  (registers the suite's Detectron2 components)
+from config_asserts import check_flavour, count_cited_values
 from tiny_runs import arg, install_fake_train_net, read_calls
 
 from benchmarks import dataset_check as dc
@@ -28,17 +29,7 @@ from transfer.train_net import arch_of, cli, load_cfg, schedule_of, task_of
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "transfer" / "configs"
 COCO, CITYSCAPES, TINY = CONFIGS / "coco", CONFIGS / "cityscapes", CONFIGS / "tiny"
-MSRA = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-MOCO_MEAN, MOCO_STD = [123.675, 116.280, 103.530], [58.395, 57.120, 57.375]
 FLAVOURS = ["", "_moco", "_random"]
-
-
-def _check_flavour(cfg, flavour: str) -> None:
-    if flavour == "":  # supervised MSRA weights: caffe-style BGR, stride in the 1x1 conv
-        assert cfg.MODEL.WEIGHTS == MSRA and cfg.INPUT.FORMAT == "BGR" and cfg.MODEL.RESNETS.STRIDE_IN_1X1
-    else:
-        assert cfg.MODEL.WEIGHTS == "" and cfg.INPUT.FORMAT == "RGB" and not cfg.MODEL.RESNETS.STRIDE_IN_1X1
-        assert list(cfg.MODEL.PIXEL_MEAN) == MOCO_MEAN and list(cfg.MODEL.PIXEL_STD) == MOCO_STD
 
 
 def _check_fpn_bn(cfg) -> None:
@@ -72,7 +63,7 @@ def test_coco_configs_follow_the_paper(arch: str, schedule: str, flavour: str) -
         assert cfg.TEST.PRECISE_BN.ENABLED
     else:
         _check_fpn_bn(cfg)
-    _check_flavour(cfg, flavour)
+    check_flavour(cfg, flavour)
     assert (task_of(cfg), arch_of(cfg), schedule_of(cfg, task_of(cfg))) == ("coco_maskrcnn", f"R50-{arch}", schedule)
 
 
@@ -88,7 +79,7 @@ def test_cityscapes_instance_configs_follow_detectron2_recipe(flavour: str) -> N
     assert tuple(cfg.SOLVER.STEPS) == (18000,)
     assert tuple(cfg.DATASETS.TRAIN) == ("cityscapes_fine_instance_seg_train",)
     assert tuple(cfg.DATASETS.TEST) == ("cityscapes_fine_instance_seg_val",)
-    _check_flavour(cfg, flavour)
+    check_flavour(cfg, flavour)
     assert (task_of(cfg), arch_of(cfg), schedule_of(cfg, "cityscapes_instance")) == (
         "cityscapes_instance", "R50-FPN", "d2-cityscapes")
 
@@ -112,7 +103,7 @@ def test_cityscapes_semseg_configs_follow_the_paper(flavour: str) -> None:
     assert tuple(sol.STEPS) == (round(0.7 * 90000), round(0.9 * 90000)) and sol.GAMMA == 0.1
     assert tuple(cfg.DATASETS.TRAIN) == ("cityscapes_fine_sem_seg_train",)
     assert tuple(cfg.DATASETS.TEST) == ("cityscapes_fine_sem_seg_val",)
-    _check_flavour(cfg, flavour)
+    check_flavour(cfg, flavour)
     assert (task_of(cfg), arch_of(cfg), schedule_of(cfg, "cityscapes_semseg")) == (
         "cityscapes_semseg", "R50-dilated-FCN16s", "90k")
 
@@ -123,14 +114,7 @@ def test_new_protocol_values_carry_their_source() -> None:
             "CONVS_DIM", "DILATION", "RANGE", "SIZE: (", "RANDOM_FLIP", "MASK_ON", "TRAIN: (", "TEST: (", "WEIGHTS: \"d")
     files = [*COCO.glob("*.yaml"), *CITYSCAPES.glob("*.yaml"), CONFIGS / "Base-RCNN-FPN-BN.yaml"]
     assert len(files) == 12 + 6 + 1
-    seen = 0
-    for f in files:
-        for line in f.read_text().splitlines():
-            if any(re.match(rf"\s*{re.escape(k)}", line) for k in keys):
-                seen += 1
-                assert "#" in line and re.search(r"paper|reference|Detectron2|Cityscapes|COCO", line), \
-                    f"{f.name}: {line.strip()}"
-    assert seen >= 70
+    assert count_cited_values(files, keys, r"paper|reference|Detectron2|Cityscapes|COCO") >= 70
 
 
 # ----------------------------------------------------------------------------- semantic segmentation pieces

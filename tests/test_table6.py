@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 import transfer.modeling  # noqa: F401  (registers the suite's Detectron2 components and VOC semantic segmentation)
+from config_asserts import check_flavour, count_cited_values
 from tiny_runs import arg, install_fake_train_net, read_calls
 
 from benchmarks import dataset_check as dc
@@ -32,8 +32,6 @@ from transfer.train_net import arch_of, cli, load_cfg, schedule_of, task_of
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "transfer" / "configs"
 TINY = CONFIGS / "tiny"
-MSRA = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-MOCO_MEAN, MOCO_STD = [123.675, 116.280, 103.530], [58.395, 57.120, 57.375]
 FLAVOURS = ["", "_moco", "_random"]
 FAMILIES = {"voc_semseg": "voc_semseg/voc_semseg_R_50_FCN16s_30k", "keypoints": "keypoints/coco_keypoints_R_50_FPN_2x",
             "lvis": "lvis/lvis_v0.5_R_50_FPN_2x", "densepose": "densepose/densepose_R_50_FPN_s1x"}
@@ -41,14 +39,6 @@ FAMILIES = {"voc_semseg": "voc_semseg/voc_semseg_R_50_FCN16s_30k", "keypoints": 
 
 def _cfg(family: str, flavour: str):
     return load_cfg(str(CONFIGS / f"{FAMILIES[family]}{flavour}.yaml"), [], read_only=family == "densepose")
-
-
-def _check_flavour(cfg, flavour: str) -> None:
-    if flavour == "":  # supervised MSRA weights: caffe-style BGR, stride in the 1x1 conv
-        assert cfg.MODEL.WEIGHTS == MSRA and cfg.INPUT.FORMAT == "BGR" and cfg.MODEL.RESNETS.STRIDE_IN_1X1
-    else:
-        assert cfg.MODEL.WEIGHTS == "" and cfg.INPUT.FORMAT == "RGB" and not cfg.MODEL.RESNETS.STRIDE_IN_1X1
-        assert list(cfg.MODEL.PIXEL_MEAN) == MOCO_MEAN and list(cfg.MODEL.PIXEL_STD) == MOCO_STD
 
 
 def _check_fpn_syncbn(cfg) -> None:
@@ -79,7 +69,7 @@ def test_voc_semseg_configs_follow_the_paper(flavour: str) -> None:
     assert tuple(sol.STEPS) == (round(0.7 * 30000), round(0.9 * 30000)) and sol.GAMMA == 0.1
     assert tuple(cfg.DATASETS.TRAIN) == ("voc_2012_sem_seg_train_aug",)
     assert tuple(cfg.DATASETS.TEST) == ("voc_2012_sem_seg_val",)
-    _check_flavour(cfg, flavour)
+    check_flavour(cfg, flavour)
     assert (task_of(cfg), arch_of(cfg), schedule_of(cfg, "voc_semseg")) == ("voc_semseg", "R50-dilated-FCN16s", "30k")
 
 
@@ -95,7 +85,7 @@ def test_keypoint_configs_follow_the_paper(flavour: str) -> None:
     assert tuple(cfg.SOLVER.STEPS) == (120000, 160000)
     assert tuple(cfg.DATASETS.TRAIN) == ("keypoints_coco_2017_train",)
     assert tuple(cfg.DATASETS.TEST) == ("keypoints_coco_2017_val",)
-    _check_flavour(cfg, flavour)
+    check_flavour(cfg, flavour)
     assert (task_of(cfg), arch_of(cfg), schedule_of(cfg, "coco_keypoints")) == ("coco_keypoints", "R50-FPN", "2x")
 
 
@@ -111,7 +101,7 @@ def test_lvis_configs_follow_the_paper(flavour: str) -> None:
     assert tuple(cfg.SOLVER.STEPS) == (120000, 160000)
     assert (tuple(cfg.DATASETS.TRAIN), tuple(cfg.DATASETS.TEST)) == (("lvis_v0.5_train",), ("lvis_v0.5_val",))
     assert cfg.MODEL.RESNETS.NORM == ("FrozenBN" if "frozenbn" in flavour else "SyncBN")
-    _check_flavour(cfg, flavour.replace("_frozenbn", ""))
+    check_flavour(cfg, flavour.replace("_frozenbn", ""))
     assert (task_of(cfg), arch_of(cfg), schedule_of(cfg, "lvis_v0.5")) == ("lvis_v0.5", "R50-FPN", "2x")
 
 
@@ -127,7 +117,7 @@ def test_densepose_configs_follow_the_recipe(flavour: str) -> None:
         16, 0.01, 130000, (100000, 120000), 0.1)
     assert tuple(cfg.DATASETS.TRAIN) == ("densepose_coco_2014_train", "densepose_coco_2014_valminusminival")
     assert tuple(cfg.DATASETS.TEST) == ("densepose_coco_2014_minival",)
-    _check_flavour(cfg, flavour)
+    check_flavour(cfg, flavour)
     assert (task_of(cfg), arch_of(cfg), schedule_of(cfg, "coco_densepose")) == ("coco_densepose", "R50-FPN", "s1x")
 
 
@@ -137,13 +127,7 @@ def test_table6_config_values_carry_their_source() -> None:
             "TEST: (", "WEIGHTS: \"d", "SAMPLER_TRAIN", "REPEAT_THRESHOLD", "DETECTIONS_PER_IMAGE", "SCORE_THRESH")
     files = [p for d in ("voc_semseg", "keypoints", "lvis", "densepose") for p in (CONFIGS / d).glob("*.yaml")]
     assert len(files) == 14
-    seen = 0
-    for f in files:
-        for line in f.read_text().splitlines():
-            if any(re.match(rf"\s*{re.escape(k)}", line) for k in keys):
-                seen += 1
-                assert "#" in line and re.search(r"paper|Detectron2|DensePose|VOC|LVIS", line), f"{f.name}: {line}"
-    assert seen >= 60
+    assert count_cited_values(files, keys, r"paper|Detectron2|DensePose|VOC|LVIS") >= 60
 
 
 def test_densepose_config_without_the_project_stops_in_one_line(tiny_root: Path, tmp_path: Path,

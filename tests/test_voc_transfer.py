@@ -4,7 +4,6 @@ to end on the tiny data (real VOC loader + evaluator), the runner's skip/resume,
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 import transfer.modeling  # noqa: F401  (registers the suite's Detectron2 components)
+from config_asserts import check_flavour, count_cited_values
 from benchmarks import runner
 from pretrain.resnets import build_resnet
 from results.records import RECORD_NAME, read_record
@@ -21,7 +21,6 @@ from transfer.train_net import SetupError, cli, load_cfg, prepare_weights
 REPO = Path(__file__).resolve().parents[1]
 VOC = REPO / "transfer" / "configs" / "voc"
 TINY = REPO / "transfer" / "configs" / "tiny" / "voc_R_18_C4_tiny.yaml"
-MOCO_MEAN, MOCO_STD = [123.675, 116.280, 103.530], [58.395, 57.120, 57.375]
 
 
 # ----------------------------------------------------------------------------- config fidelity
@@ -45,26 +44,14 @@ def test_voc_configs_follow_the_paper(arch: str, flavour: str) -> None:
         assert cfg.MODEL.BACKBONE.NAME == "build_resnet_dc5_reduce_backbone"
         assert cfg.MODEL.RESNETS.RES5_DILATION == 2 and cfg.MODEL.DC5_REDUCE.CHANNELS == 512
         assert cfg.MODEL.ROI_BOX_HEAD.NUM_FC == 2 and list(cfg.MODEL.RPN.IN_FEATURES) == ["res5"]
-    if flavour == "":  # supervised MSRA weights: caffe-style BGR, stride in the 1x1 conv
-        assert cfg.MODEL.WEIGHTS == "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-        assert cfg.INPUT.FORMAT == "BGR" and cfg.MODEL.RESNETS.STRIDE_IN_1X1
-    else:
-        assert cfg.INPUT.FORMAT == "RGB" and not cfg.MODEL.RESNETS.STRIDE_IN_1X1
-        assert list(cfg.MODEL.PIXEL_MEAN) == MOCO_MEAN and list(cfg.MODEL.PIXEL_STD) == MOCO_STD
-        assert cfg.MODEL.WEIGHTS == ""
+    check_flavour(cfg, flavour)
 
 
 def test_protocol_values_carry_their_source() -> None:
     keys = ("MAX_ITER", "STEPS", "WARMUP_ITERS", "MIN_SIZE_TRAIN", "MIN_SIZE_TEST", "IMS_PER_BATCH", "BASE_LR",
             "FREEZE_AT", "NORM", "RES5_DILATION", "NUM_FC", "CHANNELS", "NAME: \"Res5ROIHeadsExtraNorm\"")
     files = [*VOC.glob("*.yaml"), *(REPO / "transfer" / "configs").glob("Base-*.yaml")]
-    seen = 0
-    for f in files:
-        for line in f.read_text().splitlines():
-            if any(re.match(rf"\s*{re.escape(k)}", line) for k in keys):
-                seen += 1
-                assert "#" in line and re.search(r"paper|reference|Detectron2", line), f"{f.name}: {line.strip()}"
-    assert seen >= 20
+    assert count_cited_values(files, keys, r"paper|reference|Detectron2") >= 20
 
 
 # ----------------------------------------------------------------------------- modeling
