@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.jobs import current_job_id
 from transfer.atomic import write_atomic
 
 LOCK_NAME, OWNER_NAME = ".lock", ".owner.json"
@@ -98,7 +99,7 @@ class TrialLock:
         prev = read_owner(self.dir) or {}
         started = prev.get("started", now) if prev.get("pid") == os.getpid() else now
         info = {"host": socket.gethostname(), "pid": os.getpid(), "started": started, "heartbeat": now,
-                "active": active, "job": os.environ.get("SLURM_JOB_ID")}
+                "active": active, "job": current_job_id()}
         try:
             write_atomic(self.dir / OWNER_NAME, lambda tmp: tmp.write_text(json.dumps(info)))
         except OSError:
