@@ -198,7 +198,7 @@ def unfinished_trials(trials: list, states: dict[str, JobState]) -> list[str]:
             continue
         job = recorded_job(t.output) or {}
         st = states.get(str(job.get("job_id")))
-        how = f"job {job['job_id']} ended {st.describe()}" if st and job else "did not finish"
+        how = f"job {job['job_id']} ended" + (f" {st.describe()}" if st else "") if job else "never ran"
         resumable = (t.output / "last_checkpoint").exists()
         lines.append(f"{name}: {how} without a trial record"
                      + ("; it resumes from its checkpoint when submitted again" if resumable else ""))

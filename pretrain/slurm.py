@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def submit(argv: list[str] | None = None) -> submitit.Job:
     """Submit the run; raises :class:`LaunchError` (one line) when SLURM refuses it."""
-    a = build_parser().parse_args(argv)
+    return _submit(build_parser().parse_args(argv))
+
+
+def _submit(a: argparse.Namespace) -> submitit.Job:
     moco_argv = a.moco_args[1:] if a.moco_args[:1] == ["--"] else a.moco_args
     if not moco_argv:
         raise SystemExit("slurm.py: error: give main_moco.py arguments after --, at least DATA_DIR")
@@ -85,14 +88,14 @@ def submit(argv: list[str] | None = None) -> submitit.Job:
     return job
 
 
-def wait(job: submitit.Job, cluster: str, poll_s: float = 5.0) -> int:
+def wait(job: submitit.Job, poll_s: float = 5.0) -> int:
     """Wait until the job is no longer queued or running (a requeued job is waited for); 0 when it finished."""
-    if cluster == "slurm":
+    state = None
+    if isinstance(job, submitit.SlurmJob):
         state = wait_until_ended([str(job.job_id)], poll_s)[str(job.job_id)]
     else:
         while not job.done():
             time.sleep(1)
-        state = None
     if job.paths.result_pickle.exists():
         outcome, value = submitit.core.utils.pickle_load(job.paths.result_pickle)
         if outcome == "success":
@@ -101,23 +104,18 @@ def wait(job: submitit.Job, cluster: str, poll_s: float = 5.0) -> int:
         last = [ln for ln in str(value).strip().splitlines() if ln.strip()]
         print(f"job {job.job_id} failed: {last[-1] if last else 'no message'} (log: {job.paths.stderr})")
         return 1
-    how = state.describe() if state else "without a result"
-    print(f"job {job.job_id} ended {how}; log: {job.paths.stderr}")
+    print(f"job {job.job_id} ended {state.describe() if state else 'without a result'}; log: {job.paths.stderr}")
     return 1
 
 
 def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     try:
-        job = submit(argv)
+        job = _submit(a)
     except LaunchError as e:
         print(f"slurm.py: error: {e}", file=sys.stderr)
         return 2
-    a = build_parser().parse_args(argv)
-    return wait(job, job_cluster(job)) if a.wait else 0
-
-
-def job_cluster(job: submitit.Job) -> str:
-    return "slurm" if isinstance(job, submitit.SlurmJob) else "local"
+    return wait(job) if a.wait else 0
 
 
 if __name__ == "__main__":

@@ -418,19 +418,24 @@ def note_resume(cfg: CfgNode, start_iter: int) -> list[int]:
 
 def record_failure_before_training(args, e: BaseException) -> None:
     """A failed record for a trial that stopped before its first iteration (bad weights, a load report refusal,
-    a dataset that cannot be built), so that status views and ``--wait`` show it as failed with the reason."""
+    a dataset that cannot be built), so that status views and ``--wait`` show it as failed with the reason.
+    A configuration that cannot be read at all (a sweep-level error the runners' preflight reports) and
+    disk errors leave nothing."""
     if not comm.is_main_process() or _is_disk_error(e) or isinstance(e, (StopRequested, KeyboardInterrupt)):
         return
     try:
-        cfg = load_cfg(args.config_file, args.opts, read_only=True)
+        cfg = load_cfg(args.config_file, args.opts)
         custom_data.apply_spec(cfg, args.datasets_spec)
-        if args.seed is not None:
-            cfg.SEED = args.seed
-        line = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        pretrain = {"kind": args.kind or "random", "weights": cfg.MODEL.WEIGHTS or None}
+    except Exception:  # noqa: BLE001
+        return
+    if args.seed is not None:
+        cfg.SEED = args.seed
+    line = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    pretrain = {"kind": args.kind or "random", "weights": cfg.MODEL.WEIGHTS or None}
+    try:
         write_record(cfg.OUTPUT_DIR, make_record(cfg, args, pretrain, "failed", {}, {}, error=line))
     except Exception:  # noqa: BLE001  (the runner leaves a record when this one cannot)
-        logger.warning("could not write the failed trial record", exc_info=True)
+        pass
 
 
 def main(args) -> dict | None:
