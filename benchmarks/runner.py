@@ -202,7 +202,7 @@ def run_trial(trial: Trial, *, trials_requested: int, env: dict[str, str], launc
     """Run (or skip / resume) one trial; return 'skipped', 'finished', 'failed' or 'busy' (held elsewhere).
 
     ``lock=False``: the caller already owns the trial (the other nodes of a multi-node SLURM job).
-    ``stall_s``: stop the trial as hung after that many seconds without a line of output (0: never).
+    ``stall_s``: stop the trial as hung after that many seconds without a line of output (0 or less: never).
     Raises :class:`SweepStop` on a disk error or an interrupt (the trial stays resumable).
     """
     launch = launch or Launch()
@@ -284,7 +284,7 @@ def _run_locked(trial: Trial, name: str, trials_requested: int, env: dict[str, s
         # (Ctrl-C, SIGTERM) is handled at once whichever thread the kernel delivered it to.
         while proc.poll() is None and copier.error is None:
             time.sleep(0.2)
-            if stall_s and time.monotonic() - copier.last_output > stall_s:
+            if stall_s > 0 and time.monotonic() - copier.last_output > stall_s:
                 stalled = f"no output for {_minutes(stall_s)} (hung?); stopped by the runner's watchdog"
                 log(f"[runner] {name}: {stalled}")
                 _stop(proc, grace=min(STOP_GRACE_S, 30))

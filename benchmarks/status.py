@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks.launcher import recorded_job
 from benchmarks.locks import describe, is_locked, read_owner
-from cluster.jobs import GONE, UNREACHABLE, job_state
+from cluster.jobs import GONE, job_state
 from results.records import RECORD_NAME, RecordError, read_record
 
 
@@ -91,7 +91,7 @@ def trial_status(row: str, trial: int, trial_dir: Path) -> TrialStatus:
         jid, st = job["job_id"], job_state(job["job_id"])
         if st.state == "RUNNING":  # the job runs, its trial has not taken the lock yet
             return TrialStatus(row, trial, "running", f"starting (SLURM job {jid})", left)
-        if st.active or st.state == UNREACHABLE:
+        if st.active:  # queued, requeued, or SLURM cannot be asked
             again = f", requeued: resumes from {where}" if resumable else ""
             return TrialStatus(row, trial, "queued", f"SLURM job {jid} ({st.describe()}){again}", left)
         if st.state != GONE:

@@ -57,6 +57,7 @@ write_config() {
   cpus=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$node")
   mem=$(sed -n 's/.* RealMemory=\([0-9]*\).*/\1/p' <<<"$node")
   mem=$((mem * 9 / 10))  # leave some for the daemons
+  rm -rf "$DIR/state" "$DIR/spool"  # a fresh cluster each start: no jobs of an earlier one come back
   mkdir -p "$DIR"/{etc,state,spool,log,run,munge,mysql}
   cat >"$CONF" <<EOF
 # written by scripts/local_slurm.sh
@@ -132,7 +133,8 @@ start_mariadb() {
   wait_for 30 MariaDB mariadb --no-defaults -S "$DIR/run/mysqld.sock" -u root -e "select 1"
   chown root:root "$DIR/run"
   mariadb --no-defaults -S "$DIR/run/mysqld.sock" -u root -e \
-    "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
+    "DROP DATABASE IF EXISTS slurm_acct_db;
+     CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
      GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;"
 }
 
