@@ -100,6 +100,8 @@ def submit(bench, args: argparse.Namespace, plan: list, trials: int, env: dict, 
         return 0
     print(f"[{tag}] waiting for the jobs of {len(plan)} trial(s) ...", flush=True)
     states = wait_for_trials(plan, jobs, cluster)
+    if states:
+        print(f"[{tag}] no job queued or running: " + ", ".join(f"{j} {s.describe()}" for j, s in states.items()))
     problems = unfinished_trials(plan, states)
     for line in problems:
         print(f"[{tag}] {line}")

@@ -7,8 +7,8 @@ and during training leave records whose one-line reasons ``--wait`` and ``benchm
 CPU-only jobs ask for one CPU; MoCo pretraining and an ablation sweep through the same launcher.
 
 Trials are tiny (30 iterations of R18-C4 at 96 px, seconds each). A requeued job may start again only
-~120 s later (SLURM's begin time); the tests check that state, then start it at once (``scontrol update
-StartTime=now``, as an administrator may) instead of idling.
+~120 s later (SLURM's begin time); the tests check that state, then start it a few seconds after the requeue
+(``scontrol update StartTime=now``, as an administrator may) instead of idling.
 """
 
 from __future__ import annotations
@@ -129,6 +129,9 @@ def interrupted(reference, tiny_root: Path, tmp_path_factory: pytest.TempPathFac
     states = trial_states(out)
     states_no_acct = trial_states(out, shim)
     waiting = proc.poll() is None
+    # SLURM's own delay: a requeued job started in the second its previous run's credential was revoked is
+    # killed ("Job credential revoked", seen once in 6 runs); a few seconds are enough, 120 are SLURM's default
+    time.sleep(3)
     for j in jobs:
         subprocess.run(["scontrol", "update", f"JobId={j}", "StartTime=now"], check=True, capture_output=True)
     stdout, stderr = proc.communicate(timeout=600)
