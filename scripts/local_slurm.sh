@@ -109,7 +109,9 @@ EOF
 
 start_munge() {
   # Slurm's clients talk to munged on its default socket: a munged already serving it is used as it is
-  if timeout 5 munge -n >/dev/null 2>&1; then say "munged already running, used as it is"; return 0; fi
+  if timeout 5 munge -n >/dev/null 2>&1; then
+    say "munged already running, used as it is (not stopped by stop)"; rm -f "$DIR/run/munged.pid"; return 0
+  fi
   [ -s /etc/munge/munge.key ] || { say "creating /etc/munge/munge.key"; mungekey --create; }
   mkdir -p /run/munge && chown munge:munge /run/munge && chmod 755 /run/munge
   chown munge:munge "$DIR/munge" && chmod 700 "$DIR/munge"
