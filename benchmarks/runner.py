@@ -359,6 +359,8 @@ def record_failure(trial: Trial, why: str, trials_requested: int, extra: list[st
     """A failed record for a trial that ended without one (died before or while training, or hung); best effort."""
     from results.records import write_record
 
+    if is_finished(trial.output):  # a finished trial's record is never replaced
+        return
     try:
         from transfer.tasks import task_of
         from transfer.train_net import arch_of, load_cfg, schedule_of

@@ -55,7 +55,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import transfer.modeling  # noqa: E402,F401  (registers the extra-norm head, DC5 backbone, FCN head)
 from cluster.signals import default_dispositions_in_forks, stop_signals  # noqa: E402
-from results.records import write_json_atomic, write_record  # noqa: E402
+from results.records import is_finished, write_json_atomic, write_record  # noqa: E402
 from transfer import checkpointer, custom_data, voc_xml  # noqa: E402
 from transfer.accumulate import AccumulatingTrainer  # noqa: E402
 from transfer.safe_pickle import UnsafePickleError  # noqa: E402
@@ -427,6 +427,8 @@ def record_failure_before_training(args, e: BaseException) -> None:
         cfg = load_cfg(args.config_file, args.opts)
         custom_data.apply_spec(cfg, args.datasets_spec)
     except Exception:  # noqa: BLE001
+        return
+    if is_finished(cfg.OUTPUT_DIR):  # a finished trial's record is never replaced
         return
     if args.seed is not None:
         cfg.SEED = args.seed
