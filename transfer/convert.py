@@ -95,13 +95,13 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
     obj = load_source(src)
     enc = find_encoder(obj, str(src), prefix)
     tensors, dropped = backbone_tensors(enc.tensors)
+    spec = infer_spec(tensors, str(src))
     try:  # the backbone's values (the head is dropped): finite, floating point, not all zero
         tensors, notes = check_tensors(tensors, str(src))
     except WeightValuesError as e:
         raise ConvertError(str(e)) from None
     for line in notes:
         log(f"[convert] note: {line}")
-    spec = infer_spec(tensors, str(src))
     model = {detectron2_name(k): v.detach().to("cpu").float().numpy() if v.is_floating_point() else v.numpy()
              for k, v in tensors.items()}
     provenance: dict[str, Any] = {

@@ -106,6 +106,12 @@ def write(trial_dir: str | os.PathLike, identity: dict[str, Any]) -> None:
     write_atomic(Path(trial_dir) / IDENTITY_NAME, lambda tmp: tmp.write_text(json.dumps(identity, indent=1)))
 
 
+def _pairs(opts: Any) -> dict[str, str]:
+    """``KEY VALUE`` overrides as a dict (the last value of a key wins, as in Detectron2)."""
+    opts = [str(x)[:200] for x in opts] if isinstance(opts, list) else []
+    return dict(zip(opts[::2], opts[1::2]))
+
+
 def _short(value: Any) -> str:
     if value is None:
         return "none"
@@ -120,10 +126,11 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if "weights" in old and old.get("weights") != new.get("weights"):
         out.append(f"other weights ({_short(old.get('weights'))} then, {_short(new.get('weights'))} now)")
     if "config_sha256" in old and old.get("config_sha256") != new.get("config_sha256"):
-        before, now = old.get("overrides") or [], new.get("overrides") or []
-        if before != now:
-            out.append(f"other Detectron2 overrides ({' '.join(map(str, before)) or 'none'} then, "
-                       f"{' '.join(map(str, now)) or 'none'} now)")
+        before, now = _pairs(old.get("overrides")), _pairs(new.get("overrides"))
+        keys = [k for k in {**before, **now} if before.get(k) != now.get(k)]
+        if keys:
+            shown = "; ".join(f"{k}: {before.get(k, 'not set')} then, {now.get(k, 'not set')} now" for k in keys[:4])
+            out.append(f"other Detectron2 overrides ({shown}{f'; +{len(keys) - 4} more' if len(keys) > 4 else ''})")
         elif old.get("config_file") != new.get("config_file"):
             out.append(f"another config ({old.get('config_file')} then, {new.get('config_file')} now)")
         else:

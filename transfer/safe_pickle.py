@@ -100,7 +100,7 @@ class _Dtype:
         if order in ("<", ">"):
             self.dtype = self.dtype.newbyteorder(order)
         elif order not in ("|", "="):
-            raise _Refused(f"it gives a numpy dtype the byte order {order!r}")
+            raise _Refused(f"it gives a numpy dtype the byte order {_short(order)}")
         self.built = True
 
 
@@ -309,12 +309,8 @@ class _Machine:
         raise _Refused(f"it uses {_short(k)} as a dict key (only strings, numbers and shallow tuples of them)")
 
     def target(self, obj: Any, kinds: tuple, what: str) -> Any:
-        if self.scan:
-            if not isinstance(obj, _Node):
-                raise _Refused(f"it {what} a {type(obj).__name__}")
-            return obj
-        if not isinstance(obj, kinds):
-            raise _Refused(f"it {what} a {type(obj).__name__}")
+        if not isinstance(obj, _Node if self.scan else kinds):
+            raise _Malformed(f"it {what} a {type(obj).__name__}")
         return obj
 
     def global_(self, module: Any, name: Any) -> Any:
@@ -360,7 +356,7 @@ class _Machine:
 
     def pop_mark(self, stack: list, marks: list) -> list:
         if not marks:
-            raise _Refused("an opcode needs a MARK that is not there")
+            raise _Malformed("an opcode needs a MARK that is not there")
         items = stack[:]
         stack[:] = marks.pop()
         return items
@@ -397,7 +393,7 @@ class _Machine:
             memo[len(memo)] = self._top(stack)
         elif name in ("GET", "BINGET", "LONG_BINGET"):
             if arg not in memo:
-                raise _Refused(f"it reads memo entry {arg}, which was never stored")
+                raise _Malformed(f"it reads memo entry {arg}, which was never stored")
             stack.append(memo[arg])
         elif name == "EMPTY_LIST":
             stack.append(self.container(_Node() if scan else [], []))
@@ -410,7 +406,7 @@ class _Machine:
         elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
             n = int(name[-1])
             if len(stack) < n:
-                raise _Refused(f"{name} on a stack of {len(stack)}")
+                raise _Malformed(f"{name} on a stack of {len(stack)}")
             items = stack[-n:]
             del stack[-n:]
             stack.append(self.immutable(tuple, items))
@@ -506,13 +502,13 @@ class _Machine:
     @staticmethod
     def _pop(stack: list) -> Any:
         if not stack:
-            raise _Refused("an opcode needs a value on an empty stack")
+            raise _Malformed("an opcode needs a value on an empty stack")
         return stack.pop()
 
     @staticmethod
     def _top(stack: list) -> Any:
         if not stack:
-            raise _Refused("an opcode needs a value on an empty stack")
+            raise _Malformed("an opcode needs a value on an empty stack")
         return stack[-1]
 
 
@@ -672,6 +668,8 @@ def scan_torch_file(path: str | os.PathLike) -> None:
                                         f"{str(e).splitlines()[0][:80] if str(e) else type(e).__name__}); "
                                         "fetch or save it again") from None
             return
+        if head[:1] != b"\x80":  # a legacy torch file starts with a protocol-2 pickle
+            raise UnsafePickleError(f"{where}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
         for _ in range(5):  # legacy torch format: magic number, protocol, sys info, the data, storage keys
             if not f.peek(1)[:1]:
                 return
