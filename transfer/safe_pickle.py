@@ -44,6 +44,7 @@ MAX_OBJECTS = 2_000_000      # values a pickle may create (an R50 file creates a
 MAX_EXPANDED = 4_000_000     # nodes of the structure written out as a tree (shared references counted each time)
 MAX_FILE_BYTES = 16 << 30    # the largest weights file read (a wide ResNet-50x4 in fp32 is about 1.5 GB)
 MAX_KEY_DEPTH = 8            # tuples inside dict keys
+MAX_TORCH_PICKLE_BYTES = 1 << 30  # the pickle inside a torch zip checkpoint (an R50 checkpoint's is ~50 KB)
 _PLAIN_KINDS = "biufc"       # numpy dtype kinds admitted: bool, int, uint, float, complex
 _LATIN1 = {"latin1", "latin-1", "iso-8859-1", "iso8859-1"}
 _NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
@@ -661,6 +662,9 @@ def scan_torch_file(path: str | os.PathLike) -> None:
                     if not pickles:
                         raise UnsafePickleError(f"{where}: a zip archive without data.pkl; not a PyTorch checkpoint")
                     for name in pickles:
+                        if z.getinfo(name).file_size > MAX_TORCH_PICKLE_BYTES:  # tensors live beside it, not in it
+                            raise UnsafePickleError(f"{where}: its data.pkl claims {z.getinfo(name).file_size:,} bytes; "
+                                                    "a checkpoint's pickle is small (its tensors are stored beside it)")
                         with z.open(name) as inner:
                             _scan(inner, where, z.getinfo(name).file_size)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError) as e:

@@ -307,17 +307,21 @@ def prepare_weights(cfg: CfgNode, input_format: str | None = None) -> dict[str, 
 
 
 def check_identity(cfg: CfgNode, args, pretrain: dict[str, Any]) -> dict[str, Any]:
-    """This trial's identity (``transfer/identity.py``), written to OUTPUT_DIR before training; resuming a
-    checkpoint that another identity made (other weights, overrides, seed or data) is refused."""
+    """This trial's identity (``transfer/identity.py``), written to OUTPUT_DIR before training. Resuming a
+    checkpoint of other weights, another seed or other data is refused (it is another run's state); resuming
+    with another config (e.g. a longer MAX_ITER) is said in a note. The runners refuse both."""
     weights = pretrain.get("sha256") or pretrain.get("weights")
     ident = identity.trial_identity(args.config_file, args.opts, weights, args.seed, args.datasets_spec)
     out = Path(cfg.OUTPUT_DIR)
     before = identity.read(out)
     if args.resume and before is not None and (out / "last_checkpoint").exists():
-        changed = identity.changes(before, ident)
+        state = {k: before[k] for k in ("weights", "seed", "data_sha256") if k in before}
+        changed = identity.changes(state, ident)
         if changed:
             raise SetupError(f"{out} holds an interrupted trial made with {'; '.join(changed)}: resuming it would "
                              "mix two runs; use another OUTPUT_DIR, or remove that folder to start over")
+        for note in identity.changes(before, ident):
+            logger.warning(f"resuming with {note}")
     if comm.is_main_process():
         identity.write(out, ident)
     return ident
