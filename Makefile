@@ -19,8 +19,9 @@ doctor: setup
 	@$(PY) -m transfer.doctor
 
 # GPU machines only (about 10 minutes, no dataset): environment, GPU tests, speed figures -> docs/gpu-check/
+# (GPU_CHECK_ARGS="--budget 300 --out DIR" to change the time budget or the report folder)
 gpu-check: setup
-	@$(PY) -m benchmarks.gpu_check
+	@$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf output .pytest_cache

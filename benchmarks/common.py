@@ -353,6 +353,11 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
         trials, run_dir, extra, env = args.trials or 5, bench.run_dir, [], child_env(root)
     if bench.adjust_rows:
         bench.adjust_rows(rows, tiny)
+    from benchmarks import sweep_checks
+
+    problems = sweep_checks.label_problems(rows, args.label if args.weights else None)
+    if problems:
+        return _fail(bench.prog, problems[0], problems[1:])
     run_dir += "-amp" if getattr(args, "amp", False) else ""  # fp32 and AMP trials never mix in one row
     if not rows:
         return _fail(bench.prog, "no rows to run (pass --weights for the MoCo row)")
@@ -376,11 +381,17 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
     except ValueError as e:
         return _fail(bench.prog, str(e))
     rc = _preflight(bench, args, rows, trials, out, tag, run_dir)
-    if rc or args.dry_run:
-        if args.dry_run and not rc:
-            print(f"[{tag}] dry run: nothing was trained")
+    if rc:
         return rc
     plan = plan_trials(rows, trials, out.resolve(), run_dir, args.seed, args.opts)
+    sweep_checks.assign_identities(plan, extra)  # a trial is what it runs, not its label (transfer/identity.py)
+    problems = sweep_checks.identity_problems(plan)
+    if problems:
+        return _fail(bench.prog, f"trial folders under {out / run_dir} hold other runs; nothing was started:",
+                     problems)
+    if args.dry_run:
+        print(f"[{tag}] dry run: nothing was trained")
+        return 0
     write_sweep(out / run_dir, bench, args, plan, trials)
     if args.launcher == "slurm":
         return submit(bench, args, plan, trials, env, extra, out, tag, tiny, bench.banner or tiny_banner(bench.table))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -105,13 +106,13 @@ def voc_class_names() -> tuple[str, ...]:
     raise ImportError(f"CLASS_NAMES not found in {src}")
 
 
-def _read_voc_xml(path: Path, class_names: Sequence[str] | None,
-                  lenient: Counter | None) -> tuple[list[str], tuple[int, int] | None]:
+def _read_voc_xml(path: Path, class_names: Sequence[str] | None, lenient: Counter | None,
+                  float_boxes: bool = False) -> tuple[list[str], tuple[int, int] | None]:
     """(problems, (width, height) or None when unreadable)."""
     from transfer.voc_xml import VocXmlError, box_problems, read_voc_xml
 
     try:
-        ann = read_voc_xml(path)
+        ann = read_voc_xml(path, float_boxes=float_boxes)
     except VocXmlError as exc:
         return [str(exc)], None
     if lenient is not None and ann.lenient:
@@ -133,8 +134,9 @@ def check_voc(root: Path | str, splits: Sequence[tuple[str, str]] = VOC_SPLITS, 
 
 
 def check_voc_split(base: Path, split: str, class_names: Sequence[str] | None, problems: Problems,
-                    notes: list[str]) -> None:
-    """One VOC-layout split: folders, split file, and every listed image and annotation."""
+                    notes: list[str], float_boxes: bool = False) -> None:
+    """One VOC-layout split: folders, split file, and every listed image and annotation (``float_boxes``: your
+    own data, annotation-tool float boxes read as they are; ``transfer/voc_xml.py``)."""
     from transfer.voc_xml import lenient_summary
 
     if not base.is_dir():
@@ -145,10 +147,9 @@ def check_voc_split(base: Path, split: str, class_names: Sequence[str] | None, p
         if not (base / sub).is_dir():
             problems.add("missing-dir", f"{base / sub}: directory missing")
     split_file = base / "ImageSets" / "Main" / f"{split}.txt"
-    if not split_file.is_file():
-        problems.add("missing-split", f"{split_file}: split file missing")
+    ids = _read_split(split_file, problems)
+    if ids is None:
         return
-    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
     if len(ids) < 2:
         problems.add("short-split", f"{split_file}: lists {len(ids)} image id(s); Detectron2's "
                                     "np.loadtxt-based reader needs at least 2")
@@ -162,7 +163,7 @@ def check_voc_split(base: Path, split: str, class_names: Sequence[str] | None, p
                 problems.add("missing-xml", f"{base / 'Annotations' / (file_id + '.xml')}: missing "
                                             f"(listed in {split_file})")
             else:
-                lines, size = _read_voc_xml(base / "Annotations" / f"{file_id}.xml", class_names, lenient)
+                lines, size = _read_voc_xml(base / "Annotations" / f"{file_id}.xml", class_names, lenient, float_boxes)
                 for line in lines:
                     problems.add("bad-xml", line)
         if has_jpegs:
@@ -179,18 +180,38 @@ def check_voc_split(base: Path, split: str, class_names: Sequence[str] | None, p
                      "; the loader and the VOC evaluator read them the same way")
 
 
+def _read_split(split_file: Path, problems: Problems) -> list[str] | None:
+    """The image ids a VOC split file lists (None, with the problem added, when it cannot be read)."""
+    from transfer.regular import read_bytes
+
+    try:
+        text = read_bytes(split_file, 64 << 20).decode("utf-8")
+    except FileNotFoundError:
+        problems.add("missing-split", f"{split_file}: split file missing")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:100]
+        problems.add("missing-split", f"{split_file}: cannot be read as a split file ({why})")
+        return None
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
+
+
 # ----------------------------------------------------------------------------- COCO
 
 
 def _load_json(path: Path, problems: Problems) -> Any:
+    from transfer.regular import read_bytes
+
     try:
-        with open(path, "rb") as f:
-            return json.load(f)
+        return json.loads(read_bytes(path))
     except json.JSONDecodeError as exc:
         problems.add("bad-json", f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, "
                                  f"column {exc.colno})")
+    except RecursionError:
+        problems.add("bad-json", f"{path}: JSON nested too deeply to be an annotation file")
     except (OSError, UnicodeDecodeError) as exc:
-        problems.add("bad-json", f"{path}: cannot read ({exc})")
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:100]
+        problems.add("bad-json", f"{path}: cannot read ({why})")
     return None
 
 
@@ -208,7 +229,34 @@ def _load_lists(path: Path, problems: Problems, what: str,
         names = ", ".join(f"'{k}'" for k in keys[:-1]) + f" and '{keys[-1]}'"
         problems.add("bad-json", f"{path}: needs {names} lists")
         return None
-    return doc
+    return doc if _ids_ok(path, doc, problems) else None
+
+
+_ID_FIELDS = (("images", "id"), ("annotations", "id"), ("annotations", "image_id"), ("annotations", "category_id"),
+              ("categories", "id"))
+
+
+def _ids_ok(path: Path, doc: dict, problems: Problems) -> bool:
+    """Every id is an integer or a string, one type per kind (Detectron2 sorts them, pycocotools hashes them);
+    False (problems added) otherwise."""
+    ok = True
+    for key, field in _ID_FIELDS:
+        kinds: dict[str, int] = {}
+        for k, entry in enumerate(doc.get(key) or []):
+            if not isinstance(entry, dict) or field not in entry:
+                continue  # reported by the checks of that list
+            value = entry[field]
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                problems.add("bad-id", f"{path}: {key}[{k}] has {field} of type {type(value).__name__}; ids are "
+                                       "integers (or strings)")
+                ok = False
+                continue
+            kinds.setdefault(type(value).__name__, k)
+        if len(kinds) > 1:
+            problems.add("bad-id", f"{path}: '{key}' mixes integer and string {field}s (e.g. {key}[{kinds['int']}] "
+                                   f"and {key}[{kinds['str']}]); use one type")
+            ok = False
+    return ok
 
 
 def _valid_segmentation(segm: Any) -> bool:
@@ -259,11 +307,11 @@ def _check_box_areas(path: Path, anns: list, problems: Problems) -> None:
         if not isinstance(ann, dict) or any(key not in ann for key in _ANN_KEYS):
             continue  # reported by _check_coco_annotations
         box, where = ann["bbox"], f"{path}: annotation id {ann['id']}"
-        if isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box) \
+        if isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box) \
                 and min(box[2], box[3]) == 0:
             problems.add("zero-area-bbox", f"{where}: bbox {box!r} has zero area (width or height 0); fix or "
                                            "remove the annotation")
-        if not isinstance(ann.get("area"), (int, float)):
+        if "area" not in ann:
             problems.add("missing-area", f"{where}: no numeric 'area' (pycocotools reads it for AP by object size); "
                                          "add the box or mask area")
 
@@ -294,10 +342,13 @@ def check_coco_json(path: Path, image_dir: Path, problems: Problems, notes: list
     if missing:
         problems.add("bad-json", f"{path}: missing or non-list key(s) {missing}")
         return None
+    if not _ids_ok(path, doc, problems):
+        return None
     check_categories = _check_custom_categories if custom else _check_coco_categories
     cat_ids = check_categories(path, doc["categories"], problems)
-    image_ids = _check_coco_images(path, doc["images"], image_dir, problems)
-    annotated = _check_coco_annotations(path, doc["annotations"], image_ids, cat_ids, need_masks, problems)
+    sizes: dict = {}
+    image_ids = _check_coco_images(path, doc["images"], image_dir, problems, sizes)
+    annotated = _check_coco_annotations(path, doc["annotations"], image_ids, cat_ids, need_masks, problems, sizes)
     if custom:
         _check_box_areas(path, doc["annotations"], problems)
     empty = len(image_ids - annotated)
@@ -310,15 +361,22 @@ def check_coco_json(path: Path, image_dir: Path, problems: Problems, notes: list
     return doc
 
 
-def _check_coco_images(path: Path, images: list, image_dir: Path, problems: Problems) -> set:
+def _check_coco_images(path: Path, images: list, image_dir: Path, problems: Problems,
+                       sizes: dict | None = None) -> set:
+    """Check every image entry and file; return the image ids (``sizes`` receives id -> (width, height))."""
     on_disk, seen = _listdir(image_dir), set()
     for k, img in enumerate(images):
         if not isinstance(img, dict) or any(key not in img for key in ("id", "file_name", "height", "width")):
             problems.add("bad-image", f"{path}: images[{k}] needs id, file_name, height and width")
             continue
+        if not all(_is_int(img[key]) and img[key] > 0 for key in ("height", "width")):
+            problems.add("bad-image", f"{path}: image id {img['id']}: height and width must be positive integers")
+            continue
         if img["id"] in seen:
             problems.add("bad-image", f"{path}: duplicate image id {img['id']}")
         seen.add(img["id"])
+        if sizes is not None:
+            sizes[img["id"]] = (img["width"], img["height"])
         fname = str(img["file_name"])
         if fname not in on_disk and not (image_dir / fname).is_file():
             problems.add("missing-image", f"{image_dir / fname}: missing (image id {img['id']} in {path})")
@@ -330,11 +388,46 @@ def _check_coco_images(path: Path, images: list, image_dir: Path, problems: Prob
 
 
 _ANN_KEYS = ("id", "image_id", "category_id", "bbox")
+BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (rounding in annotation tools)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _box_problem(box: Any, size: tuple[int, int] | None) -> str | None:
+    """What is wrong with a COCO ``[x, y, w, h]`` in an image of ``size`` (width, height), or None."""
+    if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+        return f"bbox {str(box)[:80]} is not [x, y, w, h] of 4 finite numbers"
+    x, y, w, h = box
+    if w < 0 or h < 0:
+        return f"bbox {box!r} is not [x, y, w, h] with w, h >= 0"
+    if size is not None:
+        width, height = size
+        t = BOX_TOLERANCE
+        if x < -t or y < -t or x + w > width + t or y + h > height + t:
+            return (f"bbox {box!r} lies outside the {width}x{height} image; fix the annotation (Detectron2 would "
+                    "clip it, the evaluator would not)")
+    return None
+
+
+def _area_problem(area: Any, size: tuple[int, int] | None) -> str | None:
+    """What is wrong with an annotation's ``area`` (pycocotools sorts ground truth into S/M/L by it), or None."""
+    if not _is_number(area) or area < 0:
+        return f"area {str(area)[:40]} is not a finite number >= 0"
+    if size is not None and area > size[0] * size[1] + 1:
+        return f"area {area!r} is larger than the {size[0]}x{size[1]} image"
+    return None
 
 
 def _check_coco_annotations(path: Path, anns: list, image_ids: set, cat_ids: set, need_masks: bool,
-                            problems: Problems) -> set:
-    """Check every annotation; return the ids of the images that have at least one."""
+                            problems: Problems, sizes: dict | None = None) -> set:
+    """Check every annotation (boxes and areas against their image's size when ``sizes`` has it); return the
+    ids of the images that have at least one."""
     seen: set = set()
     annotated: set = set()
     for k, ann in enumerate(anns):
@@ -352,10 +445,12 @@ def _check_coco_annotations(path: Path, anns: list, image_ids: set, cat_ids: set
         if ann["category_id"] not in cat_ids:
             problems.add("unknown-category-id", f"{where}: category_id {ann['category_id']} "
                                                 "is not in 'categories'")
-        box = ann["bbox"]
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
-                and box[2] >= 0 and box[3] >= 0):
-            problems.add("bad-bbox", f"{where}: bbox {box!r} is not [x, y, w, h] with w, h >= 0")
+        size = (sizes or {}).get(ann["image_id"])
+        line = _box_problem(ann["bbox"], size)
+        if line:
+            problems.add("bad-bbox", f"{where}: {line}")
+        if "area" in ann and _area_problem(ann["area"], size):
+            problems.add("bad-area", f"{where}: {_area_problem(ann['area'], size)}")
         if need_masks and not _valid_segmentation(ann.get("segmentation")):
             problems.add("missing-segmentation", f"{where}: no usable segmentation (polygons with >= 3 "
                                                  "points or RLE), needed to train mask heads")
@@ -401,10 +496,13 @@ def _cityscapes_polygons_problems(path: Path, instance_task: bool) -> tuple[list
     """Problems of one ``*_gtFine_polygons.json`` and its number of thing instances (Detectron2's 8 classes)."""
     from cityscapesscripts.helpers.labels import name2label
 
+    from transfer.regular import read_bytes
+
     try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return [f"{path}: cannot read as JSON ({exc})"], 0
+        doc = json.loads(read_bytes(path, 64 << 20))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:100]
+        return [f"{path}: cannot read as JSON ({why or type(exc).__name__})"], 0
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), int) for k in ("imgHeight", "imgWidth")):
         return [f"{path}: needs integer 'imgHeight' and 'imgWidth' (Detectron2 reads the image size there)"], 0
     if not instance_task:
@@ -432,11 +530,15 @@ def _train_ids_problem(path: Path) -> str | None:
     import numpy as np
     from PIL import Image
 
+    from transfer.regular import irregular
+
+    if irregular(path):
+        return f"{path}: {irregular(path)}"
     try:
         with Image.open(path) as img:
             counts = np.bincount(np.asarray(img, dtype=np.uint8).ravel(), minlength=256)
-    except (OSError, ValueError) as exc:
-        return f"{path}: cannot read as an 8-bit label image ({exc})"
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return f"{path}: cannot read as an 8-bit label image ({str(exc).splitlines()[0][:120]})"
     bad = [v for v in np.nonzero(counts)[0].tolist() if v > 18 and v != 255]
     if bad:
         return (f"{path}: holds values {bad[:5]} that are neither train ids 0-18 nor 255 (ignore); regenerate it "
@@ -516,12 +618,16 @@ def _label_png_problem(path: Path, size: tuple[int, int] | None, train: bool) ->
     import numpy as np
     from PIL import Image
 
+    from transfer.regular import irregular
+
+    if irregular(path):
+        return f"{path}: {irregular(path)}"
     try:
         with Image.open(path) as img:
             mode, got = img.mode, img.size
             values = np.bincount(np.asarray(img, dtype=np.uint8).ravel(), minlength=256)
-    except (OSError, ValueError) as exc:
-        return f"{path}: cannot read as a label PNG ({exc})"
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return f"{path}: cannot read as a label PNG ({str(exc).splitlines()[0][:120]})"
     if mode not in ("L", "P"):
         return f"{path}: {mode} image; labels are 8-bit class indices (grayscale or VOC palette PNG)"
     if train and mode == "P":

@@ -1,6 +1,6 @@
 """Multi-process checks on one machine: DDP, Detectron2's SyncBN / naiveSyncBN, MoCo's shuffling BN.
 
-    python -m benchmarks.dist_check                 # on the GPU: NCCL world 1, two processes on GPU 0
+    python -m benchmarks.dist_check                 # on GPUs: NCCL world 1 (and 2 with two GPUs), gloo on CUDA
     python -m benchmarks.dist_check --device cpu    # the same checks over gloo on the CPU
 
 Each check runs in fresh processes (``torch.multiprocessing``; a hung collective is killed after a
@@ -14,9 +14,11 @@ timeout) and verifies a property, not just that nothing crashed:
 * ``moco-shuffle`` (``run_moco_shuffle``): ``pretrain/main_moco.py`` on 2 processes (cross-process
   shuffling BN, key gather, queue) gives the losses of the 1-process ``--bn-splits 2`` emulation.
 
-Two processes on one GPU: NCCL refuses two ranks on the same device ("Duplicate GPU detected"), so
-those runs use gloo with CUDA tensors (collectives staged through host memory) and NCCL is checked at
-world size 1. torch's ``SyncBatchNorm`` needs CUDA tensors (not checked on the CPU).
+Rank r uses GPU r modulo the GPUs visible. NCCL needs one GPU per rank (it refuses two ranks on one
+device: "Duplicate GPU detected" in older releases, "invalid usage" in NCCL 2.28.9 on an H200, measured
+2026-12-04), so with one GPU it is checked at world size 1 only and the two-process runs use gloo with
+CUDA tensors (collectives staged through host memory); with two GPUs or more, NCCL also runs at world
+size 2. torch's ``SyncBatchNorm`` needs CUDA tensors (not checked on the CPU).
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def _worker(rank: int, names: list[str], world: int, port: int, backend: str, de
     results: dict[str, dict] = {}
     try:
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", world_size=world, rank=rank)
-        device = torch.device("cuda", 0) if device_kind == "cuda" else torch.device("cpu")
+        device = torch.device("cuda", rank % torch.cuda.device_count()) if device_kind == "cuda" else torch.device("cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)
         for name in names:
@@ -214,12 +216,14 @@ def run_moco_shuffle(device_kind: str, backend: str, work: Path | None = None, a
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def plan(device_kind: str) -> list[tuple[list[str], int, str]]:
-    """(checks, processes, backend) groups. GPU: NCCL at world 1, then 2 processes on GPU 0 (NCCL, expected to be
-    refused, and gloo with CUDA tensors). CPU: gloo, 2 processes (torch's SyncBatchNorm is CUDA-only)."""
+def plan(device_kind: str, gpus: int | None = None) -> list[tuple[list[str], int, str]]:
+    """(checks, processes, backend) groups. GPU: NCCL at world 1, NCCL at world 2 when there are two GPUs
+    (one rank per GPU), and 2 processes over gloo with CUDA tensors. CPU: gloo, 2 processes (torch's
+    SyncBatchNorm is CUDA-only)."""
     if device_kind == "cuda":
-        return [(["ddp", "SyncBN", "naiveSyncBN"], 1, "nccl"), (["ddp"], 2, "nccl"),
-                (["ddp", "naiveSyncBN", "SyncBN"], 2, "gloo")]
+        gpus = torch.cuda.device_count() if gpus is None else gpus
+        norms = ["ddp", "SyncBN", "naiveSyncBN"]
+        return [(norms, 1, "nccl"), *([(norms, 2, "nccl")] if gpus >= 2 else []), (norms, 2, "gloo")]
     return [(["ddp", "naiveSyncBN"], 2, "gloo")]
 
 

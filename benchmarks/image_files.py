@@ -24,7 +24,11 @@ def image_problem(path: str | os.PathLike, size: tuple[int, int] | None = None, 
     ``size``: the (width, height) the annotations state; Detectron2 stops training with a size-mismatch
     error when the image disagrees, so it is compared with the file's header.
     """
+    from transfer.regular import irregular
+
     p = Path(path)
+    if irregular(p):  # a FIFO would block the read below, a device never end
+        return f"{p}: {irregular(p)}"
     try:
         nbytes = p.stat().st_size
         with open(p, "rb") as f:
@@ -48,6 +52,20 @@ def image_problem(path: str | os.PathLike, size: tuple[int, int] | None = None, 
     return _header_problem(p, size, decode)
 
 
+def _pixels(p: Path) -> str:
+    """``20000x20000`` from the header, read with PIL's size guard off (only the header is read)."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(p) as img:
+            return f"{img.size[0]}x{img.size[1]}"
+    except Exception:  # noqa: BLE001  (only for the message)
+        return "too many"
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def _header_problem(p: Path, size: tuple[int, int] | None, decode: bool) -> str | None:
     from PIL import Image
 
@@ -58,6 +76,9 @@ def _header_problem(p: Path, size: tuple[int, int] | None, decode: bool) -> str 
                 real = real[::-1]
             if decode:
                 img.load()
+    except Image.DecompressionBombError:
+        return (f"{p}: {_pixels(p)} pixels, more than PIL (and Detectron2's image reader) opens "
+                f"({2 * Image.MAX_IMAGE_PIXELS:,}); downscale the image and its annotations")
     except (OSError, ValueError, SyntaxError) as e:
         return f"{p}: unreadable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
     if size is not None and tuple(size) != tuple(real):

@@ -11,7 +11,9 @@ for the status view and for the second rule below.
 but some NFS setups (``nolock``, old NFSv3 without lockd) grant every ``flock`` locally. So a lock is also
 refused while ``.owner.json`` names *another* host whose heartbeat is younger than ``STALE_S``: a runner on
 another node that holds the trial keeps it, and a node that died stops refreshing and is taken over after
-``STALE_S`` seconds.
+``STALE_S`` seconds. A heartbeat dated more than ``SKEW_S`` seconds in the future (a wrong clock, a
+hand-edited file) proves nothing about a live holder and counts as stale, so a runner never waits for it
+for ever.
 """
 
 from __future__ import annotations
@@ -34,22 +36,36 @@ _RUNNER_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
 HEARTBEAT_S = 30.0
 STALE_S = 300.0
 PROBE_RETRIES = 10  # a runner's tries (50 ms apart) before it takes the trial for held: outlasts a status probe
+SKEW_S = 60.0  # clocks of two nodes may differ by this much
+
+
+def heartbeat_age(owner: dict[str, Any] | None, now: float | None = None) -> float | None:
+    """Seconds since the owner's last heartbeat; None when it has none that can be believed (missing, not a
+    number, or more than ``SKEW_S`` in the future)."""
+    beat = (owner or {}).get("heartbeat")
+    if isinstance(beat, bool) or not isinstance(beat, (int, float)) or beat != beat:
+        return None
+    age = (time.time() if now is None else now) - float(beat)
+    return None if age < -SKEW_S else max(age, 0.0)
 
 
 def read_owner(trial_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The last holder's ``{"host", "pid", "started", "heartbeat"}`` (it may have finished since)."""
     try:
-        return json.loads((Path(trial_dir) / OWNER_NAME).read_text())
-    except (OSError, ValueError):
+        with open(Path(trial_dir) / OWNER_NAME, "rb") as f:
+            owner = json.loads(f.read(1 << 16))
+    except (OSError, ValueError, RecursionError):
         return None
+    return owner if isinstance(owner, dict) else None
 
 
 def describe(owner: dict[str, Any] | None) -> str:
     if not owner:
         return "another runner"
-    age = time.time() - float(owner.get("heartbeat", 0))
-    job = f", SLURM job {owner['job']}" if owner.get("job") else ""
-    return f"{owner.get('host', '?')}:{owner.get('pid', '?')}{job} (alive {age:.0f}s ago)"
+    age = heartbeat_age(owner)
+    job = f", SLURM job {str(owner['job'])[:40]}" if owner.get("job") else ""
+    alive = f"alive {age:.0f}s ago" if age is not None else "no believable heartbeat"
+    return f"{str(owner.get('host', '?'))[:80]}:{str(owner.get('pid', '?'))[:20]}{job} ({alive})"
 
 
 def is_locked(trial_dir: str | os.PathLike) -> bool:
@@ -91,8 +107,9 @@ class TrialLock:
             self.owner = read_owner(self.dir)
             return False
         owner = read_owner(self.dir)
-        if owner and owner.get("host") != socket.gethostname() and \
-                time.time() - float(owner.get("heartbeat", 0)) < STALE_S and owner.get("active", True):
+        age = heartbeat_age(owner)
+        if owner and owner.get("host") != socket.gethostname() and age is not None and age < STALE_S \
+                and owner.get("active", True) is not False:
             os.close(fd)  # flock granted locally but a live runner on another node holds it (see module doc)
             self.owner = owner
             return False

@@ -8,7 +8,12 @@ masks) and described as the dataset-spec entries the trials register (``transfer
 * COCO json: ``JSON:IMAGE_DIR`` for train and test, any category list (the same in both files); boxes, and
   masks when every annotation has one.
 * VOC layout: ``DIR/{JPEGImages,Annotations,ImageSets/Main/{trainval,test}.txt}``, any class names, read from
-  the annotations (sorted) or given in order with ``--classes`` (then an unknown name is an error).
+  the annotations (sorted) or given in order with ``--classes`` (then an unknown name is an error). Boxes as
+  annotation tools write them (labelme, CVAT: non-integral floats) are read and evaluated as they are.
+
+A class without a test instance that its metric counts (VOC07: a non-difficult object; pycocotools: a
+non-crowd annotation) has no AP: it is named in a warning and left out of the mean, as pycocotools does (and
+``transfer/evaluators.py`` for the VOC metric); averaging it in as 0 would cap an ideal detector below 100.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class Split:
     instances: int = 0                               # objects (crowd regions excluded)
     with_objects: set = field(default_factory=set)   # ids of images with an object: what Detectron2 trains on
     ids: list = field(default_factory=list)          # every listed image id, in file order
+    counted: Counter = field(default_factory=Counter)  # class -> instances the metric counts (not difficult/crowd)
+    unreadable: int = 0                              # annotation files that could not be read (the check says why)
 
 
 @dataclass
@@ -78,10 +85,21 @@ def default_name(path: Path) -> str:
 # ----------------------------------------------------------------------------- COCO json
 
 def _coco_split(doc: dict) -> Split:
-    annotated = Counter(a.get("image_id") for a in doc["annotations"]
-                        if isinstance(a, dict) and not a.get("iscrowd", 0))
+    anns = [a for a in doc["annotations"] if isinstance(a, dict) and not a.get("iscrowd", 0)]
+    annotated = Counter(a.get("image_id") for a in anns)
     ids = [img["id"] for img in doc["images"] if isinstance(img, dict) and "id" in img]
-    return Split(len(ids), sum(annotated.values()), {i for i in ids if annotated[i]}, ids)
+    return Split(len(ids), sum(annotated.values()), {i for i in ids if annotated[i]}, ids,
+                 Counter(a.get("category_id") for a in anns))
+
+
+def missing_test_classes(classes: Sequence[str], counted: Counter, metric: str) -> str | None:
+    """The warning for classes without a test instance ``metric`` counts (None when every class has one)."""
+    missing = [c for c in classes if not counted[c]]
+    if not missing or len(missing) == len(classes):
+        return None
+    return (f"WARNING: class(es) {', '.join(missing)} have no test instance that {metric} counts: their AP is "
+            f"undefined and left out of the mean (the mean is over the other {len(classes) - len(missing)} "
+            "classes, as pycocotools does); add test images of them to measure them")
 
 
 def _categories(doc: dict) -> list[tuple[Any, str]]:
@@ -106,6 +124,9 @@ def check_coco_pair(train: tuple[Path, Path], test: tuple[Path, Path], masks: st
                                               "category list (ids and names) in both files")
     if not problems.lines() and not _coco_split(docs[0]).with_objects:
         problems.add("no-annotations", f"{train[0]}: no image with an object; there is nothing to train on")
+    if not problems.lines() and not _coco_split(docs[1]).instances:
+        problems.add("no-annotations", f"{test[0]}: no annotation that is not a crowd region; there is nothing to "
+                                       "evaluate")
     lines = problems.lines()
     if lines:
         return lines, None
@@ -113,6 +134,11 @@ def check_coco_pair(train: tuple[Path, Path], test: tuple[Path, Path], masks: st
     has_masks = all(_valid_segmentation(a.get("segmentation")) for d in docs for a in d["annotations"])
     if masks == "auto" and not has_masks:
         notes.append("not every annotation has a usable mask: boxes only (Faster R-CNN); --masks on lists them")
+    counted = _coco_split(te).counted
+    warning = missing_test_classes([n for _, n in _categories(tr)],
+                                   Counter({n: counted[i] for i, n in _categories(te)}), "pycocotools (non-crowd)")
+    if warning:
+        notes.append(warning)
     name = slug(name) if name else default_name(train[0])
     digest = hashlib.sha256()
     for json_file, _ in (train, test):
@@ -137,10 +163,12 @@ def _voc_split(base: Path, split: str, names: Counter) -> Split:
     out = Split(len(ids), ids=ids)
     for file_id in ids:
         try:
-            objects = read_voc_xml(base / "Annotations" / f"{file_id}.xml").objects
+            objects = read_voc_xml(base / "Annotations" / f"{file_id}.xml", float_boxes=True).objects
         except VocXmlError:
+            out.unreadable += 1
             continue
         names.update(o.name for o in objects)
+        out.counted.update(o.name for o in objects if not o.difficult)
         out.instances += len(objects)
         if objects:
             out.with_objects.add(file_id)
@@ -154,15 +182,25 @@ def check_voc_dir(base: Path, classes: Sequence[str] | None, name: str | None,
     problems = Problems()
     names: Counter = Counter()
     splits = {s: _voc_split(base, s, names) for s in VOC_SPLITS}
+    if classes and len(set(classes)) != len(classes):
+        twice = sorted({c for c in classes if list(classes).count(c) > 1})
+        return [f"--classes names {', '.join(twice)} more than once; each class once, in the order you want"], None
     class_names = list(classes) if classes else sorted(names)
-    if not class_names and base.is_dir():
+    unreadable = sum(s.unreadable for s in splits.values())
+    if not class_names and base.is_dir() and not unreadable:  # unreadable files: the check says why, first
         problems.add("no-objects", f"{base}: no <object> in any annotation of {', '.join(VOC_SPLITS)}; nothing to "
                                    "detect")
     for split in VOC_SPLITS:
-        check_voc_split(base, split, class_names, problems, notes)
+        check_voc_split(base, split, class_names, problems, notes, float_boxes=True)
+    if not problems.lines() and class_names and not sum(splits["test"].counted.values()):
+        problems.add("no-test-objects", f"{base}: the test split has no object that the VOC metric counts (every one "
+                                        "is <difficult>); there is nothing to evaluate")
     lines = problems.lines()
     if lines:
         return lines, None
+    warning = missing_test_classes(class_names, splits["test"].counted, "the VOC metric (non-difficult)")
+    if warning:
+        notes.append(warning)
     unused = [c for c in class_names if not names[c]]
     if unused:
         notes.append(f"--classes {', '.join(unused)}: no object of these classes in {base}")
@@ -177,6 +215,6 @@ def check_voc_dir(base: Path, classes: Sequence[str] | None, name: str | None,
             digest.update((base / "Annotations" / f"{file_id}.xml").read_bytes())
     tn, sn = f"custom_voc_{name}_trainval", f"custom_voc_{name}_test"
     entries = [{"name": f"custom_voc_{name}_{s}", "type": "voc", "dirname": str(base), "split": s,
-                "classes": class_names} for s in VOC_SPLITS]
+                "classes": class_names, "float_boxes": True} for s in VOC_SPLITS]
     return [], OwnData("voc", name, class_names, splits["trainval"], splits["test"], False, digest.hexdigest(),
                        entries, tn, sn, str(base))

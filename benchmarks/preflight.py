@@ -83,8 +83,9 @@ def weights_problem(weights: str) -> tuple[str, str | None]:
     return str(path), None
 
 
-def load_check(row: Row, opts: list[str]) -> tuple[str, str | None, int]:
-    """Build the row's model on the CPU and load its weights: (report line, problem or None, checkpoint bytes)."""
+def load_check(row: Row, opts: list[str], weights: str | None = None) -> tuple[str, str | None, int]:
+    """Build the row's model on the CPU and load its weights (``weights``: a converted copy of them): (report
+    line, problem or None, checkpoint bytes)."""
     from transfer.checkpointer import SuiteCheckpointer, WeightsError
     from transfer.train_net import Trainer, load_cfg
     from transfer.weights import local_file
@@ -93,7 +94,7 @@ def load_check(row: Row, opts: list[str]) -> tuple[str, str | None, int]:
     model = Trainer.build_model(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     ckpt_bytes = int(n_params * 4 * 2.05)  # fp32 weights + SGD momentum (+ a few buffers)
-    weights = str(local_file(row.weights) or "") if row.weights else ""
+    weights = weights or (str(local_file(row.weights) or "") if row.weights else "")
     if not weights:
         return ("" if not row.weights else "checked when the first trial has downloaded it"), None, ckpt_bytes
     checker = SuiteCheckpointer(model)
@@ -104,7 +105,28 @@ def load_check(row: Row, opts: list[str]) -> tuple[str, str | None, int]:
         return "", str(e), ckpt_bytes
     report = checker.last_load_report
     assert report is not None
-    return report.summary(), (report.refusal() or None), ckpt_bytes
+    notes = "".join(f"; note: {n.split(': ', 1)[-1]}" for n in checker.value_notes)
+    return report.summary() + notes, (report.refusal() or None), ckpt_bytes
+
+
+def converted_for_check(weights: str, folder: str) -> tuple[str | None, str | None]:
+    """(a ``.pkl`` converted from the ``.pth`` ``weights`` into ``folder``, or None; problem or None). A dry run
+    checks what the trials would load; a full Detectron2 checkpoint given as weights is loaded as it is."""
+    from transfer.checkpoint_io import ConvertError
+    from transfer.convert import convert
+    from transfer.train_net import is_detectron2_checkpoint
+    from transfer.weights import CONVERTIBLE
+
+    if not weights.endswith(CONVERTIBLE) or not Path(weights).is_file():
+        return None, None
+    try:
+        if is_detectron2_checkpoint(weights):
+            return None, None
+        out = Path(folder) / (Path(weights).name.split(".")[0] + ".pkl")
+        convert(weights, out, verify=False, log=lambda line: None)
+    except ConvertError as e:
+        return None, str(e)
+    return str(out), None
 
 
 def check_rows(rows: list[Row], opts: list[str], allow_partial: bool) -> list[RowCheck]:
@@ -117,12 +139,16 @@ def check_rows(rows: list[Row], opts: list[str], allow_partial: bool) -> list[Ro
             checks.append(rc)
             continue
         rc.weights_note, problem = weights_problem(row.weights)
-        if problem:
-            rc.problems.append(problem)
-        else:
-            rc.load_note, problem, row.checkpoint_bytes = load_check(row, opts)
-            if problem and not allow_partial:
-                rc.problems.append(problem + " (--allow-partial-weights trains anyway)")
+        with tempfile.TemporaryDirectory(prefix="preflight-") as tmp:
+            converted = None
+            if not problem:
+                converted, problem = converted_for_check(row.weights, tmp)  # a .pth in a dry run
+            if problem:
+                rc.problems.append(problem)
+            else:
+                rc.load_note, problem, row.checkpoint_bytes = load_check(row, opts, converted)
+                if problem and not allow_partial:
+                    rc.problems.append(problem + " (--allow-partial-weights trains anyway)")
         checks.append(rc)
     return checks
 
@@ -160,11 +186,9 @@ def describe_rows(checks: list[RowCheck], trials: int, seed: int) -> list[str]:
 
 
 def _sha(weights: str) -> str:
-    from transfer.checkpoint_io import sha256_of
-    from transfer.weights import local_file, weights_provenance
+    from transfer.weights import local_file, weights_sha256
 
     path = local_file(weights) if weights else None
     if path is None:
         return ""
-    prov = weights_provenance(str(path))
-    return (prov or {}).get("sha256") or sha256_of(path)
+    return weights_sha256(path)

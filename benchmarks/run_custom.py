@@ -79,6 +79,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except OwnDataError as e:
         p.error(str(e))
     args.class_list = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    twice = sorted({c for c in args.class_list or [] if args.class_list.count(c) > 1})
+    if twice:
+        p.exit(2, f"{PROG}: error: --classes names {', '.join(twice)} more than once; list each class once, in the "
+                  "order you want\n")
     args.dataset_name = slug(args.name) if args.name else default_name(args.voc or args.train_pair[0])
     return args
 

@@ -95,6 +95,7 @@ class Trial:
     seed: int
     output: Path
     opts: list[str] = field(default_factory=list)
+    identity: dict | None = None  # what defines the trial (transfer/identity.py); None: not compared
 
 
 class SweepStop(Exception):
@@ -138,8 +139,12 @@ def prune_periodic(output: Path) -> int:
     """Delete the periodic checkpoints of a finished trial (``model_final.pth`` stays); bytes freed."""
     freed = 0
     for p in output.glob("model_[0-9]*.pth"):
-        freed += p.stat().st_size
-        p.unlink(missing_ok=True)
+        try:
+            size = p.stat().st_size
+            p.unlink()
+        except OSError:  # gone already (another runner), or a read-only folder: kept, no harm
+            continue
+        freed += size
     return freed
 
 
@@ -208,8 +213,15 @@ def run_trial(trial: Trial, *, trials_requested: int, env: dict[str, str], launc
     launch = launch or Launch()
     out = trial.output
     name = f"{trial.row.label} / trial {trial.index} (seed {trial.seed})"
+    from benchmarks.sweep_checks import identity_problem
+
+    problem = identity_problem(trial)
+    if problem:
+        raise SweepStop(problem)
     if is_finished(out):
-        log(f"[runner] {name}: already finished, skipped ({out / RECORD_NAME})")
+        freed = prune_periodic(out)  # left behind when a runner died between the record and the pruning
+        log(f"[runner] {name}: already finished, skipped ({out / RECORD_NAME})"
+            + (f"; {freed / 1e6:.0f} MB of its periodic checkpoints deleted" if freed else ""))
         return "skipped"
     try:
         held = TrialLock(out)
@@ -275,7 +287,7 @@ def _run_locked(trial: Trial, name: str, trials_requested: int, env: dict[str, s
         raise SweepStop(disk_line(e)) from None
     stalled = ""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            env={**env, DIE_WITH_PARENT_ENV: "1"}, start_new_session=True)
+                            env={**env, DIE_WITH_PARENT_ENV: str(os.getpid())}, start_new_session=True)
     with _ACTIVE_LOCK:
         _ACTIVE.add(proc)
     copier = _Copier(proc, console, out / "console.log", log)

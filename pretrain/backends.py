@@ -293,7 +293,9 @@ class DevicePrefetcher:
     def _threaded(self) -> Iterator[Any]:
         q: queue.Queue = queue.Queue(self.depth)
         stop = threading.Event()
-        side = torch.cuda.Stream(self.device)
+        # torch.cuda.set_device needs an index: a bare "cuda" device means the caller's current one.
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        side = torch.cuda.Stream(index)
 
         def put(item: Any) -> bool:
             while not stop.is_set():
@@ -305,8 +307,8 @@ class DevicePrefetcher:
             return False
 
         def work() -> None:
-            torch.cuda.set_device(self.device)
-            try:
+            try:  # everything that can fail is inside: an error reaches the consumer instead of leaving it waiting
+                torch.cuda.set_device(index)
                 for batch in self.loader:
                     with torch.cuda.stream(side):
                         out = self.stage(batch)
@@ -323,13 +325,18 @@ class DevicePrefetcher:
         thread.start()
         try:
             while True:
-                item = q.get()
+                try:
+                    item = q.get(timeout=1.0)
+                except queue.Empty:
+                    if thread.is_alive():
+                        continue
+                    raise RuntimeError("the device-prefetch thread ended without handing over a batch or an error") from None
                 if item is None:
                     return
                 if isinstance(item, BaseException):
                     raise item
                 out, done = item
-                current = torch.cuda.current_stream(self.device)
+                current = torch.cuda.current_stream(index)
                 current.wait_event(done)
                 im_q, im_k = out[0]
                 im_q.record_stream(current)

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from results.plots import TINY_NOTE, _save, plt
+from results.plots import TINY_NOTE, _save, plain, plt
 
 if TYPE_CHECKING:
     from results.ablation import AblationTable
@@ -38,12 +38,12 @@ def line_plot(table: "AblationTable", path: str | os.PathLike) -> Path | None:
         xs, ys, es = zip(*pts)
         if not row.measured:
             ax.plot(xs, ys, linestyle="--", marker="o", markerfacecolor="white", color=colour, linewidth=1,
-                    label=f"{row.display} (paper)")
+                    label=plain(f"{row.display} (paper)"))
         elif row.kind == "random":
-            ax.plot(xs, ys, linestyle=":", marker=".", color=colour, label=row.display)
+            ax.plot(xs, ys, linestyle=":", marker=".", color=colour, label=plain(row.display))
         else:
             ax.errorbar(xs, ys, yerr=es if any(es) else None, marker="o", color=colour, capsize=3, linewidth=1.5,
-                        label=row.display)
+                        label=plain(row.display))
     if table.xscale == "log2":
         ax.set_xscale("log", base=2)
         ax.set_xticks([pos[c] for c in cols], [c.split("=", 1)[-1] for c in cols])
@@ -53,6 +53,6 @@ def line_plot(table: "AblationTable", path: str | os.PathLike) -> Path | None:
     ax.set_xlabel(table.xlabel)
     ax.set_ylabel(table.ylabel)
     ax.grid(alpha=0.3)
-    ax.set_title(textwrap.fill(table.title, 80) + (f"\n({TINY_NOTE})" if table.tiny else ""), fontsize=8)
+    ax.set_title(textwrap.fill(plain(table.title), 80) + (f"\n({TINY_NOTE})" if table.tiny else ""), fontsize=8)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)

@@ -90,6 +90,8 @@ def read_ablation_record(path: str | os.PathLike) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except FileNotFoundError:
         raise AblationRecordError(f"{path}: no such record") from None
+    except RecursionError:
+        raise AblationRecordError(f"{path}: JSON nested too deeply to be an ablation record") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AblationRecordError(f"{path}: corrupt JSON ({e.__class__.__name__}: {e})") from None
     return validate(record, where=str(path))
@@ -114,12 +116,11 @@ class AblationCollection:
 
 def collect_ablation(roots: Iterable[str | os.PathLike]) -> AblationCollection:
     """Every ``ablation_record.json`` under ``roots`` (a root may itself be a record file)."""
-    found: set[Path] = set()
-    for root in map(Path, roots):
-        if root.is_file() and root.name == RECORD_NAME:
-            found.add(root)
-        elif root.is_dir():
-            found.update(p for p in root.rglob(RECORD_NAME) if p.is_file())
+    from results.collect import find_records  # the same bounded walk (its depth notes come with the trial records)
+
+    roots = [Path(r) for r in roots]
+    files = [r for r in roots if r.is_file()]
+    found = {r for r in files if r.name == RECORD_NAME} | set(find_records([r for r in roots if r not in files], None, RECORD_NAME))
     out = AblationCollection()
     for path in sorted(found):
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,32 @@ def read_metrics_log(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
+def plain(text: str) -> str:
+    """``text`` shown as written: ``$`` would start matplotlib mathtext (a label like ``MoCo $\\textbf{x}$``)."""
+    return str(text).replace("$", r"\$")
+
+
+def _wrap(text: str, width_px: float, fontsize: float) -> str:
+    """Wrap each line of ``text`` to about ``width_px`` pixels at 100 dpi (a character ~ 0.6 em)."""
+    chars = max(20, int(width_px / (0.6 * fontsize * 100 / 72)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.splitlines())
+
+
+def cut_texts(fig) -> list[str]:
+    """Texts of ``fig`` that reach outside its canvas (what a saved PNG would cut), after drawing it."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    out = []
+    for t in fig.findobj(matplotlib.text.Text):
+        if not t.get_visible() or not t.get_text().strip():
+            continue
+        e = t.get_window_extent(renderer)
+        if e.x0 < box.x0 - 1 or e.x1 > box.x1 + 1 or e.y0 < box.y0 - 1 or e.y1 > box.y1 + 1:
+            out.append(t.get_text())
+    return out
+
+
 def _series(lines: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     pts = [(float(o["iteration"]), float(o[key])) for o in lines
            if isinstance(o.get(key), (int, float)) and math.isfinite(o[key])]
@@ -54,27 +81,30 @@ def bar_chart(table: Table, path: str | os.PathLike) -> Path | None:
     if not rows:
         return None
     n, width = len(rows), 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(table.metrics) * max(1, n / 2.5)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(table.metrics) * max(1, n / 2.5)) + 2.5, 3.6),
+                           layout="constrained")
     for i, row in enumerate(rows):
         xs = [j + (i - (n - 1) / 2) * width for j in range(len(table.metrics))]
         means = [row.cells[m].mean if row.cells[m].mean is not None else 0.0 for m in table.metrics]
         errs = [row.cells[m].std or 0.0 for m in table.metrics]
-        label = row.display if row.measured else f"{row.display} ({row.source_text})"
+        label = plain(row.display if row.measured else f"{row.display} ({row.source_text})")
         ax.bar(xs, means, width, yerr=errs if row.measured else None, capsize=3, label=label,
                hatch=None if row.measured else "//", alpha=1.0 if row.measured else 0.5)
     ax.set_xticks(range(len(table.metrics)), table.metrics)
     ax.set_ylabel("percent")
-    ax.set_title(f"{table.title}" + (f"\n({TINY_NOTE})" if table.tiny else ""), fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    title = plain(table.title) + (f"\n({TINY_NOTE})" if table.tiny else "")
+    ax.set_title(_wrap(title, fig.bbox.width * 0.7, 9), fontsize=9)
+    fig.legend(fontsize=7, loc="outside right upper")
     return _save(fig, path)
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
-    """Lay out, write and close ``fig``."""
-    fig.tight_layout()
+    """Lay out, write and close ``fig``; the saved area grows to hold every text (none is cut)."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return path
 
@@ -96,12 +126,12 @@ def training_curves(table: Table, path: str | os.PathLike) -> Path | None:
             xs, ys = _series(lines, key)
             if not xs:
                 continue
-            label = row.display if row.display not in seen else None
+            label = plain(row.display) if row.display not in seen else None
             seen.add(row.display)
             ax.plot(xs, ys, color=colours[row.display], marker="o" if key in eval_keys else None,
                     markersize=3, linewidth=1, alpha=0.8, label=label)
         ax.set_xlabel("iteration")
         ax.set_title(key, fontsize=9)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{table.title}" + (f" ({TINY_NOTE})" if table.tiny else ""), fontsize=9)
+    fig.suptitle(_wrap(plain(table.title) + (f" ({TINY_NOTE})" if table.tiny else ""), fig.bbox.width * 0.9, 9), fontsize=9)
     return _save(fig, path)

@@ -94,6 +94,10 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
         raise RecordError(f"{path}: no such record") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RecordError(f"{path}: corrupt JSON ({e.__class__.__name__}: {e})") from None
+    except RecursionError:
+        raise RecordError(f"{path}: JSON nested too deeply to be a trial record") from None
+    except OSError as e:
+        raise RecordError(f"{path}: unreadable ({e.strerror or e})") from None
     return validate_record(record, where=str(path))
 
 

@@ -39,8 +39,11 @@ th[scope=row] { text-align: left; font-weight: normal; }
 td.better .gap { color: #080; font-weight: bold; }
 td.worse .gap { color: #b00; font-weight: bold; }
 td.incomplete { background: #fff4d6; }
+table.diffs td.excludes-zero { font-weight: bold; }
 .tiny { border-left: 4px solid #d80; padding: 0.3em 0.8em; background: #fff8ec; font-weight: bold; }
-figure img { max-width: 100%; border: 1px solid #eee; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; height: auto; box-sizing: border-box; border: 1px solid #eee; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
 </style>
 </head>
 <body>
@@ -50,7 +53,7 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 <section class="result-table" id="{{ t.id }}">
 <h2>{{ t.title }}</h2>
 {% if t.tiny %}<p class="tiny">{{ tiny_caption }}</p>{% endif %}
-<table>
+<div class="table-wrap"><table>
 <caption>{{ t.legend() }}</caption>
 <thead><tr><th scope="col">pre-train</th>{% if t.has_paper_rows %}<th scope="col">source</th>{% endif %}<th scope="col">trials</th>{% for m in t.metrics %}<th scope="col">{{ m }}</th>{% endfor %}</tr></thead>
 <tbody>
@@ -61,7 +64,17 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 </tr>
 {% endfor %}
 </tbody>
-</table>
+</table></div>
+{% set diffs = t.diff_rows() %}{% if diffs %}
+<div class="table-wrap"><table class="diffs">
+<caption>{{ diff_legend }}</caption>
+<thead><tr><th scope="col">pre-train</th><th scope="col">difference to</th>{% for m in t.metrics %}<th scope="col">{{ m }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for r, ref, d in diffs %}<tr><th scope="row">{{ r.display }}</th><td>{{ ref }}</td>{% for m in t.metrics %}{% if m in d %}<td class="cell{{ ' excludes-zero' if d[m].excludes_zero else '' }}" data-diff="{{ d[m].mean }}"{% if d[m].lo is not none %} data-lo="{{ d[m].lo }}" data-hi="{{ d[m].hi }}"{% endif %} title="{{ d[m].method }}, {{ d[m].n }} {{ 'pairs' if d[m].method == 'paired' else 'trials' }}">{{ diff_text(d[m], minus='−') }}</td>{% else %}<td class="cell">—</td>{% endif %}{% endfor %}</tr>
+{% endfor %}
+</tbody>
+</table></div>
+{% endif %}
 {% if t.notes %}<ul class="notes">{% for n in t.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
 {% for src, alt in images.get(t.id, []) %}<figure><img src="{{ src }}" alt="{{ alt }}"><figcaption>{{ alt }}</figcaption></figure>
 {% endfor %}
@@ -112,11 +125,11 @@ def data_uri(path: str | os.PathLike) -> str:
 def render_html(tables: list[Table], plots: dict[str, Iterable[str | os.PathLike]] | None = None,
                 skipped: Iterable[tuple[str, str]] = (), title: str = "Detection-transfer results") -> str:
     """The page: every table, its plots (``plots[table.id]``, embedded) and the skipped records."""
-    from results.tables import TINY_CAPTION, fmt1
+    from results.tables import DIFF_LEGEND, TINY_CAPTION, diff_text, fmt1
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     images = {tid: [(data_uri(p), _plot_caption(Path(p))) for p in paths] for tid, paths in (plots or {}).items()}
     return env.from_string(_TEMPLATE).render(
-        title=title, tables=tables, images=images, skipped=list(skipped), tiny_caption=TINY_CAPTION,
+        title=title, tables=tables, diff_legend=DIFF_LEGEND, diff_text=diff_text, images=images, skipped=list(skipped), tiny_caption=TINY_CAPTION,
         n_rows=sum(len(t.measured_rows()) for t in tables), fmt=fmt1, cell_class=_cell_class,
         cell_title=_cell_title, created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))

@@ -7,13 +7,14 @@ adds ``[3/5, 1 failed]``. The supervised reference row has no brackets.
 
 from __future__ import annotations
 
-from results.tables import Cell, Row, Table
+from results.tables import Cell, Row, Table, diff_text
 
 MARKS = {"better": "▲", "worse": "▼"}
 
 
 def _esc(text: str) -> str:
-    return text.replace("|", "\\|")
+    """A table cell: ``|`` escaped, line breaks as spaces (a newline would end the row)."""
+    return " ".join(str(text).replace("|", "\\|").split("\n")).replace("\r", " ")
 
 
 def cell_md(cell: Cell, std: bool = True) -> str:
@@ -33,6 +34,19 @@ def _row_md(row: Row, table: Table, std: bool) -> str:
     return "| " + " | ".join(cols) + " |"
 
 
+def diffs_md(table: Table) -> list[str]:
+    """The differences to the supervised and random-init rows with their 95% intervals, as a second table."""
+    diffs = table.diff_rows()
+    if not diffs:
+        return []
+    lines = ["", "| pre-train | difference to | " + " | ".join(table.metrics) + " |",
+             "|:---|:---|" + "|".join([":---:"] * len(table.metrics)) + "|"]
+    for row, ref, d in diffs:
+        lines.append(f"| {_esc(row.display)} | {_esc(ref)} | "
+                     + " | ".join(diff_text(d[m]) if m in d else "—" for m in table.metrics) + " |")
+    return lines
+
+
 def table_md(table: Table, std: bool = True) -> str:
     """One table: heading, pipe table, caption and notes."""
     head = table.lead_columns + table.metrics
@@ -42,6 +56,7 @@ def table_md(table: Table, std: bool = True) -> str:
     lines += ["| " + " | ".join(head) + " |",
               "|" + "|".join([":---"] * (len(head) - len(table.metrics)) + [":---:"] * len(table.metrics)) + "|"]
     lines += [_row_md(r, table, std) for r in table.rows]
+    lines += diffs_md(table)
     lines += ["", table.legend(minus="-")]
     if table.notes:
         lines += [""] + [f"- {_esc(n)}" for n in table.notes]

@@ -9,6 +9,11 @@ table's printed numbers always add up), rounded half-up to 1 decimal; a gap ≥ 
 ``better`` (the paper's green), a gap ≤ −0.5 ``worse``. The reference is the measured row with
 ``pretrain.kind == "supervised"``; with several, the one with the most finished trials (the choice is
 noted); with none, no gaps. Paper rows (``with_paper``) get gaps to the paper's supervised row.
+
+Beside each gap, the uncertainty of the difference (``results.stats``): for every measured row against the
+supervised row and against the random-init row, the mean paired difference over the seeds both ran with
+its 95% t interval, and whether the interval excludes 0 (Welch's interval when the rows share fewer than
+2 seeds, said in a note). The ±0.5 colour rule stays the paper's.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from results import paper as paper_mod
+from results.stats import LEVEL, Diff, difference
 
 MARK_THRESHOLD = 0.5
 TINY_CAPTION = ("Small-scale demonstration (tiny data and schedule), not the paper's protocol: "
@@ -138,6 +144,8 @@ class Row:
     fingerprint_values: dict | None = None
     deviations: list[str] | None = None    # keys differing from the paper's protocol (None: not compared)
     resumed: list[str] = field(default_factory=list)  # "trial 2 (from iteration 12000)"
+    seed_values: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> {seed: value}
+    diffs: dict[str, dict[str, Diff]] = field(default_factory=dict)  # "supervised"/"random" -> metric -> Diff
 
     @property
     def measured(self) -> bool:
@@ -168,6 +176,7 @@ class Table:
     reference: Row | None = None
     paper_reference: Row | None = None
     notes: list[str] = field(default_factory=list)
+    random_reference: Row | None = None
 
     @property
     def id(self) -> str:
@@ -225,7 +234,30 @@ class Table:
             parts.append("[k/n, f failed]: only k of the n requested trials finished (f failed).")
         if self.has_paper_rows:
             parts.append("Paper rows are the published numbers; their gaps are to the paper's supervised row.")
+        if self.diff_rows():
+            parts.append(DIFF_LEGEND)
         return " ".join(parts)
+
+    def diff_rows(self) -> list[tuple[Row, str, dict[str, Diff]]]:
+        """(row, reference display name, {metric: Diff}) for every measured row with a difference."""
+        refs = {"supervised": self.reference, "random": self.random_reference}
+        return [(r, refs[k].display, r.diffs[k]) for r in self.measured_rows() for k in ("supervised", "random")
+                if k in r.diffs and refs[k] is not None]
+
+
+DIFF_LEGEND = (f"Differences: mean of the per-seed differences to the reference row over the seeds both ran, with its "
+               f"{LEVEL * 100:.0f}% interval (t distribution); * the interval excludes 0.")
+
+
+def diff_text(d: Diff, minus: str = "-", star: str = "*") -> str:
+    """``+1.2 [-0.3, +2.7]`` (``*`` when the interval excludes 0); ``+1.2 (1 pair)`` without an interval."""
+    def sig(x: float) -> str:
+        return f"+{x:.1f}" if round1(x) >= 0 else f"{minus}{abs(x):.1f}"
+    if math.isnan(d.mean):
+        return "—"
+    if d.lo is None or d.hi is None:
+        return f"{sig(d.mean)} ({d.n} {'pair' if d.n == 1 else 'pairs'}: no interval)"
+    return f"{sig(d.mean)} [{sig(d.lo)}, {sig(d.hi)}]" + (star if d.excludes_zero else "")
 
 
 def _order_key(values: Iterable[str], order: tuple[str, ...]) -> dict[str, tuple[int, str]]:
@@ -246,6 +278,7 @@ def records_frames(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.Data
         fp = r.get("fingerprint") if isinstance(r.get("fingerprint"), dict) else {}
         base = {"task": r["task"], "arch": r["arch"], "schedule": r["schedule"], "tiny": bool(r.get("tiny", False)),
                 "label": label, "sha256": pre.get("sha256") or "", "fingerprint": str(fp.get("hash") or "")}
+        seed = r.get("seed") if isinstance(r.get("seed"), int) and not isinstance(r.get("seed"), bool) else None
         resumed = r.get("resumed") if isinstance(r.get("resumed"), dict) else {}
         recs.append({**base, "kind": pre.get("kind") or paper_mod.kind_of(label),
                      "weights": str(pre.get("weights") or ""), "trial": r["trial"], "status": r["status"],
@@ -256,8 +289,9 @@ def records_frames(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.Data
         if r["status"] == "finished":
             for metric, value in r["metrics"].items():
                 if value is not None and math.isfinite(value):
-                    vals.append({**base, "metric": metric, "value": float(value)})
-    return pd.DataFrame(recs), pd.DataFrame(vals, columns=TABLE_KEYS + ROW_KEYS + ["metric", "value"])
+                    vals.append({**base, "metric": metric, "value": float(value),
+                                 "seed": seed if seed is not None else -1 - int(r["trial"])})
+    return pd.DataFrame(recs), pd.DataFrame(vals, columns=TABLE_KEYS + ROW_KEYS + ["metric", "value", "seed"])
 
 
 def _measured_rows(recs: pd.DataFrame, stats: dict[tuple, dict[str, tuple[float, float, int]]],
@@ -364,6 +398,28 @@ def _pick_reference(rows: list[Row], notes: list[str]) -> Row | None:
     return ref
 
 
+def _apply_diffs(rows: list[Row], ref: Row | None, rand: Row | None, notes: list[str]) -> None:
+    """Each measured row's per-metric difference to the supervised and to the random-init row (``results.stats``)."""
+    unpaired = []
+    for row in rows:
+        for key, other in (("supervised", ref), ("random", rand)):
+            if other is None or row is other or (key == "random" and row is ref):
+                continue  # (supervised vs random init would repeat random init vs supervised, negated)
+            diffs = {m: difference(row.seed_values[m], other.seed_values[m])
+                     for m in row.seed_values if row.seed_values[m] and other.seed_values.get(m)}
+            if diffs:
+                row.diffs[key] = diffs
+                if any(d.method == "welch" for d in diffs.values()):
+                    unpaired.append(f"{row.display} vs {other.display}")
+    if unpaired:
+        notes.append(f"Fewer than 2 common seeds, so Welch's interval for independent samples: {'; '.join(unpaired)}.")
+
+
+def _pick_random(rows: list[Row]) -> Row | None:
+    rand = [r for r in rows if r.kind == "random" and r.finished > 0]
+    return max(rand, key=lambda r: r.finished) if rand else None
+
+
 def _paper_rows(task: str, arch: str, schedule: str, metrics: list[str], paper_csv: str | None) -> list[Row]:
     rows = []
     for pr in paper_mod.paper_rows(task, arch, schedule, paper_csv):
@@ -384,6 +440,10 @@ def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
         agg = vals.groupby(TABLE_KEYS + ROW_KEYS + ["metric"]).value.agg(["mean", "std", "count"])
         for (*tkey, label, sha, fp, metric), (mean, std, n) in agg.iterrows():
             stats.setdefault(tuple(tkey), {}).setdefault((label, sha, fp), {})[metric] = (mean, std, int(n))
+    seed_vals: dict[tuple, dict[tuple, dict[str, dict[int, float]]]] = {}
+    if len(vals):  # one value per seed (the mean if a seed ran twice)
+        for (*tkey, label, sha, fp, metric, seed), v in vals.groupby(TABLE_KEYS + ROW_KEYS + ["metric", "seed"]).value.mean().items():
+            seed_vals.setdefault(tuple(tkey), {}).setdefault((label, sha, fp), {}).setdefault(metric, {})[int(seed)] = float(v)
     tables = []
     for tkey, grp in recs.groupby(TABLE_KEYS, sort=False):
         task, arch, schedule, tiny = tkey
@@ -398,11 +458,15 @@ def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
         ref = _pick_reference(rows, notes)
         _apply_gaps(rows, ref)
         for r in rows:
+            r.seed_values = seed_vals.get(tuple(tkey), {}).get((r.label, r.sha256, r.fingerprint), {})
+        rand = _pick_random(rows)
+        _apply_diffs(rows, ref, rand, notes)
+        for r in rows:
             notes.extend(f"{r.display}: {e}" for e in r.errors)
             if r.resumed:
                 notes.append(f"{r.display}: resumed after an interruption: {'; '.join(r.resumed)} (the data stream "
                              "continues exactly; on GPUs the last digits may differ, see README).")
-        table = Table(task, arch, schedule, bool(tiny), metrics, rows, reference=ref, notes=notes)
+        table = Table(task, arch, schedule, bool(tiny), metrics, rows, reference=ref, notes=notes, random_reference=rand)
         if with_paper:
             prows = sorted(_paper_rows(task, arch, schedule, metrics, paper_csv),  # stable: keeps paper order
                            key=lambda r: KIND_ORDER.get(r.kind, 2))
@@ -419,6 +483,14 @@ def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
     return sorted(tables, key=lambda t: (t.tiny, t_order[t.task], a_order[t.arch], s_order[t.schedule]))
 
 
+def _diff_columns(d: Diff | None, prefix: str) -> dict[str, Any]:
+    """CSV columns of one difference: mean, interval, pairs, method, whether the interval excludes 0."""
+    if d is None:
+        return {f"{prefix}_{k}": None for k in ("diff", "ci_lo", "ci_hi", "n", "method", "excludes_0")}
+    return {f"{prefix}_diff": d.mean, f"{prefix}_ci_lo": d.lo, f"{prefix}_ci_hi": d.hi, f"{prefix}_n": d.n,
+            f"{prefix}_method": d.method, f"{prefix}_excludes_0": d.excludes_zero}
+
+
 def tables_frame(tables: list[Table]) -> pd.DataFrame:
     """Tidy frame, one row per (table, row, metric): the CSV output."""
     out = []
@@ -432,5 +504,7 @@ def tables_frame(tables: list[Table]) -> pd.DataFrame:
                             "metric": m, "mean": c.mean, "mean_1d": round1(c.mean) if c.mean is not None else None,
                             "std": c.std, "n": c.n, "requested": c.requested if r.measured else None,
                             "failed": c.failed if r.measured else None, "gap": c.gap, "mark": c.mark or "",
-                            "reference": r is t.reference or r is t.paper_reference})
+                            "reference": r is t.reference or r is t.paper_reference,
+                            **_diff_columns(r.diffs.get("supervised", {}).get(m), "vs_supervised"),
+                            **_diff_columns(r.diffs.get("random", {}).get(m), "vs_random")})
     return pd.DataFrame(out)

@@ -49,11 +49,23 @@ if [ ! -x "$VENV/bin/python" ]; then
       exit 1
     fi
     venv_flags=(--system-site-packages)
+    # A python inside a virtual environment (e.g. a CUDA image's /opt/torch/.venv) makes a venv whose
+    # --system-site-packages is the *base* interpreter's, without that torch: link its site-packages too.
+    parent_sites=$("$PY" -c 'import sys, sysconfig; p = sysconfig.get_paths()
+if sys.prefix != sys.base_prefix: print("\n".join(dict.fromkeys([p["purelib"], p["platlib"]])))')
   else
     PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
   fi
   say "creating $VENV with $("$PY" --version 2>&1)${venv_flags[*]:+ (${venv_flags[*]})}"
-  "$PY" -m venv "${venv_flags[@]}" "$VENV"
+  if ! "$PY" -m venv "${venv_flags[@]}" "$VENV" 2>/dev/null; then
+    # No ensurepip (e.g. Debian's python3 without python3-venv): a venv without pip; a linked environment's pip serves.
+    rm -rf "$VENV"
+    "$PY" -m venv --without-pip "${venv_flags[@]}" "$VENV"
+  fi
+  if [ -n "${parent_sites:-}" ]; then
+    say "linking the site-packages of $PY's environment ($(echo "$parent_sites" | head -1))"
+    echo "$parent_sites" > "$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_parent_env.pth"
+  fi
 fi
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 quiet() { "$@" 2>&1 | grep -v -E "is ignored: it is neither a file nor a directory" || true; return "${PIPESTATUS[0]}"; }
@@ -69,8 +81,39 @@ else
   fi
   say "TORCH_SPEC empty: keeping the environment's torch ($torch_version)"
 fi
-say "installing requirements.txt"
-quiet "${pip[@]}" install -q -r requirements.txt
+requirements=requirements.txt
+nodeps=()
+if [ -z "$TORCH_SPEC" ]; then
+  # Keep the environment's NumPy and OpenCV: its torch and compiled packages were built against them (the
+  # numpy<2 / opencv-python<4.12 pins are for the pinned stack). lvis then goes in without its opencv-python.
+  requirements=$VENV/requirements-env.txt
+  mapfile -t nodeps < <("$VENV/bin/python" - requirements.txt "$requirements" <<'EOF'
+import importlib.util, re, sys
+src, dst = sys.argv[1], sys.argv[2]
+has = {m: importlib.util.find_spec(m) is not None for m in ("numpy", "cv2")}
+keep, nodeps = [], []
+for line in open(src):
+    name = re.match(r"\s*([A-Za-z0-9_.-]*)", line).group(1).lower()
+    if (name == "numpy" and has["numpy"]) or (name == "opencv-python" and has["cv2"]):
+        continue
+    if name == "lvis" and has["cv2"]:
+        nodeps.append(line.split("#")[0].strip())
+        continue
+    keep.append(line)
+open(dst, "w").writelines(keep)
+print("\n".join(nodeps))
+EOF
+)
+  if np_version=$("$VENV/bin/python" -c 'import numpy; print(numpy.__version__)' 2>/dev/null); then
+    say "keeping the environment's numpy $np_version"
+  fi
+fi
+say "installing $requirements"
+quiet "${pip[@]}" install -q -r "$requirements"
+if [ ${#nodeps[@]} -gt 0 ] && [ -n "${nodeps[0]}" ]; then
+  say "installing ${nodeps[*]} without dependencies (the environment's OpenCV serves it)"
+  quiet "${pip[@]}" install -q --no-deps "${nodeps[@]}"
+fi
 say "installing the suite (editable)"
 quiet "${pip[@]}" install -q --no-deps --no-build-isolation -e .
 

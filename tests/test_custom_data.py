@@ -168,11 +168,15 @@ def test_run_custom_voc_layout_with_own_class_names_end_to_end(tmp_path: Path, c
     assert rec["dataset"]["loaded"]["custom_voc_voc_trainval"]["images"] == 6
     assert "Your data (VOC layout), detection" in text and "| random init | 1/1 |" in text
     assert run_custom.main(["--tiny", "--voc", str(voc), "--classes", "widget,gadget", "--rows", "random",
-                            "--output", str(out), "--max-iter", "2"]) == 0  # the same sweep again: skipped
+                            "--output", str(out), "--max-iter", "2", "--", *FAST]) == 0  # the same sweep: skipped
     assert "already finished, skipped" in capsys.readouterr().out and len(_records(out)) == 1
+    assert run_custom.main(["--tiny", "--voc", str(voc), "--classes", "widget,gadget", "--rows", "random",
+                            "--output", str(out), "--max-iter", "2"]) == 2  # other overrides: not this trial
+    assert "finished trial made with other Detectron2 overrides (TEST.PRECISE_BN.NUM_ITER: 1 then, not set now;" \
+        in capsys.readouterr().err and len(_records(out)) == 1
     (voc / "ImageSets" / "Main" / "trainval.txt").write_text("000001\n000002\n000003\n")  # the data changed
     assert run_custom.main(["--tiny", "--voc", str(voc), "--classes", "widget,gadget", "--rows", "random",
-                            "--output", str(out), "--max-iter", "2"]) == 2
+                            "--output", str(out), "--max-iter", "2", "--", *FAST]) == 2
     assert "were set up for other data" in capsys.readouterr().err  # the finished trial is not mixed with new ones
 
 

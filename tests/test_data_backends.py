@@ -114,3 +114,76 @@ def test_moco_with_the_tensor_backend_resumes_exactly_and_records_it(tmp_path: P
     assert list(a) == [1, 2, 3] and a == b  # bit-identical after the resume
     with pytest.raises(SystemExit, match="--precision paper means fp32"):
         main_moco.main([*TINY, "--precision", "paper", "--amp", "bf16", str(data)])
+
+
+# --- the GPU prefetch thread, with CUDA's stream/event calls replaced by fakes (CPU twin of the GPU path) ---
+
+class _FakeStream:
+    def wait_event(self, event) -> None:
+        pass
+
+
+class _FakeView:
+    def record_stream(self, stream) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch.cuda's stream API as no-ops; records what set_device was given (a GPU run made it hang: #gpu-check)."""
+    import contextlib
+
+    calls: dict = {"set_device": []}
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: _FakeStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: _FakeStream())
+    monkeypatch.setattr(torch.cuda, "Event", lambda *a, **k: type("E", (), {"record": lambda self, s=None: None})())
+
+    def set_device(d) -> None:
+        if not isinstance(d, int) and getattr(d, "index", None) is None:  # torch's rule: an index, not a bare "cuda"
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{d}")
+        calls["set_device"].append(d)
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    return calls
+
+
+def _consume(prefetcher, timeout: float = 20.0) -> tuple[list, BaseException | None]:
+    """Iterate in a thread so that a hang fails the test instead of blocking it."""
+    import threading
+
+    got, err = [], []
+
+    def run() -> None:
+        try:
+            got.extend(prefetcher)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            err.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "the prefetcher hung"
+    return got, (err[0] if err else None)
+
+
+def test_gpu_prefetch_thread_with_a_bare_cuda_device_yields_every_batch(fake_cuda) -> None:
+    stage = lambda b: ((_FakeView(), _FakeView()), b)  # noqa: E731
+    got, err = _consume(backends.DevicePrefetcher(range(5), stage, torch.device("cuda")))
+    assert err is None and [b for _, b in got] == list(range(5))
+    assert fake_cuda["set_device"] == [0]  # an index, resolved from the caller's current device
+
+
+def test_gpu_prefetch_thread_errors_reach_the_consumer(fake_cuda, monkeypatch) -> None:
+    def stage(b):
+        if b == 2:
+            raise OSError("nvJPEG failed")
+        return (_FakeView(), _FakeView()), b
+
+    got, err = _consume(backends.DevicePrefetcher(range(5), stage, torch.device("cuda", 0)))
+    assert [b for _, b in got] == [0, 1] and isinstance(err, OSError) and "nvJPEG" in str(err)
+    # an error while the thread sets itself up (before any batch) also reaches the consumer, at once
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: (_ for _ in ()).throw(RuntimeError("no such device")))
+    got, err = _consume(backends.DevicePrefetcher(range(5), stage, torch.device("cuda", 0)))
+    assert got == [] and isinstance(err, RuntimeError) and "no such device" in str(err)

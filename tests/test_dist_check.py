@@ -13,3 +13,11 @@ def test_ddp_and_naive_syncbn_over_two_cpu_processes() -> None:
     assert res["ddp"]["detail"]["max_diff_between_ranks"] == 0.0
     assert res["ddp"]["detail"]["max_diff_to_one_process"] < 1e-5
     assert res["naiveSyncBN"]["module"] == "NaiveSyncBatchNorm" and res["naiveSyncBN"]["detail"]["max_output_diff"] < 1e-4
+
+
+def test_nccl_runs_two_ranks_only_with_two_gpus() -> None:
+    """NCCL refuses two ranks on one GPU (NCCL 2.28.9 on an H200: 'invalid usage'): with one GPU it runs at world 1."""
+    one, two = plan("cuda", gpus=1), plan("cuda", gpus=2)
+    assert [(w, b) for _, w, b in one] == [(1, "nccl"), (2, "gloo")]
+    assert [(w, b) for _, w, b in two] == [(1, "nccl"), (2, "nccl"), (2, "gloo")]
+    assert all("SyncBN" in names for names, _, _ in two)

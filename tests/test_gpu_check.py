@@ -51,3 +51,21 @@ def test_pytest_summary_and_projections() -> None:
     assert "full VOC table (3 rows x 5 trials x 24k iterations), `amp`: **2.1 days**" in lines  # 360k x 0.5 s = 50 h
     assert "COCO 1x row (90k iterations), `amp`: **10.0 h** per trial" in lines
     assert "fp32-tf32off" not in lines  # measured at a halved batch: not the protocol, no projection
+
+
+def test_each_section_gets_its_share_and_the_report_is_written_after_each(monkeypatch, tmp_path: Path) -> None:
+    seen: dict[str, float] = {}
+
+    def fake(key):
+        def run(ctx):
+            seen[key] = ctx.remaining()
+            assert (key == "tests") == (not list(tmp_path.glob("*.md")))  # the report exists once a section is done
+            return gpu_check.Section(key, key.capitalize())
+        return run
+
+    monkeypatch.setattr(gpu_check, "SECTION_FUNCS", {k: fake(k) for k in ("tests", "dist")})
+    assert gpu_check.main(["--device", "cpu", "--sections", "tests,dist", "--budget", "100", "--out", str(tmp_path)]) == 0
+    share = gpu_check.SHARES["tests"] / (gpu_check.SHARES["tests"] + gpu_check.SHARES["dist"])
+    assert abs(seen["tests"] - 100 * share) < 2  # the rest is kept for the sections after it
+    assert seen["dist"] > 98  # and what the first one left over goes to the next
+    assert "Incomplete" not in next(tmp_path.glob("*.md")).read_text()

@@ -5,7 +5,9 @@
 * ``d2_pkl(author="MOCO")``: what the reference MoCo converter (``convert-pretrain-to-detectron2.py``) writes,
   ``author="torchvision"``: Detectron2's ``convert-torchvision-to-d2.py``: Detectron2 names, numpy arrays,
   ``{"model", "__author__", "matching_heuristics": True}``;
-* ``evil_pkl``: a pickle whose loading calls ``os.system``.
+* ``evil_pkl``: a pickle whose loading calls ``os.system``;
+* hostile files (issue 22): a structured-dtype ``BUILD`` that corrupts memory, deep tuple keys, shared-reference
+  blow-ups, an object array claiming 2 GB, a torch zip with any ``data.pkl``.
 
 The key-renaming rules are those the two converters document (torchvision ``layerN`` -> ``res{N+1}``,
 ``bnK`` -> ``convK.norm``, ``downsample.0/1`` -> ``shortcut``/``shortcut.norm``, stem keys under ``stem.``).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import torch
@@ -95,3 +98,80 @@ def evil_pkl(path: Path, marker: Path) -> Path:
 def evil_pth(path: Path, marker: Path) -> Path:
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "hook": _RunsCode(marker)}, path)
     return path
+
+
+# ----------------------------------------------------------------------------- hostile files (issue 22)
+# Small files written opcode by opcode: what a stranger could hand the suite. None runs code; each used to
+# crash (segfault), hang, exhaust memory or give a wrong number.
+
+def _unicode(text: str) -> bytes:
+    data = text.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def _numpy_dtype(code: str) -> bytes:
+    """``numpy.dtype(code, False, True)`` on the stack (its state not yet applied)."""
+    return b"cnumpy\ndtype\n" + _unicode(code) + b"\x89\x88\x87R"
+
+
+def _dtype_state(field_code: str, flags: int) -> bytes:
+    """The state tuple of a structured dtype with one 8-byte field ``f`` of type ``field_code``."""
+    order = "|" if field_code == "O" else "<"
+    field = _numpy_dtype(field_code) + b"(K\x03" + _unicode(order) + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK" + \
+        bytes([63 if field_code == "O" else 0]) + b"tb"
+    return (b"(K\x03" + _unicode("|") + b"N" + _unicode("f") + b"\x85" + b"}" + _unicode("f") + field + b"K\x00\x86s"
+            + b"K\x08K\x01K" + bytes([flags]) + b"t")
+
+
+def structured_dtype_pkl(path: Path) -> Path:
+    """Only allow-listed globals: a structured dtype, an array filled with raw bytes, then BUILD applied to the
+    same dtype again turns its field into an object field; freeing the array then dereferences 0x4141...."""
+    data = b"\x80\x02" + _numpy_dtype("V8") + b"q\x01" + b"h\x01" + _dtype_state("i8", 16) + b"b0"
+    data += b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R"
+    data += b"(K\x01K\x01\x85h\x01\x89C\x08" + b"\x41" * 8 + b"tb"
+    data += b"h\x01" + _dtype_state("O", 27) + b"b0."
+    path.write_bytes(data)
+    return path
+
+
+def deep_tuple_key_pickle(depth: int = 1_000_000) -> bytes:
+    """``{((((None,),),)...): None}``: hashing the key recurses ``depth`` levels in C."""
+    return b"\x80\x04}N" + b"\x85" * depth + b"Ns."
+
+
+def doubling_dicts_pickle(levels: int = 64, top: bytes = b"") -> bytes:
+    """``{"state_dict": d64}`` where each ``d(k+1) = {"a": d(k), "b": d(k)}``: 2 KB, 2**64 entries written out."""
+    data = b"\x80\x04}" + _unicode("state_dict") + b"}\x940"
+    for k in range(levels):
+        data += b"}(" + _unicode("a") + b"h" + bytes([k]) + _unicode("b") + b"h" + bytes([k]) + b"u\x940"
+    return data + b"h" + bytes([levels]) + b"s" + top + b"."
+
+
+def object_array_pkl(path: Path) -> Path:
+    """70 bytes that ask numpy for an object array of 2**28 elements (2 GB of pointers) and give none."""
+    data = (b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R"
+            b"(K\x01J\x00\x00\x00\x10\x85" + _numpy_dtype("O") + b"\x89]tb.")
+    path.write_bytes(data)
+    return path
+
+
+def pth_with_pickle(path: Path, pickled: bytes) -> Path:
+    """A torch zip checkpoint whose ``data.pkl`` is ``pickled`` (the rest as ``torch.save`` writes it)."""
+    import zipfile
+
+    tmp = path.with_suffix(".tmp")
+    torch.save({"a": torch.zeros(2)}, tmp)
+    with zipfile.ZipFile(tmp) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = pickled if info.filename.endswith("/data.pkl") else src.read(info)
+            dst.writestr(info.filename, data)
+    tmp.unlink()
+    return path
+
+
+def doubling_graph(levels: int = 64) -> dict:
+    """The same shared-reference graph as a Python object (pickle writes it in a few KB)."""
+    d: dict = {}
+    for _ in range(levels):
+        d = {"a": d, "b": d}
+    return d

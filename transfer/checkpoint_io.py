@@ -33,14 +33,20 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def load_untrusted(path: str | os.PathLike) -> Any:
-    """Load a checkpoint with ``weights_only=True``; raise :class:`ConvertError` on any problem."""
+    """Load a checkpoint with ``weights_only=True`` after :func:`transfer.safe_pickle.scan_torch_file` has
+    checked its pickled structure (depth, size, cycles: what torch's loader does not bound); raise
+    :class:`ConvertError` (one line) on any problem."""
+    from transfer import safe_pickle
+
     p = Path(path)
     if not p.exists():
         raise ConvertError(f"{p}: no such file")
     if p.is_dir():
         raise ConvertError(f"{p}: is a directory, expected a checkpoint file (.pth/.pth.tar)")
-    if p.stat().st_size == 0:
-        raise ConvertError(f"{p}: file is empty (0 bytes); the save or download was interrupted, fetch it again")
+    try:
+        safe_pickle.scan_torch_file(p)  # also: a regular, non-empty file (a FIFO would block torch.load)
+    except safe_pickle.UnsafePickleError as e:
+        raise ConvertError(str(e)) from None
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before failing; the error says it all
             warnings.simplefilter("ignore")
@@ -60,7 +66,11 @@ def load_untrusted(path: str | os.PathLike) -> Any:
         if "zip archive" in str(e) or "central directory" in str(e):
             raise ConvertError(f"{p}: truncated or corrupt checkpoint (broken zip archive); fetch or save it again") from None
         raise ConvertError(f"{p}: cannot be loaded as a checkpoint ({_first_line(e)})") from None
-    except (EOFError, KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError, IndexError) as e:
+    except OSError as e:  # e.g. a zip cut inside a storage record: [Errno 22] Invalid argument
+        raise ConvertError(f"{p}: truncated or corrupt checkpoint ({e.strerror or _first_line(e)}); fetch or save "
+                           "it again") from None
+    except (EOFError, KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError, IndexError,
+            MemoryError, RecursionError) as e:
         raise ConvertError(f"{p}: not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
 
 

@@ -8,6 +8,9 @@
 * **Atomic saves**: a checkpoint is written to a temporary file and renamed, so a kill or a full disk never
   leaves a truncated ``model_final.pth``; files get the user's umask (shared lab folders stay readable).
 * **Load report**: loading pretrained weights leaves a :class:`transfer.load_report.LoadReport`.
+
+A ``.pkl``'s values are checked before Detectron2 copies them (``transfer/weight_checks.py``: non-finite,
+non-float, all-zero or negative-variance tensors are refused in one line; float16 is widened, said in a note).
 """
 
 from __future__ import annotations
@@ -17,41 +20,60 @@ from typing import Any
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+import logging
+
 from transfer import safe_pickle
 from transfer.atomic import torch_save_atomic, write_atomic
 from transfer.checkpoint_io import ConvertError, load_untrusted
 from transfer.load_report import LoadReport, build_report
+from transfer.weight_checks import WeightValuesError, check_tensors
+
+_logger = logging.getLogger("transfer.checkpointer")
 
 
 class WeightsError(Exception):
     """A weights or checkpoint file that cannot be used; one actionable line."""
 
 
-def read_pkl_for_detectron2(filename: str) -> dict[str, Any]:
-    """A ``.pkl`` in the form Detectron2's loader expects, read without running code.
+def read_pkl_for_detectron2(filename: str, notes: list[str] | None = None) -> dict[str, Any]:
+    """A ``.pkl`` in the form Detectron2's loader expects, read without running code, its values checked
+    (``notes`` receives what was converted, e.g. float16 widened).
 
     Detectron2's rules: a dict with ``model`` and ``__author__`` is a model-zoo file and is used as it is;
     anything else is a Caffe2 / Detectron1 file: its ``blobs`` (if any) are the weights, ``*_momentum``
-    entries are dropped, and its names are converted by heuristics.
+    entries are dropped, and its names are converted by heuristics. A pretraining checkpoint saved as
+    ``.pkl`` (tensors one level down) or anything else is refused in one line.
     """
+    from transfer.weights import layout_of, not_weights_line
+
     try:
         data = safe_pickle.load(filename)
     except safe_pickle.UnsafePickleError as e:
         raise WeightsError(str(e)) from None
-    if not isinstance(data, dict):
-        raise WeightsError(f"{filename}: not a weights file (top level is a {type(data).__name__}, expected a dict)")
-    if "model" in data and "__author__" in data:
-        return data
-    blobs = data.get("blobs", data)
-    if not isinstance(blobs, dict):
-        raise WeightsError(f"{filename}: 'blobs' is a {type(blobs).__name__}, expected a dict of arrays")
-    blobs = {k: v for k, v in blobs.items() if not str(k).endswith("_momentum")}
-    return {"model": blobs, "__author__": "Caffe2", "matching_heuristics": True}
+    kind, why = layout_of(data)
+    if kind in ("foreign", "checkpoint"):
+        raise WeightsError(not_weights_line(filename, kind, why))
+    if kind == "caffe2":
+        blobs = data.get("blobs", data)
+        blobs = {k: v for k, v in blobs.items() if not str(k).endswith("_momentum")}
+        data = {"model": blobs, "__author__": "Caffe2", "matching_heuristics": True}
+    if any(not isinstance(k, str) for k in data["model"]):
+        raise WeightsError(f"{filename}: not a weights file (its tensor names are not all strings)")
+    try:
+        data["model"], found = check_tensors(data["model"], filename)
+    except WeightValuesError as e:
+        raise WeightsError(str(e)) from None
+    for line in found:
+        _logger.warning(line)
+    if notes is not None:
+        notes += found
+    return data
 
 
 def _safe_load_file(self: DetectionCheckpointer, filename: str) -> Any:
     if filename.endswith(".pkl"):
-        return read_pkl_for_detectron2(filename)
+        self.value_notes = []
+        return read_pkl_for_detectron2(filename, self.value_notes)
     if filename.endswith(".pyth"):
         raise WeightsError(f"{filename}: pycls .pyth files are not supported; convert it with transfer/convert.py")
     return _ORIGINAL_LOAD_FILE(self, filename)  # its .pth branch calls _torch_load below
@@ -78,6 +100,7 @@ class SuiteCheckpointer(DetectionCheckpointer):
 
     last_load_report: LoadReport | None = None
     report_source: str = "weights"
+    value_notes: list[str] = []  # what reading the weights converted (float16 widened)
 
     _load_file = _safe_load_file
     _torch_load = _safe_torch_load

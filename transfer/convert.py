@@ -35,7 +35,9 @@ from transfer import safe_pickle  # noqa: E402
 from transfer.checkpoint_formats import find_encoder  # noqa: E402
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of, write_atomic  # noqa: E402
 from transfer.resnet_spec import backbone_tensors, detectron2_name, infer_spec  # noqa: E402
+from transfer.plain import plain  # noqa: E402
 from transfer.verify import detectron2_available, verify_pkl  # noqa: E402
+from transfer.weight_checks import WeightValuesError, check_tensors  # noqa: E402
 
 AUTHOR = "moco-transfer-bench transfer/convert.py"
 
@@ -59,7 +61,9 @@ def load_source(src: Path) -> Any:
     except safe_pickle.UnsafePickleError as e:
         raise ConvertError(str(e)) from None
     if isinstance(obj, dict) and "model" in obj and "__author__" in obj:
-        raise ConvertError(f"{src}: already a Detectron2 weights file (__author__ {obj['__author__']!r}); "
+        author = obj["__author__"]
+        author = repr(author[:80]) if isinstance(author, str) else type(author).__name__
+        raise ConvertError(f"{src}: already a Detectron2 weights file (__author__ {author}); "
                            "pass it to the runners as --weights as it is")
 
     def tensors(x: Any) -> Any:
@@ -77,8 +81,8 @@ def pretrain_facts(obj: Any) -> dict[str, Any]:
     suite = suite if isinstance(suite, dict) else {}
     precision = suite.get("precision")
     backend = suite.get("data_backend")
-    return {"pretrain_precision": dict(precision) if isinstance(precision, dict) else None,
-            "pretrain_data_backend": backend if isinstance(backend, str) else None}
+    return {"pretrain_precision": plain(precision, max_depth=2, max_nodes=64) if isinstance(precision, dict) else None,
+            "pretrain_data_backend": backend[:100] if isinstance(backend, str) else None}
 
 
 def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | None = None,
@@ -92,6 +96,12 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
     enc = find_encoder(obj, str(src), prefix)
     tensors, dropped = backbone_tensors(enc.tensors)
     spec = infer_spec(tensors, str(src))
+    try:  # the backbone's values (the head is dropped): finite, floating point, not all zero
+        tensors, notes = check_tensors(tensors, str(src))
+    except WeightValuesError as e:
+        raise ConvertError(str(e)) from None
+    for line in notes:
+        log(f"[convert] note: {line}")
     model = {detectron2_name(k): v.detach().to("cpu").float().numpy() if v.is_floating_point() else v.numpy()
              for k, v in tensors.items()}
     provenance: dict[str, Any] = {
@@ -100,7 +110,7 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
         "format": enc.format,
         "prefix": enc.prefix,
         "arch": spec.name,
-        "arch_hint": enc.arch_hint,
+        "arch_hint": enc.arch_hint[:80] if enc.arch_hint else enc.arch_hint,
         "resnet": spec.as_dict(),
         "epoch": enc.epoch,
         "dropped": dropped,

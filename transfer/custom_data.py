@@ -8,7 +8,7 @@ process (also on another machine under SLURM) and all trials see the same data. 
      "datasets": [
        {"name": "custom_coco_widgets_train", "type": "coco", "json_file": "/abs/train.json", "image_root": "/abs/img"},
        {"name": "custom_voc_widgets_test", "type": "voc", "dirname": "/abs/VOC", "split": "test",
-        "classes": ["widget"]},
+        "classes": ["widget"], "float_boxes": true},
        {"name": "voc_2007_trainval_frac0.25_seed0", "type": "subset", "of": "voc_2007_trainval",
         "image_ids": ["000005", ...]}],
      "train": [...], "test": [...],          # replace DATASETS.TRAIN / DATASETS.TEST (test optional)
@@ -16,7 +16,8 @@ process (also on another machine under SLURM) and all trials see the same data. 
      "record": {...}}                        # facts for the record's "dataset" field
 
 ``coco`` entries go through Detectron2's ``register_coco_instances``; ``voc`` entries read a VOC-layout folder
-with any class names through ``transfer/voc_xml.load_voc_instances`` (metadata for Detectron2's PascalVOC
+with any class names through ``transfer/voc_xml.load_voc_instances`` (``float_boxes``: annotation-tool float
+boxes read as they are; metadata for Detectron2's PascalVOC
 evaluator, VOC07 11-point metric); ``subset`` entries keep the listed image ids of an already registered
 dataset (a listed id the dataset lacks stops the trial). What each loader returned in this process (image
 count, hash of the image ids) goes into the record, so a record proves which images a trial trained on.
@@ -99,6 +100,10 @@ def register(entry: dict[str, Any], where: str = "spec") -> None:
         from transfer.voc_xml import load_voc_instances
 
         dirname, split, classes = entry["dirname"], entry["split"], list(entry["classes"])
+        if entry.get("float_boxes"):  # your own data: annotation-tool float boxes read as they are
+            from transfer.voc_xml import allow_float_boxes
+
+            allow_float_boxes(dirname)
         DatasetCatalog.register(name, _noted(name, lambda: load_voc_instances(dirname, split, classes)))
         # year 2007: Detectron2's PascalVOC evaluator then uses the VOC07 11-point metric, as in Table 2
         MetadataCatalog.get(name).set(thing_classes=classes, dirname=dirname, year=2007, split=split,

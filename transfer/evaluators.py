@@ -1,9 +1,11 @@
 """Evaluators picked by dataset name, and the mapping of their outputs to the paper's metric names.
 
 VOC: Detectron2's PascalVOCDetectionEvaluator (VOC07 11-point metric on voc_2007_test; "AP" is the
-mean over IoU 0.50:0.05:0.95). The subclass here averages over the classes that have ground truth:
-identical on real VOC07 test (all 20 classes present); on subsets (tiny data) a class with no
-ground truth would otherwise make the mean NaN. It also reports per-class AP50.
+mean over IoU 0.50:0.05:0.95). The subclass here averages over the classes that have ground truth the
+metric counts (a non-difficult object), as pycocotools does for COCO: identical on real VOC07 test (all 20
+classes present); on subsets (tiny data) or your own data a class without such ground truth would otherwise
+make the mean NaN, or count as AP 0 (all its objects difficult) and cap an ideal detector below 100. The
+classes left out are logged. It also reports per-class AP50.
 COCO: COCOEvaluator with the pure-Python pycocotools path (Detectron2's compiled evaluator may be absent),
 box AP and, with MODEL.MASK_ON, mask AP (AP, AP50, AP75, APs/APm/APl, per category); a model without any
 detection scores 0 instead of Detectron2's NaN.
@@ -47,9 +49,11 @@ class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
     """PascalVOCDetectionEvaluator averaging over classes with ground truth (see module doc)."""
 
     def _classes_with_gt(self) -> set[str]:
+        """Classes with a test object the VOC metric counts (not ``difficult``)."""
         with open(self._image_set_path) as f:
             ids = [line.split()[0] for line in f if line.strip()]
-        return {obj["name"] for image_id in ids for obj in parse_rec(self._anno_file_template.format(image_id))}
+        return {obj["name"] for image_id in ids for obj in parse_rec(self._anno_file_template.format(image_id))
+                if not obj["difficult"]}
 
     def evaluate(self):
         all_predictions = comm.gather(self._predictions, dst=0)
@@ -64,6 +68,10 @@ class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
             f"Evaluating {self._dataset_name} with the VOC{2007 if self._is_2007 else 2012} metric over "
             f"{len(present)}/{len(self._class_names)} classes with ground truth"
         )
+        absent = [c for c in self._class_names if c not in present]
+        if absent:
+            self._logger.warning(f"no test object the VOC metric counts (non-difficult) for {', '.join(absent)}: "
+                                 "left out of the mean AP (undefined, not 0)")
         aps: dict[int, list[float]] = {t: [] for t in range(50, 100, 5)}
         per_class = {}
         with tempfile.TemporaryDirectory(prefix="voc_eval_") as tmp:

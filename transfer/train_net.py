@@ -40,6 +40,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python transfer/train_net.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from transfer.process import die_with_parent  # noqa: E402  (first: light, and before the heavy imports)
+
+die_with_parent()  # started by a runner: never train as an orphan, from here on (transfer/process.py)
+
 import warnings  # noqa: E402
 
 # fvcore scripts its focal loss at import and torch deprecates torch.jit.script: two lines of someone
@@ -56,13 +60,12 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 import transfer.modeling  # noqa: E402,F401  (registers the extra-norm head, DC5 backbone, FCN head)
 from cluster.signals import default_dispositions_in_forks, stop_signals  # noqa: E402
 from results.records import is_finished, write_json_atomic, write_record  # noqa: E402
-from transfer import checkpointer, custom_data, voc_xml  # noqa: E402
+from transfer import checkpointer, custom_data, identity, voc_xml  # noqa: E402
 from transfer.accumulate import AccumulatingTrainer  # noqa: E402
 from transfer.safe_pickle import UnsafePickleError  # noqa: E402
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of  # noqa: E402
 from transfer.checkpointer import SuiteCheckpointer, WeightsError  # noqa: E402
 from transfer.load_report import LoadReport  # noqa: E402
-from transfer.process import die_with_parent  # noqa: E402
 from transfer.protocol import detectron2_id, expected_input_values, fingerprint  # noqa: E402
 from transfer.semseg import scale_crop_flip_mapper  # noqa: E402
 from transfer.tasks import evaluator_for, paper_metrics, task_of  # noqa: E402,F401  (task_of: re-exported)
@@ -86,6 +89,10 @@ RESUMES = "resumes.json"
 
 class SetupError(Exception):
     """A configuration problem reported as one line before any training starts."""
+
+
+class ForeignTrialError(SetupError):
+    """OUTPUT_DIR holds another run's interrupted trial (other weights, seed or data): refused, left as it is."""
 
 
 class StopRequested(Exception):
@@ -293,6 +300,8 @@ def prepare_weights(cfg: CfgNode, input_format: str | None = None) -> dict[str, 
         raise SetupError(f"MODEL.WEIGHTS not found: {local}")
     if prov is None and not is_remote(local):
         prov = weights_provenance(local)
+    elif prov is not None:  # just converted: bounded and plain like a provenance read from a file
+        prov = weights_provenance(local) or prov
     fmt = decide_input_format(local, input_format)
     wrong = input_format_mismatch(cfg, fmt, prov)
     if wrong:
@@ -304,9 +313,30 @@ def prepare_weights(cfg: CfgNode, input_format: str | None = None) -> dict[str, 
     kind = "supervised"
     if prov and str(prov.get("format", "")).startswith("moco"):
         kind = "moco"
-    sha = prov["sha256"] if prov else (sha256_of(local) if not is_remote(local) else None)
+    sha = (prov or {}).get("sha256") or (sha256_of(local) if not is_remote(local) else None)
     return {"kind": kind, "weights": weights, "sha256": sha, "converted": local if local != weights else None,
             "provenance": prov, **fmt.as_record()}
+
+
+def check_identity(cfg: CfgNode, args, pretrain: dict[str, Any]) -> dict[str, Any]:
+    """This trial's identity (``transfer/identity.py``), written to OUTPUT_DIR before training. Resuming a
+    checkpoint of other weights, another seed or other data is refused (it is another run's state); resuming
+    with another config (e.g. a longer MAX_ITER) is said in a note. The runners refuse both."""
+    weights = pretrain.get("sha256") or pretrain.get("weights")
+    ident = identity.trial_identity(args.config_file, args.opts, weights, args.seed, args.datasets_spec)
+    out = Path(cfg.OUTPUT_DIR)
+    before = identity.read(out)
+    if args.resume and before is not None and (out / "last_checkpoint").exists():
+        state = {k: before[k] for k in ("weights", "seed", "data_sha256") if k in before}
+        changed = identity.changes(state, ident)
+        if changed:
+            raise ForeignTrialError(f"{out} holds an interrupted trial made with {'; '.join(changed)}: resuming it would "
+                             "mix two runs; use another OUTPUT_DIR, or remove that folder to start over")
+        for note in identity.changes(before, ident):
+            logger.warning(f"resuming with {note}")
+    if comm.is_main_process():
+        identity.write(out, ident)
+    return ident
 
 
 def check_amp(cfg: CfgNode) -> None:
@@ -330,6 +360,7 @@ def setup(args) -> tuple[CfgNode, dict[str, Any]]:
     # the suite's own messages (input format, load report, lenient VOC XML) go to the console and log.txt
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="transfer", abbrev_name="transfer")
     pretrain = prepare_weights(cfg, args.input_format)
+    pretrain["identity"] = check_identity(cfg, args, pretrain)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg, pretrain
@@ -361,6 +392,7 @@ def make_record(cfg: CfgNode, args, pretrain: dict[str, Any], status: str, metri
                      "input_format_reason": pretrain.get("input_format_reason"),
                      "load_report": load,
                      "precision": (pretrain.get("provenance") or {}).get("pretrain_precision")},
+        "identity": pretrain.get("identity"),
         "trial": args.trial, "seed": cfg.SEED, "trials_requested": args.trials_requested,
         "status": status, "error": error, "metrics": metrics, "raw_results": raw or {},
         "fingerprint": fingerprint(cfg, comm.get_world_size(), detectron2_id(),
@@ -419,10 +451,10 @@ def note_resume(cfg: CfgNode, start_iter: int) -> list[int]:
 def record_failure_before_training(args, e: BaseException) -> None:
     """A failed record for a trial that stopped before its first iteration (bad weights, a load report refusal,
     a dataset that cannot be built), so that status views and ``--wait`` show it as failed with the reason.
-    A configuration that cannot be read at all (a sweep-level error the runners' preflight reports) and
-    disk errors leave nothing."""
-    if not comm.is_main_process() or _is_disk_error(e) or isinstance(e, (StopRequested, KeyboardInterrupt)):
-        return
+    A configuration that cannot be read at all (a sweep-level error the runners' preflight reports), a folder
+    that holds another run's trial, a finished record and disk errors are left as they are."""
+    if not comm.is_main_process() or _is_disk_error(e) or isinstance(e, (StopRequested, ForeignTrialError)):
+        return  # ForeignTrialError: the folder is another run's, its state is not this run's to mark
     try:
         cfg = load_cfg(args.config_file, args.opts)
         custom_data.apply_spec(cfg, args.datasets_spec)

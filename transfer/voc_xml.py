@@ -12,6 +12,13 @@ training. :func:`read_voc_xml` reads a file once, with one set of rules:
   naming the file: unreadable XML, no integer image size, a non-integral coordinate or flag, a box
   without all four coordinates.
 
+**Your own data** (``run_custom.sh --voc``, ``float_boxes``): annotation tools (labelme, CVAT) write boxes as
+floats (``107.369``, ``263.56``); they are read as they are, not rounded, and a box may start at 0 (the tools'
+0-based coordinates). The loader and the evaluator then use the same floats with Detectron2's VOC
+convention (``xmin - 1`` when loading, ``+ 1`` on predictions when evaluating), so an exact detection of an
+annotated box scores IoU 1. The paper benchmark's VOC stays integral. ``allow_float_boxes(dirname)`` switches
+a VOC-layout folder to this mode in a trial's process (``transfer/custom_data.py`` does it for own data).
+
 ``install()`` makes Detectron2's builtin VOC loader and its evaluator use this reader, so the dataset
 check, training and evaluation agree on every file.
 """
@@ -27,8 +34,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Sequence
 
+from transfer.regular import read_bytes
+
 logger = logging.getLogger(__name__)
 COORDS = ("xmin", "ymin", "xmax", "ymax")
+MAX_XML_BYTES = 16 << 20  # a VOC annotation is a few KB
 
 
 class VocXmlError(ValueError):
@@ -38,7 +48,7 @@ class VocXmlError(ValueError):
 @dataclass
 class VocObject:
     name: str
-    bbox: tuple[int, int, int, int]  # 1-based inclusive pixel indices, as in the file
+    bbox: tuple[float, float, float, float]  # as in the file: 1-based inclusive integers (floats: own data)
     difficult: int
     truncated: int
     pose: str
@@ -51,6 +61,35 @@ class VocAnnotation:
     height: int
     objects: list[VocObject]
     lenient: Counter = field(default_factory=Counter)  # tolerated form -> count in this file
+    float_boxes: bool = False  # read as own data (module doc)
+
+
+_FLOAT_DIRS: set[str] = set()
+
+
+def allow_float_boxes(dirname: str | os.PathLike) -> None:
+    """Read the annotations of the VOC-layout folder ``dirname`` with float boxes (own data; module doc)."""
+    _FLOAT_DIRS.add(os.path.realpath(dirname))
+
+
+def _floats_allowed(path: str) -> bool:
+    return bool(_FLOAT_DIRS) and os.path.realpath(os.path.dirname(os.path.dirname(path))) in _FLOAT_DIRS
+
+
+def _coordinate(text: str | None, what: str, path: str, lenient: Counter) -> float:
+    """Own data: a finite number as it is (``107.369``), integral values as integers."""
+    if text is None or not text.strip():
+        raise VocXmlError(f"{path}: {what} is empty or missing")
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise VocXmlError(f"{path}: {what} is {text.strip()[:40]!r}, not a number") from None
+    if not math.isfinite(value):
+        raise VocXmlError(f"{path}: {what} is {text.strip()[:40]!r}, not a finite number")
+    if value != int(value):
+        lenient["non-integral coordinates read as they are (annotation-tool floats)"] += 1
+        return value
+    return int(value)
 
 
 def _integer(text: str | None, what: str, path: str, lenient: Counter, default: int | None = None) -> int:
@@ -77,15 +116,20 @@ def _integer(text: str | None, what: str, path: str, lenient: Counter, default: 
     return int(value)
 
 
-def read_voc_xml(path: str | os.PathLike) -> VocAnnotation:
-    """Parse one annotation file with the rules of the module doc; raise :class:`VocXmlError`."""
+def read_voc_xml(path: str | os.PathLike, float_boxes: bool | None = None) -> VocAnnotation:
+    """Parse one annotation file with the rules of the module doc; raise :class:`VocXmlError`.
+    ``float_boxes``: own data (default: whether the file's folder was passed to :func:`allow_float_boxes`)."""
     path = str(path)
+    if float_boxes is None:
+        float_boxes = _floats_allowed(path)
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(read_bytes(path, MAX_XML_BYTES))
     except ET.ParseError as e:
         raise VocXmlError(f"{path}: cannot parse XML ({e})") from None
     except OSError as e:
         raise VocXmlError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except RecursionError:
+        raise VocXmlError(f"{path}: XML nested too deeply to be an annotation") from None
     lenient: Counter = Counter()
     size = root.find("size")
     if size is None:
@@ -106,7 +150,8 @@ def read_voc_xml(path: str | os.PathLike) -> VocAnnotation:
         box = obj.find("bndbox")
         if box is None:
             raise VocXmlError(f"{path}: {where} has no <bndbox>")
-        coords = tuple(_integer(box.findtext(c), f"<bndbox><{c}> of {where}", path, lenient) for c in COORDS)
+        read = _coordinate if float_boxes else _integer
+        coords = tuple(read(box.findtext(c), f"<bndbox><{c}> of {where}", path, lenient) for c in COORDS)
         difficult = _integer(obj.findtext("difficult"), f"<difficult> of {where}", path, lenient, default=0)
         truncated = _integer(obj.findtext("truncated"), f"<truncated> of {where}", path, lenient, default=0)
         if difficult not in (0, 1) or truncated not in (0, 1):
@@ -117,7 +162,7 @@ def read_voc_xml(path: str | os.PathLike) -> VocAnnotation:
             lenient["missing <pose> read as 'Unspecified'"] += 1
             pose = "Unspecified"
         objects.append(VocObject(name, coords, difficult, truncated, pose))  # type: ignore[arg-type]
-    return VocAnnotation(path, width, height, objects, lenient)
+    return VocAnnotation(path, width, height, objects, lenient, float_boxes)
 
 
 def box_problems(ann: VocAnnotation, class_names: Sequence[str] | None) -> list[str]:
@@ -128,10 +173,12 @@ def box_problems(ann: VocAnnotation, class_names: Sequence[str] | None) -> list[
         if class_names is not None and obj.name not in class_names:
             out.append(f"{where}: unknown class name (not one of the {len(class_names)} class names)")
         x1, y1, x2, y2 = obj.bbox
-        # VOC boxes are 1-based inclusive; Detectron2 uses (xmin - 1, ymin - 1, xmax, ymax).
+        # VOC boxes are 1-based inclusive; Detectron2 uses (xmin - 1, ymin - 1, xmax, ymax). Tools that write
+        # floats use 0-based coordinates: own data may start at 0.
+        low = 0 if ann.float_boxes else 1
         if x2 < x1 or y2 < y1:
             out.append(f"{where}: empty box {list(obj.bbox)} (xmax < xmin or ymax < ymin)")
-        elif x1 < 1 or y1 < 1 or x2 > ann.width or y2 > ann.height:
+        elif x1 < low or y1 < low or x2 > ann.width or y2 > ann.height:
             out.append(f"{where}: box {list(obj.bbox)} lies outside the {ann.width}x{ann.height} image")
     return out
 

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from transfer import safe_pickle
+from transfer.plain import finite_numbers, hex_digest, plain
 
 FORMATS = ("RGB", "BGR")
 CONVERTIBLE = (".pth", ".pth.tar", ".pt", ".tar", ".ckpt")
@@ -70,18 +71,63 @@ def local_file(weights: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def _is_array(x: Any) -> bool:
+    return hasattr(x, "dtype") and hasattr(x, "shape")
+
+
+def layout_of(data: Any) -> tuple[str, str]:
+    """(kind, why) of an unpickled ``.pkl``: ``d2`` (``model`` + ``__author__``), ``caffe2`` (``blobs``, or
+    arrays at the top level), ``checkpoint`` (a pretraining checkpoint's tensors one level down, e.g.
+    ``{"state_dict": {...}}``: convert it first) or ``foreign`` (anything else)."""
+    if not isinstance(data, dict):
+        return "foreign", f"its top level is a {type(data).__name__}, not a dict of weights"
+    if "model" in data and "__author__" in data:
+        if not isinstance(data["model"], dict):
+            return "foreign", f"its 'model' is a {type(data['model']).__name__}, not a dict of arrays"
+        return "d2", ""
+    if "blobs" in data:
+        if not isinstance(data["blobs"], dict):
+            return "foreign", f"its 'blobs' is a {type(data['blobs']).__name__}, not a dict of arrays"
+        return "caffe2", ""
+    if any(_is_array(v) for v in data.values()):
+        return "caffe2", ""
+    nested = [k for k, v in data.items() if isinstance(v, dict) and any(_is_array(x) for x in v.values())]
+    if nested:
+        return "checkpoint", f"its arrays are under {str(nested[0])[:40]!r}"
+    return "foreign", f"it holds no arrays (keys: {', '.join(str(k)[:30] for k in list(data)[:4])})"
+
+
+def not_weights_line(path: str | os.PathLike, kind: str, why: str) -> str:
+    """The one line for a ``.pkl`` that Detectron2 cannot use as weights."""
+    if kind == "checkpoint":
+        return (f"{path}: a pretraining checkpoint saved as .pkl ({why}), not Detectron2 weights; convert it first: "
+                f"python transfer/convert.py {path} (then pass the .pkl it writes)")
+    return f"{path}: not a weights file ({why})"
+
+
 @lru_cache(maxsize=16)
 def _pkl_summary(path: str, mtime: float, size: int) -> dict[str, Any]:
     data = safe_pickle.load(path)
-    if not isinstance(data, dict):
-        return {"kind": "foreign"}
-    prov = data.get("provenance") if isinstance(data.get("provenance"), dict) else None
-    return {"kind": "d2" if "model" in data and "__author__" in data else "caffe2",
-            "author": str(data.get("__author__", "")), "blobs": "blobs" in data, "provenance": prov}
+    kind, why = layout_of(data)
+    if kind in ("foreign", "checkpoint"):
+        return {"kind": kind, "why": why, "author": "", "blobs": False, "provenance": None}
+    prov = plain(data["provenance"]) if isinstance(data.get("provenance"), dict) else None
+    if prov is not None:  # fields the suite acts on: only in the form convert.py writes them
+        prov["sha256"] = hex_digest(prov.get("sha256"))
+        prov["pixel_mean"] = finite_numbers(prov.get("pixel_mean"), 3)
+        prov["pixel_std"] = finite_numbers(prov.get("pixel_std"), 3)
+        if prov.get("input_format") not in FORMATS:
+            prov["input_format"] = None
+        if not isinstance(prov.get("pretrain_precision"), (dict, type(None))):
+            prov["pretrain_precision"] = None
+    author = data.get("__author__", "")
+    return {"kind": kind, "why": "", "author": author[:200] if isinstance(author, str) else type(author).__name__,
+            "blobs": "blobs" in data, "provenance": prov}
 
 
 def pkl_summary(path: str | os.PathLike) -> dict[str, Any]:
-    """Layout facts of a ``.pkl`` (read safely once per file version): kind, ``__author__``, provenance."""
+    """Layout facts of a ``.pkl`` (read safely once per file version): kind, ``__author__``, provenance (plain
+    and bounded, ``transfer/plain.py``)."""
     st = os.stat(path)
     return _pkl_summary(str(path), st.st_mtime, st.st_size)
 
@@ -93,6 +139,15 @@ def weights_provenance(path: str) -> dict[str, Any] | None:
     return pkl_summary(path)["provenance"]
 
 
+def weights_sha256(path: str | os.PathLike) -> str:
+    """The weights' identity: the source checkpoint's SHA-256 for a ``.pkl`` that ``convert.py`` wrote (the same
+    file converted twice is the same weights), else the file's own."""
+    from transfer.checkpoint_io import sha256_of
+
+    prov = weights_provenance(str(path)) if str(path).endswith(".pkl") else None
+    return (prov or {}).get("sha256") or sha256_of(path)
+
+
 def _pkl_format(path: Path) -> InputFormat:
     if not path.is_file():
         raise WeightsFormatError(f"weights not found: {path}")
@@ -100,6 +155,8 @@ def _pkl_format(path: Path) -> InputFormat:
         info = pkl_summary(path)
     except safe_pickle.UnsafePickleError as e:
         raise WeightsFormatError(str(e)) from None
+    if info["kind"] in ("foreign", "checkpoint"):
+        raise WeightsFormatError(not_weights_line(path, info["kind"], info["why"]))
     author = info.get("author", "")
     if info["kind"] == "caffe2" or info.get("blobs") or author == "Caffe2":
         why = "has 'blobs'" if info.get("blobs") else ("__author__ 'Caffe2'" if author == "Caffe2"

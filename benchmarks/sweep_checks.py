@@ -1,0 +1,88 @@
+"""Checks of a planned sweep against what its output folder already holds, before anything trains.
+
+* **Labels**: a row's folder is its label's slug, so two rows (``--label "Random init"`` and the random init
+  row) must not share one; a label is refused in one line when its folder is another row's.
+* **Trial identity** (``transfer/identity.py``): each planned trial gets the identity of what it would run;
+  a trial folder that holds a finished or interrupted trial of another identity (other weights, overrides,
+  seed or data) is refused in one line naming what changed. A finished trial of the same identity is
+  skipped, an interrupted one resumed, as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.runner import Row, Trial, slug
+
+# Labels of the rows the runners make themselves; --label may not take their folders.
+BASELINE_LABELS = ("random init", "supervised IN-1M", "supervised IN-1M (BN frozen)", "supervised (tiny labels)",
+                   "MoCo v2 (tiny pretraining)")
+
+
+def label_problems(rows: list[Row], own_label: str | None = None) -> list[str]:
+    """One line per row whose folder (its label's slug) is another row's, or a baseline row's."""
+    out, seen = [], {}
+    for row in rows:
+        folder = slug(row.label)
+        if folder in seen:
+            out.append(f"rows {seen[folder]!r} and {row.label!r} would share the folder {folder}/; give --label "
+                       "another name")
+        seen.setdefault(folder, row.label)
+    if own_label:
+        for base in BASELINE_LABELS:
+            if slug(own_label) == slug(base):
+                out.append(f"--label {own_label!r} names the folder of the {base!r} row ({slug(base)}/); its trials "
+                           "would be taken for that row's: choose another label")
+                break
+    return out
+
+
+def _spec_of(extra: list[str]) -> str | None:
+    return extra[extra.index("--datasets-spec") + 1] if "--datasets-spec" in extra[:-1] else None
+
+
+def assign_identities(plan: list[Trial], extra: list[str]) -> None:
+    """Give every planned trial the identity of what it would run (``Trial.identity``)."""
+    from transfer.identity import trial_identity, weights_id
+
+    spec = _spec_of(extra)
+    for trial in plan:
+        trial.identity = trial_identity(trial.row.config, trial.opts, weights_id(trial.row.weights), trial.seed, spec)
+
+
+def identity_problem(trial: Trial) -> str | None:
+    """One line when ``trial.output`` holds a finished or interrupted trial of another identity."""
+    if not trial.identity:
+        return None
+    from results.records import RECORD_NAME, RecordError, read_record
+    from transfer import identity
+
+    out = trial.output
+    old: dict[str, Any] | None = None
+    state = ""
+    if (out / RECORD_NAME).is_file():
+        try:
+            rec = read_record(out / RECORD_NAME)
+        except RecordError:
+            rec = None
+        if rec is not None and rec.get("status") == "finished":
+            state, old = "a finished trial", rec.get("identity")
+            if not isinstance(old, dict):  # a record from before identities: its weights' hash still tells
+                sha = (rec.get("pretrain") or {}).get("sha256") if isinstance(rec.get("pretrain"), dict) else None
+                old = {"weights": sha} if sha and trial.identity.get("weights") else {}
+    if not state and (out / "last_checkpoint").exists():
+        state, old = "an interrupted trial", identity.read(out) or {}
+    if not state or not old:
+        return None
+    changed = identity.changes(old, trial.identity)
+    if not changed:
+        return None
+    return (f"{out} holds {state} made with {'; '.join(changed)}; its numbers are not this run's: use another "
+            "--output (or --label), or remove that folder to run it anew")
+
+
+def identity_problems(plan: list[Trial], cap: int = 5) -> list[str]:
+    """:func:`identity_problem` of every planned trial (the first ``cap``, then a count)."""
+    lines = [p for p in map(identity_problem, plan) if p]
+    return lines[:cap] + ([f"... and {len(lines) - cap} more trial folder(s) like these"] if len(lines) > cap else [])
+
