@@ -13,7 +13,10 @@ record (``results/ablation_records.py``). A finished point is skipped on rerun; 
     bash benchmarks/run_ablation.sh --tiny                                  # 3 mechanisms x 3 K, kNN, CPU
 
 Running one point is one call of :func:`run_point` with plain arguments, which is what a launcher hands
-to a worker (``--launcher local`` runs them one after the other in this process).
+to a worker: ``--launcher local`` runs them one after the other in this process, ``--launcher slurm``
+submits one job per point (an array) through the suite's launcher (``cluster/slurm.py``, the runners'
+SLURM flags); a job at its time limit or preempted is requeued and the point resumes (pretraining from its
+last checkpoint, finished steps skipped). ``--wait`` waits for the jobs and renders the tables.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import yaml
 
 from benchmarks.common import split_at_dashes
 from benchmarks.runner import REPO
+from cluster.slurm import LaunchError, SlurmSpec, add_slurm_args, check_fits, default_cluster, make_executor, submit_all
 
 SWEEPS = REPO / "benchmarks" / "sweeps"
 TINY_SPEC = "tiny"
@@ -450,7 +454,62 @@ def run_local(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [run_point(**call) for call in calls]
 
 
-LAUNCHERS: dict[str, Callable[[list[dict[str, Any]]], list[dict[str, Any]]]] = {"local": run_local}
+class PointJob:
+    """The callable submitit runs for one point; ``checkpoint()`` requeues it (the point resumes)."""
+
+    def __init__(self, call: dict[str, Any]) -> None:
+        self.call = dict(call)
+
+    def __call__(self) -> dict[str, Any]:
+        return run_point(**self.call)
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        import submitit
+
+        from benchmarks import runner
+
+        runner.request_checkpoint_and_wait()  # VOC trials of the point save their iteration
+        return submitit.helpers.DelayedSubmission(PointJob(self.call))
+
+
+def point_record(call: dict[str, Any]) -> dict[str, Any]:
+    """The ablation record a point left (a failed stand-in when it left none)."""
+    from results.ablation_records import RECORD_NAME, read_ablation_record
+
+    folder = Path(call["output"]) / call["point"] / f"seed{call['seed']}"
+    try:
+        return read_ablation_record(folder / RECORD_NAME)
+    except Exception as e:  # noqa: BLE001  (no or unreadable record: the point did not finish)
+        return {"status": "failed", "error": f"no record in {folder} ({_one_line(e)})", "point": call["point"]}
+
+
+def run_slurm(calls: list[dict[str, Any]], args: argparse.Namespace, out: Path) -> list[dict[str, Any]] | None:
+    """One job per point (an array); None when submitted without waiting, else the points' records."""
+    from cluster.jobs import wait_until_ended
+
+    spec = SlurmSpec.from_args(args, gpus_per_node=args.gpus, name="moco-ablation")
+    cluster = args.cluster or default_cluster()
+    if cluster == "slurm":
+        check_fits(spec)
+    executor = make_executor(spec, Path(args.job_dir or out / "slurm").resolve(), cluster)
+    jobs = submit_all(executor, [PointJob(c) for c in calls])
+    for call, job in zip(calls, jobs):
+        print(f"[ablation] {call['point']} seed {call['seed']}: submitted as job {job.job_id} ({cluster})")
+    if cluster == "slurm" and not args.wait:
+        return None
+    if cluster == "slurm":
+        wait_until_ended([str(j.job_id) for j in jobs])
+    else:
+        while not all(j.done() for j in jobs):
+            time.sleep(1)
+    records = [point_record(c) for c in calls]
+    for r in records:  # the points ran elsewhere: their one-line reasons here
+        if r["status"] != "finished" or r.get("error"):
+            print(f"[ablation] {r.get('point', '?')}: FAILED: {r.get('error') or r['status']}")
+    return records
+
+
+LAUNCHERS = ("local", "slurm")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -470,9 +529,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--voc-trials", type=int, help="VOC trials per point and detector (default: the spec's)")
     p.add_argument("--voc-datasets", help="DETECTRON2_DATASETS for the VOC step (default: the environment's)")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per VOC trial")
-    p.add_argument("--launcher", choices=sorted(LAUNCHERS), default="local", help="where points run")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="where points run: here, one after the other, or one SLURM job each (an array)")
+    p.add_argument("--wait", action="store_true", help="--launcher slurm: wait for the jobs, then render the tables")
     p.add_argument("--list", action="store_true", help="print the points and their main_moco.py commands, run nothing")
     p.add_argument("--with-paper", action="store_true", help="tables: the paper's values beside the measured ones")
+    add_slurm_args(p, gpus_flag=False)
     argv, extra = split_at_dashes(argv)
     args = p.parse_args(argv)
     args.extra = extra
@@ -531,7 +593,17 @@ def main(argv: list[str] | None = None) -> int:
                   extra=args.extra) for seed in seeds for p in points]
     print(f"[ablation] {spec.name}: {len(points)} point(s) x {len(seeds)} seed(s) -> {out} ({args.launcher} launcher)")
     t0 = time.perf_counter()
-    records = LAUNCHERS[args.launcher](calls)
+    if args.launcher == "slurm":
+        try:
+            records = run_slurm(calls, args, out)
+        except LaunchError as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
+        if records is None:
+            print(f"[ablation] submitted; tables when they finish: python -m results --runs {out}")
+            return 0
+    else:
+        records = run_local(calls)
     failed = [r for r in records if r["status"] != "finished" or r.get("error")]
     print(f"[ablation] {len(records) - len(failed)} finished, {len(failed)} failed; {time.perf_counter() - t0:.0f}s")
     from results.cli import main as results_main

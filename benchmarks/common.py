@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.launcher import add_slurm_args
+from cluster.slurm import add_slurm_args
 from benchmarks.runner import REPO, Row, SweepStop, child_env, plan_trials, print_table, run_all
 from benchmarks.scaleout import batch_overrides, submit, write_sweep
 
@@ -86,6 +86,9 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
                    help="with --ims-per-gpu: a smaller total batch with the linear rule (lr x b/16, iterations and "
                         "steps x 16/b) instead of accumulation; recorded and footnoted")
     g.add_argument("--wait", action="store_true", help="--launcher slurm: wait for the jobs and print the table")
+    g.add_argument("--stall-limit-min", type=float, default=30.0,
+                   help="stop a trial that prints nothing for this long as hung (0: never; Detectron2 prints every "
+                        "20 iterations and every few seconds while evaluating)")
     add_slurm_args(p, gpus_flag=False)
     return p
 
@@ -394,7 +397,7 @@ def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
         return submit(bench, args, plan, trials, env, extra, out, tag, tiny, bench.banner or tiny_banner(bench.table))
     try:
         counts = run_all(plan, trials_requested=trials, env=env, gpus=args.gpus, extra=extra, wait=not args.no_wait,
-                         parallel=args.parallel_trials)
+                         parallel=args.parallel_trials, stall_s=args.stall_limit_min * 60)
     except SweepStop as e:
         print(f"{bench.prog}: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -28,12 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.jobs import current_job_id
 from transfer.atomic import write_atomic
 
 LOCK_NAME, OWNER_NAME = ".lock", ".owner.json"
 _RUNNER_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
 HEARTBEAT_S = 30.0
 STALE_S = 300.0
+PROBE_RETRIES = 10  # a runner's tries (50 ms apart) before it takes the trial for held: outlasts a status probe
 SKEW_S = 60.0  # clocks of two nodes may differ by this much
 
 
@@ -87,12 +89,20 @@ class TrialLock:
         self.owner: dict[str, Any] | None = None  # the other holder when acquire() failed
 
     def acquire(self, write_owner: bool = True) -> bool:
-        """Take the lock without waiting; False (and :attr:`owner` set) when someone else holds it."""
+        """Take the lock without waiting for a holder; False (and :attr:`owner` set) when someone else holds it.
+
+        A runner (``write_owner``) retries for a moment: :func:`is_locked` probes (``benchmarks.status``,
+        ``--wait``) hold the lock for a fraction of a millisecond, a runner for the whole trial."""
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for attempt in range(PROBE_RETRIES if write_owner else 1):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt + 1 < (PROBE_RETRIES if write_owner else 1):
+                    time.sleep(0.05)
+        else:
             os.close(fd)
             self.owner = read_owner(self.dir)
             return False
@@ -115,7 +125,7 @@ class TrialLock:
         prev = read_owner(self.dir) or {}
         started = prev.get("started", now) if prev.get("pid") == os.getpid() else now
         info = {"host": socket.gethostname(), "pid": os.getpid(), "started": started, "heartbeat": now,
-                "active": active, "job": os.environ.get("SLURM_JOB_ID")}
+                "active": active, "job": current_job_id()}
         try:
             write_atomic(self.dir / OWNER_NAME, lambda tmp: tmp.write_text(json.dumps(info)))
         except OSError:

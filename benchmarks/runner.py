@@ -14,6 +14,11 @@ What a sweep survives:
   (``SIGINT`` to its group, then ``SIGKILL``) and leave it resumable.
 * **A full or read-only disk**: free space is checked before each trial; ``ENOSPC``/``EROFS``/``EACCES`` in
   the runner or in a trial end the sweep with one line naming the path; finished records are never touched.
+* **A trial that hangs** (a deadlock, a stuck file system): a trial that prints nothing for ``stall_s``
+  seconds (``--stall-limit-min``, default 30 minutes; Detectron2 prints every 20 iterations and every few
+  seconds of an evaluation) is stopped and recorded as failed with that reason.
+* **A trial that dies without its record** (an error before training, a crash, a kill): the runner writes
+  a failed record with the one-line reason, so ``benchmarks.status`` and the tables show it as failed.
 * A finished trial keeps ``model_final.pth`` only: its periodic checkpoints are deleted.
 """
 
@@ -45,6 +50,8 @@ _PROGRESS = re.compile(r"(eta: |copypaste: |trial record written|Starting traini
 DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
                errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
 EXIT_DISK, EXIT_STOPPED = 3, 4  # train_net.py's exit statuses: disk error; stopped on request, checkpoint saved
+EXIT_INTERRUPTED = 130   # SweepStop's exit status when a signal stopped the sweep (trials resumable)
+STALL_LIMIT_S = 30 * 60  # a trial printing nothing for this long is stopped as hung (watchdog)
 STOP_GRACE_S = 120       # a stopped trial gets this long to save its checkpoint and exit before SIGKILL
 WAIT_POLL_S = 5.0        # how often a runner looks at trials another runner holds
 
@@ -196,10 +203,11 @@ def request_checkpoint_and_wait(grace: float = 80) -> None:
 
 def run_trial(trial: Trial, *, trials_requested: int, env: dict[str, str], launch: Launch | None = None,
               extra: list[str] | None = None, log=print, keep_checkpoints: int = 1, lock: bool = True,
-              train_net: Path | None = None) -> str:
+              train_net: Path | None = None, stall_s: float = STALL_LIMIT_S) -> str:
     """Run (or skip / resume) one trial; return 'skipped', 'finished', 'failed' or 'busy' (held elsewhere).
 
     ``lock=False``: the caller already owns the trial (the other nodes of a multi-node SLURM job).
+    ``stall_s``: stop the trial as hung after that many seconds without a line of output (0 or less: never).
     Raises :class:`SweepStop` on a disk error or an interrupt (the trial stays resumable).
     """
     launch = launch or Launch()
@@ -231,7 +239,8 @@ def run_trial(trial: Trial, *, trials_requested: int, env: dict[str, str], launc
             raise SweepStop(f"only {free_bytes(out) / 1e9:.1f} GB free under {out}, a trial of this row needs about "
                             f"{need / 1e9:.1f} GB (checkpoints); free space and rerun the same command "
                             "(finished trials are kept)")
-        return _run_locked(trial, name, trials_requested, {**env, **launch.env}, launch, extra or [], log, train_net)
+        return _run_locked(trial, name, trials_requested, {**env, **launch.env}, launch, extra or [], log, train_net,
+                           stall_s)
     finally:
         held.release()
 
@@ -243,6 +252,7 @@ class _Copier(threading.Thread):
         super().__init__(daemon=True, name=f"output of {path.parent.name}")
         self.proc, self.console, self.path, self.log = proc, console, path, log
         self.last_error = ""
+        self.last_output = time.monotonic()  # the watchdog's measure of progress
         self.error: OSError | None = None
         self.start()
 
@@ -250,6 +260,7 @@ class _Copier(threading.Thread):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            self.last_output = time.monotonic()
             if self.error is None:
                 try:
                     self.console.write(line)
@@ -264,16 +275,17 @@ class _Copier(threading.Thread):
 
 
 def _run_locked(trial: Trial, name: str, trials_requested: int, env: dict[str, str], launch: Launch, extra: list[str],
-                log, train_net: Path | None) -> str:
+                log, train_net: Path | None, stall_s: float = STALL_LIMIT_S) -> str:
     out = trial.output
     resume = (out / "last_checkpoint").exists()
     cmd = _command(trial, trials_requested, launch, extra, resume, train_net)
     log(f"[runner] {name}: {'resuming' if resume else 'starting'} -> {out}")
-    t0 = time.perf_counter()
+    t0, t0_wall = time.perf_counter(), time.time()
     try:
         console = open(out / "console.log", "a", buffering=1)  # line by line: `tail -f` shows progress
     except OSError as e:
         raise SweepStop(disk_line(e)) from None
+    stalled = ""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env={**env, DIE_WITH_PARENT_ENV: str(os.getpid())}, start_new_session=True)
     with _ACTIVE_LOCK:
@@ -284,6 +296,11 @@ def _run_locked(trial: Trial, name: str, trials_requested: int, env: dict[str, s
         # (Ctrl-C, SIGTERM) is handled at once whichever thread the kernel delivered it to.
         while proc.poll() is None and copier.error is None:
             time.sleep(0.2)
+            if stall_s > 0 and time.monotonic() - copier.last_output > stall_s:
+                stalled = f"no output for {_minutes(stall_s)} (hung?); stopped by the runner's watchdog"
+                log(f"[runner] {name}: {stalled}")
+                _stop(proc, grace=min(STOP_GRACE_S, 30))
+                break
         if copier.error is not None:
             raise copier.error
         copier.join()
@@ -297,7 +314,7 @@ def _run_locked(trial: Trial, name: str, trials_requested: int, env: dict[str, s
         log(f"[runner] {name}: stopping; it saves its current iteration and resumes from there when rerun")
         _stop(proc)
         raise SweepStop("interrupted; rerun the same command to continue (finished trials are skipped, "
-                        "this one resumes from the iteration it saved)", exit_code=130) from None
+                        "this one resumes from the iteration it saved)", exit_code=EXIT_INTERRUPTED) from None
     finally:
         if proc.poll() is None:
             _stop(proc, grace=5)
@@ -310,12 +327,16 @@ def _run_locked(trial: Trial, name: str, trials_requested: int, env: dict[str, s
             pass
     last_error = copier.last_error
     elapsed = time.perf_counter() - t0
+    if stalled:
+        record_failure(trial, stalled, trials_requested, extra)
+        log(f"[runner] {name}: FAILED after {elapsed:.0f}s ({stalled}); see {out / 'console.log'}")
+        return "failed"
     if rc == EXIT_DISK:
         raise SweepStop(last_error.removeprefix("train_net.py: error: ") or "a trial could not write to disk")
     if rc == EXIT_STOPPED:
         log(f"[runner] {name}: {last_error.removeprefix('train_net.py: error: ') or 'stopped'}")
         raise SweepStop("stopped on request; rerun the same command to continue (finished trials are skipped, this "
-                        "one resumes from the iteration it saved)", exit_code=130)
+                        "one resumes from the iteration it saved)", exit_code=EXIT_INTERRUPTED)
     if rc == 0 and is_finished(out):
         rec = read_record(out / RECORD_NAME)
         metrics = ", ".join(f"{k} {v:.1f}" for k, v in rec["metrics"].items())
@@ -323,12 +344,55 @@ def _run_locked(trial: Trial, name: str, trials_requested: int, env: dict[str, s
         log(f"[runner] {name}: finished in {elapsed:.0f}s: {metrics}"
             + (f" ({freed / 1e6:.0f} MB of periodic checkpoints deleted)" if freed else ""))
         return "finished"
-    try:
-        why = read_record(out / RECORD_NAME).get("error") or last_error
-    except RecordError:
-        why = last_error
-    log(f"[runner] {name}: FAILED after {elapsed:.0f}s ({why or f'exit status {rc}'}); see {out / 'console.log'}")
+    why = _fresh_error(out, t0_wall)
+    if not why:  # it died without writing its record (before training, a crash, a kill): leave one
+        why = last_error.removeprefix("train_net.py: error: ") or f"exit status {rc}"
+        record_failure(trial, why, trials_requested, extra)
+    log(f"[runner] {name}: FAILED after {elapsed:.0f}s ({why}); see {out / 'console.log'}")
     return "failed"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def _fresh_error(out: Path, since: float) -> str:
+    """The error of a failed record this run of the trial wrote ('' when there is none)."""
+    try:
+        if (out / RECORD_NAME).stat().st_mtime < since - 1:
+            return ""
+        rec = read_record(out / RECORD_NAME)
+    except (OSError, RecordError):
+        return ""
+    return str(rec.get("error") or "failed") if rec["status"] == "failed" else ""
+
+
+def record_failure(trial: Trial, why: str, trials_requested: int, extra: list[str]) -> None:
+    """A failed record for a trial that ended without one (died before or while training, or hung); best effort."""
+    from results.records import write_record
+
+    if is_finished(trial.output):  # a finished trial's record is never replaced
+        return
+    try:
+        from transfer.tasks import task_of
+        from transfer.train_net import arch_of, load_cfg, schedule_of
+
+        cfg = load_cfg(str(trial.row.config), [*trial.opts])
+        task = _flag(extra, "--task") or task_of(cfg)
+        rec = {"task": task, "arch": _flag(extra, "--arch-name") or arch_of(cfg),
+               "schedule": _flag(extra, "--schedule") or schedule_of(cfg, task),
+               "pretrain": {"label": trial.row.label, "kind": trial.row.kind, "weights": trial.row.weights or None,
+                            "sha256": None},
+               "trial": trial.index, "seed": trial.seed, "trials_requested": trials_requested, "status": "failed",
+               "error": why, "metrics": {}, "tiny": "--tiny" in extra, "written_by": "runner",
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+        write_record(trial.output, rec)
+    except Exception:  # noqa: BLE001  (the runner's own log line still says why)
+        pass
+
+
+def _flag(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1] if flag in argv[:-1] else ""
 
 
 def _raise_on_signal(signum, frame):  # SIGTERM / SIGHUP end the sweep like Ctrl-C
@@ -364,14 +428,16 @@ def slot_launches(parallel: int, gpus: int, cpus: int | None = None) -> list[Lau
 
 def run_all(trials: list[Trial], *, trials_requested: int, env: dict[str, str], gpus: int = 1,
             extra: list[str] | None = None, log=print, wait: bool = True, keep_checkpoints: int = 1,
-            wait_poll: float = WAIT_POLL_S, parallel: int = 1, launches: list[Launch] | None = None) -> dict[str, int]:
+            wait_poll: float = WAIT_POLL_S, parallel: int = 1, launches: list[Launch] | None = None,
+            stall_s: float = STALL_LIMIT_S) -> dict[str, int]:
     """Run trials (``parallel`` at a time, each in its slot); trials another runner holds are waited for at
     the end (``wait``). Raises :class:`SweepStop` when the sweep must end early; finished trials are never
     touched.
     """
     counts = {"skipped": 0, "finished": 0, "failed": 0, "elsewhere": 0}
     launches = launches or (slot_launches(parallel, gpus) if parallel > 1 else [Launch(gpus=gpus)])
-    kw = dict(trials_requested=trials_requested, env=env, extra=extra or [], keep_checkpoints=keep_checkpoints)
+    kw = dict(trials_requested=trials_requested, env=env, extra=extra or [], keep_checkpoints=keep_checkpoints,
+              stall_s=stall_s)
     previous = _install_stop_signals()
     try:
         held = _run_slots(trials, launches, kw, counts, log)
@@ -396,7 +462,7 @@ def run_all(trials: list[Trial], *, trials_requested: int, env: dict[str, str], 
     except KeyboardInterrupt:
         stop_all()
         raise SweepStop("interrupted; rerun the same command to continue (finished trials are skipped, "
-                        "running ones resume from the iteration they saved)", exit_code=130) from None
+                        "running ones resume from the iteration they saved)", exit_code=EXIT_INTERRUPTED) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

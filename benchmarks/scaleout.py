@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from benchmarks.launcher import SlurmSpec, default_cluster, submit_trials
+from benchmarks.launcher import (
+    LaunchError,
+    SlurmSpec,
+    default_cluster,
+    submit_trials,
+    unfinished_trials,
+    wait_for_trials,
+)
 from benchmarks.runner import print_table
 
 
@@ -63,6 +71,7 @@ def write_sweep(folder: Path, bench, args: argparse.Namespace, plan: list, trial
 
     doc = {"benchmark": bench.name, "runner": bench.prog, "launcher": args.launcher,
            "parallel_trials": args.parallel_trials, "trials_per_row": trials,
+           "array_parallelism": args.slurm_array_parallelism if args.launcher == "slurm" else None,
            "trials": [{"row": t.row.label, "trial": t.index, "seed": t.seed, "dir": str(t.output)} for t in plan]}
     try:
         write_atomic(folder / "sweep.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
@@ -72,24 +81,31 @@ def write_sweep(folder: Path, bench, args: argparse.Namespace, plan: list, trial
 
 def submit(bench, args: argparse.Namespace, plan: list, trials: int, env: dict, extra: list[str], out: Path,
            tag: str, tiny: bool, banner: str) -> int:
-    """``--launcher slurm``: one job per trial (an array); wait for them with ``--wait`` or a local cluster."""
+    """``--launcher slurm``: one job per trial (an array). With ``--wait`` (or a local cluster) wait until no job
+    of the sweep is queued or running (a requeued job is waited for), print one line per trial that did not
+    finish, the table, and exit 1 if any did not finish."""
     spec = SlurmSpec.from_args(args, gpus_per_node=args.gpus, name=f"{bench.name}-bench")
     folder = Path(args.job_dir) if args.job_dir else out / "slurm"
     cluster = args.cluster or default_cluster()
-    run_kwargs = dict(trials_requested=trials, env=env, extra=extra)
-    jobs = submit_trials(plan, spec, folder.resolve(), cluster, run_kwargs, log=lambda line: print(f"[{tag}] {line}"))
+    run_kwargs = dict(trials_requested=trials, env=env, extra=extra, stall_s=args.stall_limit_min * 60)
+    try:
+        jobs = submit_trials(plan, spec, folder.resolve(), cluster, run_kwargs,
+                             log=lambda line: print(f"[{tag}] {line}"))
+    except LaunchError as e:
+        print(f"{bench.prog}: error: {e}", file=sys.stderr)
+        return 2
     if cluster == "slurm" and not args.wait:
         print(f"[{tag}] {len(jobs)} job(s) submitted; follow them with `python -m benchmarks.status {out} --watch`, "
               f"tables any time with `python -m results --runs {out}`")
         return 0
-    failed = 0
-    for job in jobs:
-        try:
-            job.result()
-        except Exception as e:  # noqa: BLE001  (a job's own error, reported in one line)
-            failed += 1
-            print(f"[{tag}] job {job.job_id} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e}")
+    print(f"[{tag}] waiting for the jobs of {len(plan)} trial(s) ...", flush=True)
+    states = wait_for_trials(plan, jobs, cluster)
+    if states:
+        print(f"[{tag}] no job queued or running: " + ", ".join(f"{j} {s.describe()}" for j, s in states.items()))
+    problems = unfinished_trials(plan, states)
+    for line in problems:
+        print(f"[{tag}] {line}")
     if tiny:
         print(f"[{tag}] {banner}")
     rc = print_table(out, with_paper=args.with_paper and not tiny)
-    return 1 if failed else rc
+    return 1 if problems else rc

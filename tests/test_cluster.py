@@ -5,6 +5,7 @@ submissions that never duplicate a trial, a killed sweep resumed, the batch rule
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -171,3 +172,170 @@ def test_accumulation_keeps_the_batch_and_scale_schedule_follows_the_linear_rule
                            "SOLVER.STEPS", "(36000,44000,)", "SOLVER.WARMUP_ITERS", "200"]
     with pytest.raises(ValueError, match="does not divide"):
         batch_overrides(cfg, parse_args(["--gpus", "1", "--ims-per-gpu", "3"]), "t")
+
+
+# ----------------------------------------------------------------------------- issue 18: the real-cluster defects
+
+def test_every_node_of_a_multi_node_array_task_sees_one_job_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Array task 0 of array 5 is SLURM job 6: the lock, the launcher's record and the other nodes must all say
+    ``5_0`` (submitit's id), or every node after the first takes the trial for someone else's and the first
+    waits for machines that never join."""
+    from benchmarks.locks import read_owner
+
+    trial = runner.Trial(runner.Row("random init", "random", TINY), 0, 0, tmp_path / "trial0")
+    node = {"SLURM_JOB_ID": "6", "SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_NUM_NODES": "2",
+            "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_NTASKS": "2", "SLURM_LOCALID": "0", "SUBMITIT_EXECUTOR": "slurm"}
+    for key, value in {**node, "SLURM_NODEID": "0", "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MOCO_BENCH_JOB_ID", raising=False)
+    runs = []
+
+    def first_node_trains(t, launch, lock=True, **kw):  # holds the lock while "node 2" looks at it
+        from benchmarks.locks import TrialLock
+
+        held = TrialLock(t.output)
+        assert held.acquire()
+        try:
+            owner = read_owner(t.output)
+            monkeypatch.setenv("SLURM_NODEID", "1")
+            monkeypatch.setenv("SLURM_PROCID", "1")
+            monkeypatch.setattr(runner, "run_trial", lambda t, launch, lock=True, **kw: runs.append(
+                (launch.machine_rank, lock)) or "finished")
+            follower = launcher.TrialJob(trial, {}, gpus=8)()
+        finally:
+            held.release()
+        return owner, follower
+
+    monkeypatch.setattr(runner, "run_trial", first_node_trains)
+    import submitit
+
+    job = launcher.TrialJob(trial, {}, gpus=8)
+    assert submitit.JobEnvironment().job_id == "5_0"
+    owner, follower = job()
+    assert owner["job"] == "5_0" and follower == "finished" and runs == [(1, False)]
+
+
+def test_cpu_only_jobs_ask_for_one_cpu_and_impossible_requests_are_refused(monkeypatch: pytest.MonkeyPatch,
+                                                                           tmp_path: Path) -> None:
+    from benchmarks.run_voc import parse_args
+
+    from cluster import slurm as cluster_slurm
+
+    spec = launcher.SlurmSpec.from_args(parse_args(["--launcher", "slurm", "--gpus", "0"]), gpus_per_node=0)
+    lines = set(launcher.sbatch_script(spec, tmp_path).splitlines())
+    assert "#SBATCH --cpus-per-task=1" in lines and not any("gpus" in ln for ln in lines)
+    spec = launcher.SlurmSpec.from_args(parse_args(["--gpus", "0", "--cpus-per-task", "4"]), gpus_per_node=0)
+    assert spec.cpus_per_task() == 4
+    monkeypatch.setattr(cluster_slurm, "largest_node_cpus", lambda partition: 2)
+    with pytest.raises(launcher.LaunchError, match="would need 4 CPUs .* largest node of the default partition has 2"):
+        launcher.check_fits(spec)
+
+
+def _fake_slurm(folder: Path, squeue: str, sacct: str) -> str:
+    """A PATH with ``squeue`` and ``sacct`` scripts (shell bodies) in front."""
+    folder.mkdir()
+    for name, body in (("squeue", squeue), ("sacct", sacct)):
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return f"{folder}:{os.environ['PATH']}"
+
+
+def test_job_state_asks_squeue_for_ended_jobs_too_and_needs_no_accounting(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from cluster.jobs import GONE, UNREACHABLE, job_state
+
+    no_acct = "echo 'sacct: error: Slurm accounting storage is disabled' >&2; exit 1"
+    # squeue lists an ended job only with -t all (as SLURM 22.05 does, for MinJobAge seconds)
+    ended = 'case "$*" in *"-t all"*) echo "CANCELLED|None";; esac'
+    monkeypatch.setenv("PATH", _fake_slurm(tmp_path / "a", ended, no_acct))
+    assert (job_state("5_0").state, job_state("5_0").active) == ("CANCELLED", False)
+    monkeypatch.setenv("PATH", _fake_slurm(tmp_path / "b", 'echo "PENDING|BeginTime"', no_acct))
+    assert job_state("5_0").describe() == "PENDING: BeginTime" and job_state("5_0").active
+    gone = "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1"
+    monkeypatch.setenv("PATH", _fake_slurm(tmp_path / "c", gone, no_acct))
+    assert job_state("5_0").state == GONE  # neither knows it: ended long ago, not "queued (state unknown)"
+    monkeypatch.setenv("PATH", _fake_slurm(tmp_path / "d", gone, 'echo "COMPLETED|0:0"'))
+    assert job_state("5_0").state == "COMPLETED"
+    down = "echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; exit 1"
+    monkeypatch.setenv("PATH", _fake_slurm(tmp_path / "e", down, no_acct))
+    assert job_state("5_0").state == UNREACHABLE and job_state("5_0").active
+
+
+FAKE_SQUEUE = r"""
+# squeue as SLURM 22.05 answers for four jobs: pending ones always, ended ones only with -t all
+while [ $# -gt 0 ]; do case "$1" in -j) job=$2; shift;; -o) fmt=$2; shift;; -t) all=1;; esac; shift; done
+case "$job" in
+  7_0) line="PENDING|BeginTime";; 7_3) line="PENDING|Resources";;
+  7_1) [ -n "$all" ] && line="CANCELLED|None";; 7_2) [ -n "$all" ] && line="FAILED|NonZeroExitCode";;
+esac
+[ -z "$line" ] && exit 0
+case "$fmt" in *%r*) echo "$line";; *) echo "${line%%|*}";; esac
+"""
+
+
+def test_status_names_requeued_cancelled_and_ended_jobs_and_measures_parallelism(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without accounting (sacct disabled): what squeue says, also about ended jobs."""
+    dirs = [tmp_path / "R18-C4" / "random-init" / f"trial{i}" for i in range(4)]
+    (tmp_path / "R18-C4").mkdir()
+    (tmp_path / "R18-C4" / "sweep.json").write_text(json.dumps(
+        {"runner": "run_voc.sh", "launcher": "slurm", "parallel_trials": 1, "array_parallelism": 64,
+         "trials": [{"row": "random init", "trial": i, "seed": i, "dir": str(d)} for i, d in enumerate(dirs)]}))
+    for i, d in enumerate(dirs):
+        d.mkdir(parents=True)
+        launcher.record_job(d, f"7_{i}", "slurm")
+        (d / ".owner.json").write_text(json.dumps({"host": "n", "pid": 1, "started": 100.0 + 10 * (i % 2),
+                                                  "heartbeat": 150.0, "active": False}))
+    for d in dirs[:2]:
+        (d / "config.yaml").write_text("SOLVER:\n  MAX_ITER: 30\n")
+        (d / "metrics.json").write_text(json.dumps({"iteration": 10, "time": 0.4}) + "\n")
+        (d / "last_checkpoint").write_text("model_0000010.pth")
+    (dirs[3] / ".owner.json").unlink()
+    no_acct = "echo 'sacct: error: Slurm accounting storage is disabled' >&2; exit 1"
+    monkeypatch.setenv("PATH", _fake_slurm(tmp_path / "bin", FAKE_SQUEUE, no_acct))
+    text = "\n".join(status.report(tmp_path))
+    assert "launcher slurm, 3 at a time so far, array limit 64" in text  # not "1 at a time"
+    assert "trial 0  queued      SLURM job 7_0 (PENDING: BeginTime), requeued: resumes from iteration 11/30" in text
+    assert "trial 1  cancelled   SLURM job 7_1 cancelled; resumable from iteration 11/30" in text
+    assert "trial 2  failed      SLURM job 7_2 ended FAILED without a trial record" in text
+    assert "trial 3  queued      SLURM job 7_3 (PENDING: Resources)" in text
+
+
+HANGING_TRAIN_NET = '''
+import sys, time
+print("Starting training from iteration 0", flush=True)
+time.sleep(600)
+'''
+
+
+def test_the_runner_stops_a_trial_that_prints_nothing_and_records_it_failed(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "train_net.py"
+    fake.write_text(HANGING_TRAIN_NET)
+    trial = runner.Trial(runner.Row("random init", "random", TINY), 0, 0, tmp_path / "trial0")
+    t0 = time.perf_counter()
+    lines: list[str] = []
+    result = runner.run_trial(trial, trials_requested=1, env=runner.child_env(None), train_net=fake, stall_s=3,
+                              log=lines.append, extra=["--tiny", "--schedule", "tiny"])
+    assert result == "failed" and time.perf_counter() - t0 < 60
+    rec = read_record(trial.output / RECORD_NAME)
+    assert rec["status"] == "failed" and rec["error"].startswith("no output for 3 s (hung?)")
+    assert (rec["task"], rec["arch"], rec["schedule"], rec["seed"]) == ("voc_det", "R18-C4", "tiny", 0)
+    assert any("FAILED" in line and "watchdog" in line for line in lines)
+
+
+def test_a_trial_failing_before_training_leaves_a_failed_record(tmp_path: Path, tiny_root: Path) -> None:
+    from weights_files import d2_pkl, resnet_state
+
+    weights = d2_pkl(tmp_path / "moco.pkl", resnet_state("resnet18"), author="MOCO")
+    weights.write_bytes(weights.read_bytes()[:1000])  # found truncated inside the job
+    trial = runner.Trial(runner.Row("MoCo", "moco", TINY, str(weights)), 0, 3, tmp_path / "trial0", list(SHORT))
+    lines: list[str] = []
+    env = {**runner.child_env(tiny_root), "OMP_NUM_THREADS": "1"}
+    assert runner.run_trial(trial, trials_requested=1, env=env, log=lines.append) == "failed"
+    rec = read_record(trial.output / RECORD_NAME)
+    assert rec["status"] == "failed" and "not a readable weights pickle" in rec["error"]
+    assert "written_by" not in rec and rec["seed"] == 3  # train_net's own record
+    assert (status.trial_status("MoCo", 0, trial.output).state, status.trial_status("MoCo", 0, trial.output).detail) \
+        == ("failed", rec["error"])
+    assert any("FAILED after" in line and rec["error"] in line for line in lines)

@@ -179,7 +179,8 @@ def test_weight_values_are_checked_before_training(tmp_path: Path, tiny_root: Pa
     # ... and a trial stops before its first iteration instead of recording AP 0 as finished
     res = _train_net(tmp_path / "nan_bn.pkl", tmp_path / "t", tiny_root)
     assert "NaN or infinite values" in _one_line(res, "train_net.py")
-    assert not (tmp_path / "t" / RECORD_NAME).exists()
+    rec = read_record(tmp_path / "t" / RECORD_NAME)  # failed before training: a failed record, never a finished one
+    assert rec["status"] == "failed" and "NaN or infinite values" in rec["error"] and not rec["metrics"]
     # convert.py checks the backbone of a checkpoint the same way
     torch.save({"state_dict": _with(r18, var, nan_var)}, tmp_path / "nan.pth")
     assert "NaN or infinite" in _one_line(_convert(tmp_path / "nan.pth", tmp_path), "convert.py")

@@ -166,7 +166,9 @@ def test_mis_prefixed_weights_are_refused_before_training(tiny_root: Path, tmp_p
     assert res.returncode == 2 and _error_lines(err, "train_net.py") == 1
     assert re.search(r"only 0/(\d+) backbone tensors loaded: \1 backbone tensors not filled", err), err
     assert "transfer/convert.py" in err
-    assert not list(out.glob("model_*.pth")) and not (out / RECORD_NAME).exists()
+    assert not list(out.glob("model_*.pth"))
+    rec = read_record(out / RECORD_NAME)  # a failed record with the refusal, for status views and --wait
+    assert rec["status"] == "failed" and "backbone tensors loaded" in rec["error"] and not rec["metrics"]
     assert "Starting training" not in (out / "log.txt").read_text()
     rc, text = _dry_run(capsys, "--tiny", "--rows", "moco", "--weights", str(bad), "--output", str(tmp_path / "o"))
     assert rc == 2 and re.search(r"only 0/\d+ backbone tensors loaded", text)

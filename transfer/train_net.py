@@ -58,7 +58,8 @@ from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import transfer.modeling  # noqa: E402,F401  (registers the extra-norm head, DC5 backbone, FCN head)
-from results.records import write_json_atomic, write_record  # noqa: E402
+from cluster.signals import default_dispositions_in_forks, stop_signals  # noqa: E402
+from results.records import is_finished, write_json_atomic, write_record  # noqa: E402
 from transfer import checkpointer, custom_data, identity, voc_xml  # noqa: E402
 from transfer.accumulate import AccumulatingTrainer  # noqa: E402
 from transfer.safe_pickle import UnsafePickleError  # noqa: E402
@@ -90,17 +91,21 @@ class SetupError(Exception):
     """A configuration problem reported as one line before any training starts."""
 
 
+class ForeignTrialError(SetupError):
+    """OUTPUT_DIR holds another run's interrupted trial (other weights, seed or data): refused, left as it is."""
+
+
 class StopRequested(Exception):
-    """Training was asked to stop (SIGINT/SIGTERM/SIGUSR1); a checkpoint of the last iteration was saved."""
+    """Training was asked to stop (a stop signal); a checkpoint of the last iteration was saved."""
 
 
 class StopOnSignal(HookBase):
-    """On SIGINT, SIGTERM or SIGUSR1 (Ctrl-C, a runner stopping its trial, SLURM before a time limit or a
-    preemption): finish the current iteration, save a checkpoint of it and stop, so a resumed trial loses
-    nothing. Every process stops at the same iteration (the request is all-reduced). During the final
-    evaluation the signals have their usual effect again."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    """On a stop signal (``cluster.signals.stop_signals()``: SIGINT, SIGTERM, SIGUSR1 and the signal the
+    launcher asks SLURM for before a time limit, SIGUSR2): finish the current iteration, save a checkpoint of
+    it and stop, so a resumed trial loses nothing. Every process stops at the same iteration (the request is
+    all-reduced). Once the last iteration is done the previous handlers are back, before the final evaluation
+    (which runs in ``after_train`` of an earlier hook): there the signals have their usual effect, and the
+    evaluation's forked workers (which start with the default dispositions anyway) can be terminated."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -110,13 +115,18 @@ class StopOnSignal(HookBase):
         self.requested = True
 
     def before_train(self) -> None:
+        if self.trainer.iter >= self.trainer.max_iter:  # a resumed, finished run: only the evaluation is left
+            return
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._request) for s in self.SIGNALS}
+            self._previous = {s: signal.signal(s, self._request) for s in stop_signals()}
 
-    def after_train(self) -> None:
+    def restore(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous = {}
+
+    def after_train(self) -> None:
+        self.restore()
 
     def after_step(self) -> None:
         stop = self.requested
@@ -129,6 +139,8 @@ class StopOnSignal(HookBase):
             it = self.trainer.iter
             self.trainer.checkpointer.save(f"model_{it:07d}", iteration=it)
             raise StopRequested(f"stopped after iteration {it + 1}; checkpoint saved")
+        if self.trainer.iter + 1 >= self.trainer.max_iter:
+            self.restore()  # the last iteration is done: the final evaluation runs with the usual signals
 
 
 class Trainer(DefaultTrainer):
@@ -318,7 +330,7 @@ def check_identity(cfg: CfgNode, args, pretrain: dict[str, Any]) -> dict[str, An
         state = {k: before[k] for k in ("weights", "seed", "data_sha256") if k in before}
         changed = identity.changes(state, ident)
         if changed:
-            raise SetupError(f"{out} holds an interrupted trial made with {'; '.join(changed)}: resuming it would "
+            raise ForeignTrialError(f"{out} holds an interrupted trial made with {'; '.join(changed)}: resuming it would "
                              "mix two runs; use another OUTPUT_DIR, or remove that folder to start over")
         for note in identity.changes(before, ident):
             logger.warning(f"resuming with {note}")
@@ -436,18 +448,48 @@ def note_resume(cfg: CfgNode, start_iter: int) -> list[int]:
     return history
 
 
+def record_failure_before_training(args, e: BaseException) -> None:
+    """A failed record for a trial that stopped before its first iteration (bad weights, a load report refusal,
+    a dataset that cannot be built), so that status views and ``--wait`` show it as failed with the reason.
+    A configuration that cannot be read at all (a sweep-level error the runners' preflight reports), a folder
+    that holds another run's trial, a finished record and disk errors are left as they are."""
+    if not comm.is_main_process() or _is_disk_error(e) or isinstance(e, (StopRequested, ForeignTrialError)):
+        return  # ForeignTrialError: the folder is another run's, its state is not this run's to mark
+    try:
+        cfg = load_cfg(args.config_file, args.opts)
+        custom_data.apply_spec(cfg, args.datasets_spec)
+    except Exception:  # noqa: BLE001
+        return
+    if is_finished(cfg.OUTPUT_DIR):  # a finished trial's record is never replaced
+        return
+    if args.seed is not None:
+        cfg.SEED = args.seed
+    line = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    pretrain = {"kind": args.kind or "random", "weights": cfg.MODEL.WEIGHTS or None}
+    try:
+        write_record(cfg.OUTPUT_DIR, make_record(cfg, args, pretrain, "failed", {}, {}, error=line))
+    except Exception:  # noqa: BLE001  (the runner leaves a record when this one cannot)
+        pass
+
+
 def main(args) -> dict | None:
     die_with_parent()  # a worker never outlives the process that launched it
-    cfg, pretrain = setup(args)
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        SuiteCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        return Trainer.test(cfg, model)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    start_iter = trainer.start_iter
-    load = check_load(trainer, cfg, args.allow_partial_weights)
-    resumes = note_resume(cfg, start_iter)
+    default_dispositions_in_forks()  # pools and loader workers this process forks start with default signals
+    try:
+        cfg, pretrain = setup(args)
+        if args.eval_only:
+            model = Trainer.build_model(cfg)
+            SuiteCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+            return Trainer.test(cfg, model)
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        start_iter = trainer.start_iter
+        load = check_load(trainer, cfg, args.allow_partial_weights)
+        resumes = note_resume(cfg, start_iter)
+    except Exception as e:
+        if not args.eval_only:
+            record_failure_before_training(args, e)
+        raise
     t0 = time.perf_counter()
     try:
         trainer.train()
