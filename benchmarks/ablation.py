@@ -5,7 +5,7 @@ A sweep spec (``benchmarks/sweeps/<name>.yaml``) lists points over a base pretra
 temperatures. Each point runs pretraining (``pretrain/main_moco.py``; an interrupted run resumes from its
 last checkpoint) -> the linear protocol (``pretrain/main_lincls.py``) or, for short runs, the kNN monitor
 -> optionally VOC detection transfer (the VOC runner's rows and trial records), and leaves an ablation
-record (``results/ablation_records.py``). A finished point is skipped on rerun; then
+record (``core/ablation_records.py``). A finished point is skipped on rerun; then
 ``python -m results --runs OUT`` (run at the end) renders the tables and the Figure-3-style plot.
 
     bash benchmarks/run_ablation.sh figure3 --data /path/to/imagenet        # linear top-1 vs K, 3 mechanisms
@@ -161,7 +161,7 @@ def _expand(entries: Any, where: str) -> list[dict[str, Any]]:
 
 def load_spec(spec: str | Path) -> Spec:
     """Read and check a sweep spec; raises :class:`SpecError` with one line."""
-    from results.ablation_records import EVALS, VIEWS
+    from core.ablation_records import EVALS, VIEWS
 
     path = spec_path(spec)
     if not path.is_file():
@@ -379,7 +379,7 @@ def run_point(spec: str, point: str, output: str, *, data: str, seed: int = 0, t
     ``voc``: detector archs (default: the spec's); ``voc_datasets``: ``DETECTRON2_DATASETS`` for VOC.
     Errors of the point are recorded (status "failed", one line), not raised.
     """
-    from results.ablation_records import finished_record, write_ablation_record
+    from core.ablation_records import finished_record, write_ablation_record
 
     sp = load_spec(spec)
     pt = sp.point(point)
@@ -474,7 +474,7 @@ class PointJob:
 
 def point_record(call: dict[str, Any]) -> dict[str, Any]:
     """The ablation record a point left (a failed stand-in when it left none)."""
-    from results.ablation_records import RECORD_NAME, read_ablation_record
+    from core.ablation_records import RECORD_NAME, read_ablation_record
 
     folder = Path(call["output"]) / call["point"] / f"seed{call['seed']}"
     try:
@@ -606,9 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         records = run_local(calls)
     failed = [r for r in records if r["status"] != "finished" or r.get("error")]
     print(f"[ablation] {len(records) - len(failed)} finished, {len(failed)} failed; {time.perf_counter() - t0:.0f}s")
-    from results.cli import main as results_main
+    from benchmarks.runner import print_table
 
-    rc = results_main(["--runs", str(out), "--out", str(out / "tables")] + (["--with-paper"] if args.with_paper else []))
+    rc = print_table(out, args.with_paper, ["--out", str(out / "tables")])
     return 1 if failed else rc
 
 

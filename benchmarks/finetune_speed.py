@@ -66,7 +66,7 @@ def measure_mode(config: Path, mode: str, batch: int, iters: int, warmup: int, w
     from detectron2.engine import AMPTrainer, SimpleTrainer
     from detectron2.utils.events import EventStorage
 
-    from transfer.train_net import Trainer, check_amp, load_cfg
+    from transfer.trainer import Trainer, check_amp, load_cfg
 
     amp = mode == "amp"
     cfg = load_cfg(str(config), ["MODEL.WEIGHTS", "", "SOLVER.IMS_PER_BATCH", str(batch), "SOLVER.AMP.ENABLED", str(amp),

@@ -46,7 +46,7 @@ SLURM_JOB_FILE = ".slurm.json"
 # ----------------------------------------------------------------------------- a recorded job per trial
 
 def record_job(trial_dir: Path, job_id: str, cluster: str) -> None:
-    from transfer.atomic import write_atomic
+    from core.atomic import write_atomic
 
     info = {"job_id": str(job_id), "cluster": cluster, "submitted": time.time()}
     write_atomic(trial_dir / SLURM_JOB_FILE, lambda tmp: tmp.write_text(json.dumps(info)))
@@ -102,7 +102,7 @@ class TrialJob:
         """Other nodes train only once the first node of this job holds the trial."""
         from benchmarks import runner
         from benchmarks.locks import read_owner
-        from results.records import is_finished
+        from core.records import is_finished
 
         deadline = time.time() + 600
         while time.time() < deadline:
@@ -134,7 +134,7 @@ def submit_trials(trials: list, spec: SlurmSpec, folder: Path, cluster: str | No
     :class:`LaunchError` (one line) when SLURM refuses the jobs or no node could ever run them.
     """
     from benchmarks.locks import describe, is_locked, read_owner
-    from results.records import is_finished
+    from core.records import is_finished
 
     cluster = cluster or default_cluster()
     todo = []
@@ -182,7 +182,7 @@ def wait_for_trials(trials: list, jobs: list, cluster: str, poll_s: float = 5.0)
 
 def unfinished_trials(trials: list, states: dict[str, JobState]) -> list[str]:
     """One line per trial without a finished record: its recorded error, else how its job ended."""
-    from results.records import RECORD_NAME, RecordError, is_finished, read_record
+    from core.records import RECORD_NAME, RecordError, is_finished, read_record
 
     lines = []
     for t in trials:

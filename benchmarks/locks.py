@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.jobs import current_job_id
-from transfer.atomic import write_atomic
+from core.atomic import write_atomic
 
 LOCK_NAME, OWNER_NAME = ".lock", ".owner.json"
 _RUNNER_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}

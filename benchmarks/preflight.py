@@ -87,7 +87,7 @@ def load_check(row: Row, opts: list[str], weights: str | None = None) -> tuple[s
     """Build the row's model on the CPU and load its weights (``weights``: a converted copy of them): (report
     line, problem or None, checkpoint bytes)."""
     from transfer.checkpointer import SuiteCheckpointer, WeightsError
-    from transfer.train_net import Trainer, load_cfg
+    from transfer.trainer import Trainer, load_cfg
     from transfer.weights import local_file
 
     cfg = load_cfg(str(row.config), [*opts, "MODEL.DEVICE", "cpu"])
@@ -114,7 +114,7 @@ def converted_for_check(weights: str, folder: str) -> tuple[str | None, str | No
     checks what the trials would load; a full Detectron2 checkpoint given as weights is loaded as it is."""
     from transfer.checkpoint_io import ConvertError
     from transfer.convert import convert
-    from transfer.train_net import is_detectron2_checkpoint
+    from transfer.trainer import is_detectron2_checkpoint
     from transfer.weights import CONVERTIBLE
 
     if not weights.endswith(CONVERTIBLE) or not Path(weights).is_file():

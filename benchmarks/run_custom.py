@@ -165,7 +165,7 @@ class CustomSweep:
         if not ctx.tiny:
             return sched.reference()
         from benchmarks.tiny_data import DEFAULT_SIZES
-        from transfer.train_net import load_cfg
+        from transfer.config import load_cfg
 
         return (sched.from_values(load_cfg(str(ctx.config), [])),
                 DEFAULT_SIZES["voc2007_trainval"] + DEFAULT_SIZES["voc2012_trainval"])

@@ -10,7 +10,7 @@ What a sweep survives:
   (``benchmarks/locks.py``); the other skips it, says who holds it, goes on with the rest, then waits for
   the held trials (taking one over if its holder dies) so that both end with the full table.
 * **The runner dying**: a trial runs in its own process group and dies with the runner (``PR_SET_PDEATHSIG``
-  via ``transfer/process.py``), also on ``SIGKILL``; ``Ctrl-C``/``SIGTERM`` stop the current trial
+  via ``core/process.py``), also on ``SIGKILL``; ``Ctrl-C``/``SIGTERM`` stop the current trial
   (``SIGINT`` to its group, then ``SIGKILL``) and leave it resumable.
 * **A full or read-only disk**: free space is checked before each trial; ``ENOSPC``/``EROFS``/``EACCES`` in
   the runner or in a trial end the sweep with one line naming the path; finished records are never touched.
@@ -35,12 +35,12 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.plan import Launch, Row, Trial, plan_trials, slug  # noqa: F401  (the runner's vocabulary)
 from benchmarks.locks import TrialLock, describe, is_locked
-from results.records import RECORD_NAME, RecordError, is_finished, read_record
-from transfer.process import DIE_WITH_PARENT_ENV
+from core.records import RECORD_NAME, RecordError, is_finished, read_record
+from core.process import DIE_WITH_PARENT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_NET = REPO / "transfer" / "train_net.py"
@@ -56,64 +56,12 @@ STOP_GRACE_S = 120       # a stopped trial gets this long to save its checkpoint
 WAIT_POLL_S = 5.0        # how often a runner looks at trials another runner holds
 
 
-@dataclass
-class Row:
-    """One pre-train row of a benchmark table (e.g. supervised, MoCo, random init)."""
-
-    label: str
-    kind: str  # moco | supervised | random
-    config: Path
-    weights: str = ""  # .pkl / .pth / detectron2:// URL; "" for random init
-    input_format: str = ""  # RGB | BGR, decided from the weights (transfer/weights.py)
-    input_reason: str = ""
-    checkpoint_bytes: int = 0  # size of one Detectron2 checkpoint of this row's model (0: unknown)
-    pending: str = ""  # why the weights do not exist yet (e.g. made by the tiny pretraining)
-
-
-@dataclass
-class Launch:
-    """How one trial's ``train_net.py`` starts: GPUs, machines (multi-node) and environment additions."""
-
-    gpus: int = 1
-    machines: int = 1
-    machine_rank: int = 0
-    dist_url: str = "auto"
-    env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS per slot
-
-    def args(self) -> list[str]:
-        out = ["--num-gpus", str(max(self.gpus, 1))]
-        if self.machines > 1:
-            out += ["--num-machines", str(self.machines), "--machine-rank", str(self.machine_rank),
-                    "--dist-url", self.dist_url]
-        return out
-
-
-@dataclass
-class Trial:
-    row: Row
-    index: int
-    seed: int
-    output: Path
-    opts: list[str] = field(default_factory=list)
-    identity: dict | None = None  # what defines the trial (transfer/identity.py); None: not compared
-
-
 class SweepStop(Exception):
     """Ends the whole sweep (full disk, interrupt); the message is one actionable line."""
 
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "row"
-
-
-def plan_trials(rows: list[Row], trials: int, output: Path, arch: str, base_seed: int, opts: list[str]) -> list[Trial]:
-    """Trials of every row, seeds ``base_seed + index`` (the same seeds for every row)."""
-    return [Trial(row, i, base_seed + i, output / arch / slug(row.label) / f"trial{i}", list(opts))
-            for row in rows for i in range(trials)]
 
 
 def disk_line(e: OSError, what: str = "writing") -> str:
@@ -369,13 +317,13 @@ def _fresh_error(out: Path, since: float) -> str:
 
 def record_failure(trial: Trial, why: str, trials_requested: int, extra: list[str]) -> None:
     """A failed record for a trial that ended without one (died before or while training, or hung); best effort."""
-    from results.records import write_record
+    from core.records import write_record
 
     if is_finished(trial.output):  # a finished trial's record is never replaced
         return
     try:
         from transfer.tasks import task_of
-        from transfer.train_net import arch_of, load_cfg, schedule_of
+        from transfer.config import arch_of, load_cfg, schedule_of
 
         cfg = load_cfg(str(trial.row.config), [*trial.opts])
         task = _flag(extra, "--task") or task_of(cfg)
@@ -520,12 +468,15 @@ def _run_slots(trials: list[Trial], launches: list[Launch], kw: dict, counts: di
     return held
 
 
-def print_table(output: Path, with_paper: bool = False) -> int:
-    """Render the comparison table of every record under ``output`` (``python -m results``)."""
-    from results.cli import main as results_main
-
-    argv = ["--runs", str(output)] + (["--with-paper"] if with_paper else [])
-    return results_main(argv)
+def print_table(output: Path, with_paper: bool = False, extra: list[str] | None = None) -> int:
+    """Render the comparison table of every record under ``output``: the next stage, ``python -m results``, in its
+    own process (the records on disk are the interface between the two stages)."""
+    argv = ["--runs", str(output)] + (["--with-paper"] if with_paper else []) + list(extra or [])
+    proc = subprocess.run([sys.executable, "-m", "results", *argv], cwd=REPO, env=child_env(None), capture_output=True,
+                          text=True)
+    sys.stdout.write(proc.stdout)  # through this process's streams, in order with the runner's own lines
+    sys.stderr.write(proc.stderr)
+    return proc.returncode
 
 
 def child_env(datasets_root: Path | None) -> dict[str, str]:

@@ -32,7 +32,7 @@ def batch_overrides(config: Path, args: argparse.Namespace, tag: str) -> list[st
         if args.scale_schedule:
             raise ValueError("--scale-schedule needs --ims-per-gpu (the images per GPU the memory allows)")
         return []
-    from transfer.train_net import load_cfg
+    from transfer.config import load_cfg
 
     cfg = load_cfg(str(config), list(args.opts))
     batch, gpus = cfg.SOLVER.IMS_PER_BATCH, max(1, args.gpus) * max(1, args.nodes)
@@ -67,7 +67,7 @@ def batch_overrides(config: Path, args: argparse.Namespace, tag: str) -> list[st
 
 def write_sweep(folder: Path, bench, args: argparse.Namespace, plan: list, trials: int) -> None:
     """``sweep.json``: every planned trial, for ``python -m benchmarks.status`` (trials not started have no folder)."""
-    from transfer.atomic import write_atomic
+    from core.atomic import write_atomic
 
     doc = {"benchmark": bench.name, "runner": bench.prog, "launcher": args.launcher,
            "parallel_trials": args.parallel_trials, "trials_per_row": trials,

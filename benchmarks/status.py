@@ -24,7 +24,7 @@ from pathlib import Path
 from benchmarks.launcher import recorded_job
 from benchmarks.locks import describe, is_locked, read_owner
 from cluster.jobs import GONE, job_state
-from results.records import RECORD_NAME, RecordError, read_record
+from core.records import RECORD_NAME, RecordError, read_record
 
 
 @dataclass

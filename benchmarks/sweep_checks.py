@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.runner import Row, Trial, slug
+from benchmarks.plan import Row, Trial, slug
 
 # Labels of the rows the runners make themselves; --label may not take their folders.
 BASELINE_LABELS = ("random init", "supervised IN-1M", "supervised IN-1M (BN frozen)", "supervised (tiny labels)",
@@ -54,7 +54,7 @@ def identity_problem(trial: Trial) -> str | None:
     """One line when ``trial.output`` holds a finished or interrupted trial of another identity."""
     if not trial.identity:
         return None
-    from results.records import RECORD_NAME, RecordError, read_record
+    from core.records import RECORD_NAME, RecordError, read_record
     from transfer import identity
 
     out = trial.output

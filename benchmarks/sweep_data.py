@@ -116,7 +116,7 @@ def subset_spec(subset: list[tuple[str, Any]], fraction: float, seed: int, total
 
 def write_spec(folder: Path, spec: dict[str, Any], dry_run: bool = False) -> Path:
     """Write ``folder/datasets_spec.json`` (not with ``dry_run``); refuse a folder whose trials saw other data."""
-    from results.records import write_json_atomic
+    from core.records import write_json_atomic
 
     path = folder / SPEC_NAME
     spec = json.loads(json.dumps(spec))
@@ -169,7 +169,7 @@ def fraction_prepare(ctx: SweepContext) -> SweepSetup:
     """``--train-fraction`` on a builtin benchmark: the subset of its training sets, its schedule scaled by the
     epoch rule (the config's iterations x subset / all images), the spec in the sweep folder."""
     from transfer import schedule as sched
-    from transfer.train_net import load_cfg
+    from transfer.config import load_cfg
 
     args = ctx.args
     fraction, seed = args.train_fraction, args.train_fraction_seed

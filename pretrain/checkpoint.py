@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transfer.atomic import torch_save_atomic
+from core.atomic import torch_save_atomic
 
 SUITE_NAME = "moco-transfer-bench"
 SUITE_FORMAT = 1

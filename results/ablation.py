@@ -367,7 +367,7 @@ def _recipe_text(rec: tuple[tuple[str, Any], ...]) -> str:
 
 def build_ablation_tables(records: list[dict[str, Any]], trial_records: list[dict[str, Any]] | None = None,
                           with_paper: bool = False, paper_csv: str | None = None) -> list[AblationTable]:
-    """Tables of the ablation ``records`` (see :mod:`results.ablation_records`); with ``with_paper``, the
+    """Tables of the ablation ``records`` (see :mod:`core.ablation_records`); with ``with_paper``, the
     published values beside full-scale ones, and every published ablation table even when not measured.
 
     One table per (view, tiny, eval, recipe): points run with different recipes are never averaged.

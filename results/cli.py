@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from results.ablation import build_ablation_tables
-from results.ablation_records import collect_ablation
+from results.collect import collect_ablation
 from results.collect import Collection, collect
 from results.render import FORMATS, write_outputs
 from results.render_md import render_markdown

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from results.records import RECORD_NAME, RecordError, read_record
+from core.ablation_records import RECORD_NAME as ABLATION_RECORD
+from core.ablation_records import AblationRecordError, read_ablation_record
+from core.records import RECORD_NAME, RecordError, read_record
 
 # Keys that decide which trials are averaged together (see results.tables).
 RUN_KEYS = ("task", "arch", "schedule", "tiny", "label", "sha256")
@@ -147,4 +149,27 @@ def collect(roots: Iterable[str | os.PathLike]) -> Collection:
         best[key] = keep
         out.skipped.append((drop["_path"], f"superseded by {keep['_path']} (same trial {record['trial']})"))
     out.records = sorted(best.values(), key=lambda r: r["_path"])
+    return out
+
+
+@dataclass
+class AblationCollection:
+    """Usable ablation records (each with ``_path``) and ``(path, reason)`` for unusable ones."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def collect_ablation(roots: Iterable[str | os.PathLike]) -> AblationCollection:
+    """Every ``ablation_record.json`` under ``roots`` (a root may itself be a record file)."""
+    roots = [Path(r) for r in roots]
+    files = [r for r in roots if r.is_file()]
+    found = {r for r in files if r.name == ABLATION_RECORD} | set(find_records([r for r in roots if r not in files], None,
+                                                                               ABLATION_RECORD))
+    out = AblationCollection()
+    for path in sorted(found):
+        try:
+            out.records.append({**read_ablation_record(path), "_path": str(path)})
+        except AblationRecordError as e:
+            out.skipped.append((str(path), str(e).removeprefix(f"{path}: ")))
     return out

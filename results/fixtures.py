@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from results.paper import kind_of, load_paper_table
-from results.records import write_record
+from core.records import write_record
 
 
 def fake_sha(label: str) -> str:
@@ -25,7 +25,7 @@ def make_record(task: str = "voc_det", arch: str = "R50-C4", schedule: str = "24
                 kind: str | None = None, sha256: str | None = "auto", trial: int = 0, trials_requested: int = 5,
                 metrics: dict[str, float] | None = None, status: str = "finished", error: str | None = None,
                 tiny: bool = False) -> dict[str, Any]:
-    """One record dict (without ``schema``; :func:`results.records.write_record` adds it)."""
+    """One record dict (without ``schema``; :func:`core.records.write_record` adds it)."""
     kind = kind or kind_of(label)
     sha = (None if kind == "random" else fake_sha(label)) if sha256 == "auto" else sha256
     return {"task": task, "arch": arch, "schedule": schedule,

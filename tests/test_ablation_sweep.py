@@ -10,7 +10,7 @@ import pytest
 from benchmarks import ablation
 from pretrain import main_moco
 from pretrain.synthetic import write_image_folder
-from results.ablation_records import read_ablation_record
+from core.ablation_records import read_ablation_record
 
 SPEC = """\
 name: small

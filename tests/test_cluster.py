@@ -18,7 +18,7 @@ from tiny_runs import FAST, run_voc, tiny_output
 
 from benchmarks import launcher, runner, status
 from benchmarks.locks import TrialLock
-from results.records import RECORD_NAME, read_record, write_record
+from core.records import RECORD_NAME, read_record, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "transfer" / "configs" / "tiny" / "voc_R_18_C4_tiny.yaml"

@@ -28,7 +28,7 @@ from slurm_cluster import REPO, no_accounting_path, slurm, squeue, wait_for  # n
 from tiny_runs import FAST, read, run_voc, tiny_output
 
 from benchmarks import status
-from results.records import RECORD_NAME, read_record
+from core.records import RECORD_NAME, read_record
 
 pytestmark = pytest.mark.slurm
 

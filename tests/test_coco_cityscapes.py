@@ -23,8 +23,8 @@ from benchmarks import dataset_check as dc
 from benchmarks import runner
 from benchmarks.tiny_data import CITYSCAPES_THING_CLASSES
 from pretrain.resnets import build_resnet
-from results.records import RECORD_NAME, read_record
-from transfer.train_net import arch_of, cli, load_cfg, schedule_of, task_of
+from core.records import RECORD_NAME, read_record
+from transfer.trainer import arch_of, cli, load_cfg, schedule_of, task_of
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "transfer" / "configs"
@@ -327,7 +327,7 @@ out = Path(argv[argv.index("OUTPUT_DIR") + 1])
 with open(Path(sys.argv[0]).with_name("calls.jsonl"), "a") as f:
     f.write(json.dumps({"argv": argv, "datasets": os.environ.get("DETECTRON2_DATASETS")}) + "\\n")
 sys.path.insert(0, REPO)
-from results.records import write_record
+from core.records import write_record
 kind = argv[argv.index("--kind") + 1]
 write_record(out, {"task": "coco_maskrcnn", "arch": "R50-FPN", "schedule": "1x",
              "seed": int(argv[argv.index("--seed") + 1]), "trial": int(argv[argv.index("--trial") + 1]),

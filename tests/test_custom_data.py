@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks import runner
 from benchmarks.tiny_custom import write_custom
-from results.records import RECORD_NAME, read_record
+from core.records import RECORD_NAME, read_record
 from weights_files import d2_pkl, resnet_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_epoch_rule_reproduces_the_paper_voc_schedule_and_scales_with_data_and_b
 def test_custom_c4_configs_are_the_paper_voc_protocol_at_voc_size() -> None:
     from transfer.protocol import deviations, fingerprint
     from transfer.schedule import epoch_rule_schedule
-    from transfer.train_net import load_cfg
+    from transfer.config import load_cfg
 
     opts = [*epoch_rule_schedule(16551).opts(), "MODEL.ROI_HEADS.NUM_CLASSES", "20"]
     for flavour, kind in (("", "supervised"), ("_moco", "moco"), ("_random", "random")):

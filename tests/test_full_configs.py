@@ -32,7 +32,7 @@ SMALL = ["MODEL.WEIGHTS", "", "SOLVER.MAX_ITER", "1", "SOLVER.IMS_PER_BATCH", "2
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_full_config_trains_one_step(name: str, tiny_root: Path, tmp_path: Path) -> None:
-    from transfer.train_net import Trainer, load_cfg
+    from transfer.trainer import Trainer, load_cfg
 
     cfg = load_cfg(str(CONFIGS / name), [*SMALL, "OUTPUT_DIR", str(tmp_path)])
     assert cfg.MODEL.RESNETS.DEPTH == 50 and cfg.SOLVER.MAX_ITER == 1

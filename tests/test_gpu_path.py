@@ -63,8 +63,8 @@ def test_precision_is_recorded_on_the_gpu(folder: Path, tmp_path: Path) -> None:
 
 
 def test_detectron2_amp_trial_records_it(tiny_root: Path, tmp_path: Path) -> None:
-    from results.records import RECORD_NAME, read_record
-    from transfer.train_net import cli
+    from core.records import RECORD_NAME, read_record
+    from transfer.trainer import cli
 
     out = tmp_path / "amp"
     assert cli(["--config-file", str(TINY_CFG), "--tiny", "SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", "4",

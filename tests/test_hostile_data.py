@@ -20,7 +20,7 @@ from tiny_runs import FAST, alive, train_net_pids
 
 from benchmarks import runner
 from benchmarks.tiny_custom import write_custom
-from results.records import RECORD_NAME, read_record
+from core.records import RECORD_NAME, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "transfer" / "configs" / "tiny" / "voc_R_18_C4_tiny.yaml"
@@ -272,7 +272,7 @@ def test_a_heartbeat_in_the_future_does_not_hold_a_trial_for_ever(tmp_path: Path
 
 
 def test_periodic_checkpoints_of_a_finished_trial_are_removed_on_the_next_run(tmp_path: Path) -> None:
-    from results.records import write_record
+    from core.records import write_record
 
     out = tmp_path / "trial0"
     out.mkdir()

@@ -29,7 +29,7 @@ from weights_files import (
 )
 
 from benchmarks import run_voc, runner
-from results.records import RECORD_NAME, read_record
+from core.records import RECORD_NAME, read_record
 from transfer import safe_pickle
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ def test_precision_flag_resolves_to_fp32_without_tf32() -> None:
 
 
 def test_pretrain_precision_reaches_the_trial_record(tmp_path: Path) -> None:
-    from transfer.train_net import build_parser, load_cfg, make_record, prepare_weights
+    from transfer.trainer import build_parser, load_cfg, make_record, prepare_weights
 
     precision = {"mode": "fast", "autocast": "bf16", "tf32": True, "paper_arithmetic": False}
     net = build_resnet("resnet18", 128)
@@ -61,7 +61,7 @@ def test_amp_flag_adds_the_detectron2_option_and_needs_a_gpu(monkeypatch, capsys
 
 
 def test_train_net_refuses_amp_on_the_cpu_in_one_line(tmp_path: Path, capsys) -> None:
-    from transfer.train_net import cli
+    from transfer.trainer import cli
 
     rc = cli(["--config-file", str(TINY_CFG), "SOLVER.AMP.ENABLED", "True", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
               "OUTPUT_DIR", str(tmp_path)])

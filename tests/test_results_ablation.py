@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from results.ablation import AblationTable, build_ablation_tables
-from results.ablation_records import (AblationRecordError, collect_ablation, finished_record, read_ablation_record,
+from results.collect import collect_ablation
+from core.ablation_records import (AblationRecordError, finished_record, read_ablation_record,
                                       write_ablation_record)
 from results.cli import main
 from results.collect import collect

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from results.collect import collect
 from results.fixtures import make_record, write_trial
-from results.records import SCHEMA
+from core.records import SCHEMA
 from results.tables import build_tables
 
 

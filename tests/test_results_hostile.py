@@ -13,7 +13,7 @@ import pytest
 from results import cli, render
 from results.collect import MAX_DEPTH, collect
 from results.fixtures import make_record, write_trial
-from results.records import RECORD_NAME, SCHEMA
+from core.records import RECORD_NAME, SCHEMA
 
 
 def _good(runs: Path, label: str = "MoCo IN-1M", trials: int = 2) -> list[Path]:

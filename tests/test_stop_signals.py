@@ -38,7 +38,7 @@ class _FakeTrainer:
 
 
 def test_sigusr2_stops_training_with_a_checkpoint_of_the_current_iteration() -> None:
-    from transfer.train_net import StopOnSignal, StopRequested
+    from transfer.trainer import StopOnSignal, StopRequested
 
     hook, trainer = StopOnSignal(), _FakeTrainer(max_iter=10)
     hook.trainer = trainer
@@ -59,7 +59,7 @@ def test_sigusr2_stops_training_with_a_checkpoint_of_the_current_iteration() -> 
 
 
 def test_the_handlers_are_restored_after_the_last_iteration() -> None:
-    from transfer.train_net import StopOnSignal
+    from transfer.trainer import StopOnSignal
 
     hook, trainer = StopOnSignal(), _FakeTrainer(max_iter=2)
     hook.trainer = trainer
@@ -75,7 +75,7 @@ def test_the_handlers_are_restored_after_the_last_iteration() -> None:
 
 DRIVER = r'''
 import json, multiprocessing as mp, signal, sys, threading, time
-from transfer import train_net
+from transfer import trainer as train_net
 
 OUT = sys.argv[1]
 seen = {}

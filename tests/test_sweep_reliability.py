@@ -17,7 +17,7 @@ from tiny_runs import FAST
 
 from benchmarks import runner
 from benchmarks.locks import TrialLock, read_owner
-from results.records import RECORD_NAME
+from core.records import RECORD_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -32,7 +32,7 @@ with open(os.environ["CALLS"], "a") as f:
     f.write(json.dumps({"out": str(out), "pid": os.getpid(), "runner": os.getppid()}) + "\\n")
 time.sleep(float(os.environ.get("FAKE_SECONDS", "1")))
 sys.path.insert(0, REPO)
-from results.records import write_record
+from core.records import write_record
 seed = int(argv[argv.index("--seed") + 1])
 write_record(out, {"task": "voc_det", "arch": "R18-C4", "schedule": "tiny", "seed": seed,
              "trial": int(argv[argv.index("--trial") + 1]),
@@ -174,8 +174,8 @@ def test_tiny_honours_rows_and_trials(tmp_path: Path, capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_results_and_weights_get_the_users_umask(tmp_path: Path, umask: int) -> None:
-    from results.records import write_record
-    from transfer.atomic import write_atomic
+    from core.records import write_record
+    from core.atomic import write_atomic
 
     old = os.umask(umask)
     try:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from tiny_runs import FAST, alive, read, run_voc, table_rows, tiny_output, train_net_pids
 
-from results.records import RECORD_NAME, read_record
+from core.records import RECORD_NAME, read_record
 
 OPTS = ["--", "SOLVER.MAX_ITER", "12", "SOLVER.CHECKPOINT_PERIOD", "4", "SOLVER.STEPS", "(9,)", *FAST]
 TRIAL0 = Path("R18-C4") / "random-init" / "trial0"

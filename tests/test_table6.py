@@ -26,8 +26,8 @@ from tiny_runs import arg, install_fake_train_net, read_calls
 from benchmarks import dataset_check as dc
 from benchmarks import runner
 from pretrain.resnets import build_resnet
-from results.records import RECORD_NAME, read_record
-from transfer.train_net import arch_of, cli, load_cfg, schedule_of, task_of
+from core.records import RECORD_NAME, read_record
+from transfer.trainer import arch_of, cli, load_cfg, schedule_of, task_of
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "transfer" / "configs"
@@ -369,7 +369,7 @@ out = Path(argv[argv.index("OUTPUT_DIR") + 1])
 with open(Path(sys.argv[0]).with_name("calls.jsonl"), "a") as f:
     f.write(json.dumps({"argv": argv, "datasets": os.environ.get("DETECTRON2_DATASETS")}) + "\\n")
 sys.path.insert(0, REPO)
-from results.records import write_record
+from core.records import write_record
 write_record(out, {"task": "lvis_v0.5", "arch": "R50-FPN", "schedule": "2x",
              "seed": int(argv[argv.index("--seed") + 1]), "trial": int(argv[argv.index("--trial") + 1]),
              "pretrain": {"label": argv[argv.index("--label") + 1], "kind": argv[argv.index("--kind") + 1],
@@ -461,7 +461,7 @@ def _rec(task: str, arch: str, schedule: str, label: str, kind: str, metrics: di
 def test_table6_view_lays_out_all_tasks_with_gaps_and_paper_rows(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:
     from results import cli as results_cli
-    from results.records import write_record
+    from core.records import write_record
     from results.table6 import TABLE6_COLUMNS, build_table6, render_table6_markdown
 
     recs = []

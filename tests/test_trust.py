@@ -20,7 +20,7 @@ from weights_files import caffe2_pkl, d2_pkl, evil_pkl, evil_pth, resnet_state
 
 from benchmarks import run_voc, runner
 from benchmarks.image_files import image_problem
-from results.records import RECORD_NAME, read_record
+from core.records import RECORD_NAME, read_record
 from transfer import safe_pickle
 from transfer.weights import decide_input_format
 
@@ -194,7 +194,7 @@ def test_load_report_counts_shape_mismatches_and_expected_misses() -> None:
 
 def _record(cfg_file: str, opts: list[str], label: str, trial: int, ap50: float) -> dict:
     from transfer.protocol import fingerprint
-    from transfer.train_net import load_cfg
+    from transfer.config import load_cfg
 
     cfg = load_cfg(str(REPO / "transfer" / "configs" / cfg_file), opts)
     return {"schema": "moco-transfer-bench/trial-record/1", "task": "voc_det", "arch": "R50-C4", "schedule": "24k",
@@ -224,7 +224,7 @@ def test_results_never_average_two_protocols_and_footnote_the_deviating_one() ->
 
 def test_every_full_config_matches_the_paper_protocol() -> None:
     from transfer.protocol import deviations, fingerprint, paper_protocol
-    from transfer.train_net import arch_of, load_cfg, schedule_of, task_of
+    from transfer.trainer import arch_of, load_cfg, schedule_of, task_of
 
     files = sorted(p for p in (REPO / "transfer" / "configs").glob("*/*.yaml")
                    if p.parent.name not in ("tiny", "custom"))  # custom: tests/test_custom_data.py

@@ -15,8 +15,8 @@ import transfer.modeling  # noqa: F401  (registers the suite's Detectron2 compon
 from config_asserts import check_flavour, count_cited_values
 from benchmarks import runner
 from pretrain.resnets import build_resnet
-from results.records import RECORD_NAME, read_record
-from transfer.train_net import SetupError, cli, load_cfg, prepare_weights
+from core.records import RECORD_NAME, read_record
+from transfer.trainer import SetupError, cli, load_cfg, prepare_weights
 
 REPO = Path(__file__).resolve().parents[1]
 VOC = REPO / "transfer" / "configs" / "voc"
@@ -195,7 +195,7 @@ with open(Path(sys.argv[0]).with_name("calls.jsonl"), "a") as f:
 if (out / "CRASH").exists():
     print("train_net.py: error: RuntimeError: simulated crash"); sys.exit(1)
 sys.path.insert(0, REPO)
-from results.records import write_record
+from core.records import write_record
 write_record(out, {"task": "voc_det", "arch": "R18-C4", "schedule": "tiny", "seed": seed,
              "trial": int(argv[argv.index("--trial") + 1]),
              "pretrain": {"label": argv[argv.index("--label") + 1], "kind": "random", "sha256": None},

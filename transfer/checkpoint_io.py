@@ -1,4 +1,4 @@
-"""Safe loading of untrusted checkpoints (atomic writing lives in ``transfer/atomic.py``).
+"""Safe loading of untrusted checkpoints (atomic writing lives in ``core/atomic.py``).
 
 Checkpoints from others are never executed: ``torch.load(..., weights_only=True)`` only rebuilds
 tensors and plain containers. Every failure becomes a :class:`ConvertError` with one actionable line.
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from transfer.atomic import write_atomic  # noqa: F401  (re-exported: convert.py, checkpointer.py)
+from core.atomic import write_atomic  # noqa: F401  (re-exported: convert.py, checkpointer.py)
 
 
 class ConvertError(Exception):

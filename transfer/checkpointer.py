@@ -23,7 +23,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 import logging
 
 from transfer import safe_pickle
-from transfer.atomic import torch_save_atomic, write_atomic
+from core.atomic import torch_save_atomic, write_atomic
 from transfer.checkpoint_io import ConvertError, load_untrusted
 from transfer.load_report import LoadReport, build_report
 from transfer.weight_checks import WeightValuesError, check_tensors

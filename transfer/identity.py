@@ -41,7 +41,7 @@ def overrides(opts: list[str]) -> list[str]:
 
 @lru_cache(maxsize=64)
 def _config_sha256(config_file: str, opts: tuple[str, ...]) -> str:
-    from transfer.train_net import load_cfg
+    from transfer.config import load_cfg
 
     cfg = load_cfg(config_file, list(opts), read_only=True)
     cfg.defrost()
@@ -101,7 +101,7 @@ def read(trial_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def write(trial_dir: str | os.PathLike, identity: dict[str, Any]) -> None:
-    from transfer.atomic import write_atomic
+    from core.atomic import write_atomic
 
     write_atomic(Path(trial_dir) / IDENTITY_NAME, lambda tmp: tmp.write_text(json.dumps(identity, indent=1)))
 

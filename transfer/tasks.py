@@ -54,7 +54,7 @@ def evaluator_for(cfg: Any, dataset_name: str, output_folder: str) -> Any:
 
 
 def paper_metrics(task: str, results: dict) -> Metrics:
-    """Map evaluator output to the paper's metric names (see results/records.py)."""
+    """Map evaluator output to the paper's metric names (see core/records.py)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}")
     return TASKS[task].to_metrics(results)

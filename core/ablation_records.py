@@ -33,11 +33,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from results.records import write_json_atomic
+from core.records import write_json_atomic
 
 SCHEMA = "moco-transfer-bench/ablation-record/1"
 RECORD_NAME = "ablation_record.json"
@@ -104,27 +103,3 @@ def finished_record(folder: str | os.PathLike) -> dict[str, Any] | None:
     except AblationRecordError:
         return None
     return record if record["status"] == "finished" else None
-
-
-@dataclass
-class AblationCollection:
-    """Usable ablation records (each with ``_path``) and ``(path, reason)`` for unusable ones."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def collect_ablation(roots: Iterable[str | os.PathLike]) -> AblationCollection:
-    """Every ``ablation_record.json`` under ``roots`` (a root may itself be a record file)."""
-    from results.collect import find_records  # the same bounded walk (its depth notes come with the trial records)
-
-    roots = [Path(r) for r in roots]
-    files = [r for r in roots if r.is_file()]
-    found = {r for r in files if r.name == RECORD_NAME} | set(find_records([r for r in roots if r not in files], None, RECORD_NAME))
-    out = AblationCollection()
-    for path in sorted(found):
-        try:
-            out.records.append({**read_ablation_record(path), "_path": str(path)})
-        except AblationRecordError as e:
-            out.skipped.append((str(path), str(e).removeprefix(f"{path}: ")))
-    return out

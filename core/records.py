@@ -35,7 +35,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from transfer.atomic import write_atomic
+from core.atomic import write_atomic
 
 SCHEMA = "moco-transfer-bench/trial-record/1"
 RECORD_NAME = "trial_record.json"

@@ -1,0 +1,60 @@
+"""Reading a fine-tuning config: the suite's defaults, the config file and its overrides (one place for the
+trainer, the runners and the checks), and the table keys a config belongs to (architecture, schedule)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from detectron2.config import CfgNode, get_cfg
+
+
+class SetupError(Exception):
+    """A configuration problem reported as one line before any training starts."""
+
+
+def load_cfg(config_file: str, opts: list[str], read_only: bool = False) -> CfgNode:
+    """Suite defaults + config file + command-line opts; CPU fallback when no GPU. A config of a Detectron2
+    project (DensePose) gets the project's keys first, or stops in one line when the project is not
+    installed (``read_only``: read its values anyway)."""
+    from transfer import densepose_support
+    from transfer.modeling import add_suite_config
+
+    cfg = add_suite_config(get_cfg())
+    if not Path(config_file).is_file():
+        raise SetupError(f"config file not found: {config_file}")
+    if densepose_support.is_densepose_config(config_file):
+        try:
+            densepose_support.add_config(cfg, read_only=read_only)
+        except densepose_support.DensePoseMissing as e:
+            raise SetupError(str(e)) from None
+        if densepose_support.available():
+            densepose_support.register_datasets(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")))
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def arch_of(cfg: CfgNode) -> str:
+    depth = f"R{cfg.MODEL.RESNETS.DEPTH}"
+    if cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor" and cfg.MODEL.SEM_SEG_HEAD.NAME == "FCNDilatedHead":
+        return f"{depth}-dilated-FCN16s"
+    if cfg.MODEL.BACKBONE.NAME == "build_resnet_dc5_reduce_backbone" or cfg.MODEL.RESNETS.RES5_DILATION == 2:
+        return f"{depth}-dilated-C5"
+    if "fpn" in cfg.MODEL.BACKBONE.NAME:
+        return f"{depth}-FPN"
+    return f"{depth}-C4"
+
+
+def schedule_of(cfg: CfgNode, task: str) -> str:
+    it = cfg.SOLVER.MAX_ITER
+    if task.startswith(("coco", "lvis")) and it in (90000, 180000):
+        return {90000: "1x", 180000: "2x"}[it]
+    if task == "coco_densepose" and it == 130000:
+        return "s1x"  # DensePose's "s1x" schedule (130k iterations)
+    if task == "cityscapes_instance" and it == 24000:
+        return "d2-cityscapes"  # Detectron2's Cityscapes Mask R-CNN schedule
+    return f"{it // 1000}k" if it % 1000 == 0 else f"{it}it"
