@@ -45,7 +45,7 @@ BUDGET_S = 600
 # Each section's share of the budget: a section may use the time not reserved for the sections after it, so
 # time one leaves over goes to the next and a slow one cannot starve the rest.
 SHARES = {"env": 0.02, "tests": 0.22, "pretrain": 0.30, "finetune": 0.24, "dist": 0.10, "precision": 0.12}
-# Protocol sizes for the projections (README / protocol.md): rows x trials x iterations.
+# Protocol sizes for the projections (transfer/configs/protocol.yaml, docs/benchmarks.md): rows x trials x iterations.
 VOC_TABLE = {"rows": 3, "trials": 5, "iters": 24000}
 COCO_ITERS = {"1x": 90000, "2x": 180000}
 COCO_TRIALS = 5
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         print(f"gpu-check: error: no CUDA device visible (torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
-              "run it on a GPU machine (README: 'GPU check')", file=sys.stderr)
+              "run it on a GPU machine (docs/gpu.md)", file=sys.stderr)
         return 2
     sections = [x.strip() for x in a.sections.split(",") if x.strip()]
     unknown = set(sections) - set(SECTIONS)

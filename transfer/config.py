@@ -18,9 +18,12 @@ def load_cfg(config_file: str, opts: list[str], read_only: bool = False) -> CfgN
     """Suite defaults + config file + command-line opts; CPU fallback when no GPU. A config of a Detectron2
     project (DensePose) gets the project's keys first, or stops in one line when the project is not
     installed (``read_only``: read its values anyway)."""
-    from transfer import densepose_support
+    from transfer.tasks import densepose as densepose_support
     from transfer.modeling import add_suite_config
 
+    from transfer import tasks
+
+    tasks.register_datasets(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")))
     cfg = add_suite_config(get_cfg())
     if not Path(config_file).is_file():
         raise SetupError(f"config file not found: {config_file}")

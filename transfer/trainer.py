@@ -155,7 +155,7 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         mapper = scale_crop_flip_mapper(cfg) if cfg.INPUT.RANDOM_SCALE.ENABLED else None  # semantic segmentation
         if cfg.MODEL.get("DENSEPOSE_ON", False):
-            from transfer.densepose_support import train_mapper
+            from transfer.tasks.densepose import train_mapper
 
             mapper = train_mapper(cfg)
         return build_resumable_train_loader(cfg, mapper)
@@ -165,7 +165,7 @@ class Trainer(DefaultTrainer):
         if cfg.MODEL.get("DENSEPOSE_ON", False):
             from detectron2.data import build_detection_test_loader
 
-            from transfer.densepose_support import test_mapper
+            from transfer.tasks.densepose import test_mapper
 
             return build_detection_test_loader(cfg, dataset_name, mapper=test_mapper(cfg))
         return super().build_test_loader(cfg, dataset_name)
