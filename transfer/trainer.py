@@ -5,7 +5,7 @@
         [--label "MoCo IN-1M"] [--input-format RGB|BGR] MODEL.WEIGHTS ckpt.pkl OUTPUT_DIR output/voc/moco/trial0
 
 Detectron2's ``DefaultTrainer`` and ``launch`` do the training; this adds the suite's modeling pieces
-(``transfer/modeling.py``), the evaluator per task (``transfer/tasks.py``), on-the-fly conversion of
+(``transfer/modeling.py``), the evaluator per task (``transfer/tasks/``), on-the-fly conversion of
 ``.pth`` weights (``transfer/convert.py``) and, before the first iteration:
 
 * weights are read without running code (``transfer/checkpointer.py``), their input format is decided
