@@ -120,6 +120,22 @@ def run_json(args: list[str], timeout: float, env: dict | None = None) -> dict |
     raise RuntimeError(f"exit {proc.returncode}: {_one_line(proc.stderr) or _one_line(proc.stdout)}")
 
 
+def parse_pytest_progress(text: str) -> tuple[dict[str, list[str]], str | None]:
+    """Per-test outcomes from ``pytest -v`` lines seen so far, and the test still running (for a run cut short)."""
+    outcomes: dict[str, list[str]] = {}
+    running = None
+    for line in text.splitlines():
+        m = re.match(r"^(\S+::\S+)(?: (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b)?", line.strip())
+        if not m:
+            continue
+        if m.group(2):
+            outcomes.setdefault(m.group(2).lower(), []).append(m.group(1))
+            running = None
+        else:
+            running = m.group(1)
+    return outcomes, running
+
+
 def parse_pytest_summary(text: str) -> dict[str, int]:
     """Counts from pytest's closing line, e.g. '3 passed, 1 skipped, 2 deselected in 4.2s'."""
     counts = {}
@@ -210,7 +226,11 @@ def gpu_tests(ctx: Context) -> Section:
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         _keep_log("pytest -m gpu (timed out)", out, 400)
-        s.status, s.lines = "failed", [f"timed out after {timeout:.0f} s"]
+        seen, running = parse_pytest_progress(out)
+        s.data = {k: len(v) for k, v in seen.items()}
+        s.status, s.lines = "failed", [f"timed out after {timeout:.0f} s: " + ", ".join(f"{len(v)} {k}" for k, v in seen.items())
+                                       + (f"; still running: `{running}`" if running else "")]
+        s.lines += [f"- {k.upper()} `{t}`" for k in ("failed", "error") for t in seen.get(k, [])]
         return s
     counts = parse_pytest_summary(proc.stdout)
     s.data = {"returncode": proc.returncode, **counts}
