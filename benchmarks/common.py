@@ -75,6 +75,10 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     p.add_argument("--amp", action="store_true",
                    help="mixed-precision fine-tuning (Detectron2 SOLVER.AMP.ENABLED; GPUs only). Off by default: the "
                         "paper's protocol is fp32. AMP trials go to their own <run dir>-amp folder")
+    p.add_argument("--tf32", action="store_true",
+                   help="TF32 convolutions and matmuls (SOLVER.TF32; Ampere or later GPUs, about 2.9x faster on an "
+                        "H200). Off by default: the paper fine-tuned in fp32; footnoted in the tables. TF32 trials go "
+                        "to their own <run dir>-tf32 folder")
     g = p.add_argument_group("scale-out (docs/cluster.md)")
     g.add_argument("--launcher", choices=("local", "slurm"), default="local",
                    help="run trials here, or submit each as a SLURM job (submitit)")
@@ -106,12 +110,14 @@ def parse_with_opts(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
     """Parse ``argv``; what follows ``--`` becomes ``args.opts`` (Detectron2 config overrides)."""
     argv, opts = split_at_dashes(argv)
     args = parser.parse_args(argv)
-    if getattr(args, "amp", False):
-        import torch
+    for flag, what in (("amp", "--amp (Detectron2 AMP)"), ("tf32", "--tf32 (TF32 arithmetic)")):
+        if getattr(args, flag, False):
+            import torch
 
-        if not torch.cuda.is_available():
-            parser.exit(2, f"{parser.prog}: error: --amp (Detectron2 AMP) needs a CUDA GPU; none is visible\n")
-    args.opts = opts + (["SOLVER.AMP.ENABLED", "True"] if getattr(args, "amp", False) else [])
+            if not torch.cuda.is_available():
+                parser.exit(2, f"{parser.prog}: error: {what} needs a CUDA GPU; none is visible\n")
+    args.opts = (opts + (["SOLVER.AMP.ENABLED", "True"] if getattr(args, "amp", False) else [])
+                 + (["SOLVER.TF32", "True"] if getattr(args, "tf32", False) else []))
     return args
 
 
@@ -145,8 +151,13 @@ def make_row(label: str, kind: str, base: Path, weights: str, input_format: str 
              fixed_config: bool = False) -> Row:
     """A row whose config flavour follows its weights (``fixed_config``: ``base`` as it is, format checked by
     the trial)."""
+    from transfer.protocol import input_style_values
+    from transfer.weights import weights_style
+
     config, fmt, why = config_for(base, weights, input_format)
-    return Row(label, kind, base if fixed_config else config, weights, fmt, why)
+    style = input_style_values(fmt, weights_style(weights)) if fmt == "BGR" and weights else {}
+    opts = tuple(x for k, v in style.items() for x in (k, str(v).replace(" ", "")))
+    return Row(label, kind, base if fixed_config else config, weights, fmt, why, opts=opts)
 
 
 def moco_label(args: argparse.Namespace) -> str:
@@ -189,10 +200,16 @@ def _finished(folder: Path, epochs: int, what: str, tag: str) -> Path | None:
     return None
 
 
+def tiny_pretrain_dir(out: Path, what: str, seed: int) -> Path:
+    """Where the tiny default keeps its ``what`` ("moco" / "supervised") pretraining for ``--seed seed``: a rerun
+    with another seed pretrains anew instead of reusing another seed's checkpoint."""
+    return out / "pretrain" / f"{what}-seed{seed}"
+
+
 def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag: str, prog: str,
               dry_run: bool = False) -> list[Row]:
     """The requested rows among random init, the tiny supervised counterpart and tiny MoCo v2 (or ``--weights``)
-    for ``config``. Their checkpoints live in ``out/pretrain/{supervised,moco}`` and are made only when
+    for ``config``. Their checkpoints live in ``out/pretrain/{supervised,moco}-seed<seed>`` and are made only when
     missing (not with ``dry_run``: the row then names the checkpoint it will make)."""
     from pretrain import main_moco, supervised
     from pretrain.checkpoint import checkpoint_name
@@ -203,7 +220,7 @@ def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag
     if "random" in names:
         rows.append(make_row("random init", "random", config, "", fixed_config=True))
     if "supervised" in names:
-        sup_dir, what = out / "pretrain" / "supervised", "supervised counterpart (ImageFolder labels)"
+        sup_dir, what = tiny_pretrain_dir(out, "supervised", args.seed), "supervised counterpart (ImageFolder labels)"
         sup = sup_dir / checkpoint_name(TINY_SUPERVISED_EPOCHS - 1)
         if not dry_run:
             sup = _finished(sup_dir, TINY_SUPERVISED_EPOCHS, what, tag) or _pretrain(
@@ -217,7 +234,7 @@ def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag
         rows.append(make_row(moco_label(args), "moco", config, str(Path(args.weights).resolve()),
                              args.weights_format, fixed_config=True))
     elif "moco" in names:
-        moco_dir, what = out / "pretrain" / "moco", "MoCo v2 pretraining"
+        moco_dir, what = tiny_pretrain_dir(out, "moco", args.seed), "MoCo v2 pretraining"
         moco = moco_dir / checkpoint_name(TINY_MOCO_EPOCHS - 1)
         if not dry_run:
             moco = _finished(moco_dir, TINY_MOCO_EPOCHS, what, tag) or _pretrain(
@@ -335,6 +352,8 @@ def _run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
     if problems:
         return _fail(bench.prog, problems[0], problems[1:])
     run_dir += "-amp" if getattr(args, "amp", False) else ""  # fp32 and AMP trials never mix in one row
+    run_dir += "-tf32" if getattr(args, "tf32", False) else ""
+    args.opts = [*bench.opts, *args.opts]  # a named variant's values (e.g. run_densepose.sh --recipe 2020)
     if not rows:
         return _fail(bench.prog, "no rows to run (pass --weights for the MoCo row)")
     if args.allow_partial_weights:

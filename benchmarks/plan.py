@@ -19,6 +19,7 @@ class Row:
     input_reason: str = ""
     checkpoint_bytes: int = 0  # size of one Detectron2 checkpoint of this row's model (0: unknown)
     pending: str = ""  # why the weights do not exist yet (e.g. made by the tiny pretraining)
+    opts: tuple[str, ...] = ()  # this row's config overrides (e.g. the FAIR weights' std and stride)
 
 
 @dataclass

@@ -106,7 +106,7 @@ def _command(trial: Trial, trials_requested: int, launch: Launch, extra: list[st
         cmd += ["--input-format", row.input_format]
     if resume:
         cmd.append("--resume")
-    return cmd + ["MODEL.WEIGHTS", row.weights, "OUTPUT_DIR", str(trial.output), *trial.opts]
+    return cmd + [*row.opts, "MODEL.WEIGHTS", row.weights, "OUTPUT_DIR", str(trial.output), *trial.opts]
 
 
 _ACTIVE: set[subprocess.Popen] = set()  # the trials running now (several with --parallel-trials)
@@ -325,7 +325,7 @@ def record_failure(trial: Trial, why: str, trials_requested: int, extra: list[st
         from transfer.tasks import task_of
         from transfer.config import arch_of, load_cfg, schedule_of
 
-        cfg = load_cfg(str(trial.row.config), [*trial.opts])
+        cfg = load_cfg(str(trial.row.config), [*trial.row.opts, *trial.opts])
         task = _flag(extra, "--task") or task_of(cfg)
         rec = {"task": task, "arch": _flag(extra, "--arch-name") or arch_of(cfg),
                "schedule": _flag(extra, "--schedule") or schedule_of(cfg, task),

@@ -47,7 +47,8 @@ def assign_identities(plan: list[Trial], extra: list[str]) -> None:
 
     spec = _spec_of(extra)
     for trial in plan:
-        trial.identity = trial_identity(trial.row.config, trial.opts, weights_id(trial.row.weights), trial.seed, spec)
+        trial.identity = trial_identity(trial.row.config, [*trial.row.opts, *trial.opts], weights_id(trial.row.weights),
+                                        trial.seed, spec)
 
 
 def identity_problem(trial: Trial) -> str | None:

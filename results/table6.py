@@ -25,8 +25,9 @@ TABLE6_BLOCKS: tuple[tuple[tuple[str, str, str], ...], ...] = (
      ("voc_semseg", "R50-dilated-FCN16s", "30k")),
 )
 TABLE6_COLUMNS = tuple(c for block in TABLE6_BLOCKS for c in block)
-LVIS_DAGGER = ("LVIS: the paper's supervised row (its †) was fine-tuned with the backbone's BN frozen (appendix A.4; "
-               "23.2 APmk with BN tuned, 2x); `run_lvis.sh --supervised-frozen-bn` runs that variant.")
+LVIS_DAGGER = ("LVIS: the paper's supervised row (its †) was fine-tuned with the backbone's BN frozen (appendix; "
+               "23.2 APmk with BN tuned, 2x); `run_lvis.sh` runs its supervised row so (`--supervised-tuned-bn`: "
+               "BN tuned, footnoted).")
 
 
 @dataclass
@@ -70,7 +71,7 @@ def _paper_only_table(task: str, arch: str, schedule: str, paper_csv: str | None
 def build_table6(records: list[dict[str, Any]], with_paper: bool = False, tiny: bool = False,
                  paper_csv: str | None = None) -> Table6 | None:
     """The Table 6 view of ``records`` (None when it would be empty). Paper rows of other tables (e.g. the LVIS
-    ablation of appendix A.4) stay in the per-task tables, not here."""
+    ablation of appendix) stay in the per-task tables, not here."""
     tables = [t for t in build_tables(records, with_paper=with_paper, paper_csv=paper_csv) if t.tiny == tiny]
     view = Table6(tiny, list(TABLE6_COLUMNS), {})
     for task, arch, schedule in TABLE6_COLUMNS:

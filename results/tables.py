@@ -133,6 +133,7 @@ class Row:
     fingerprint_values: dict | None = None
     deviations: list[str] | None = None    # keys differing from the paper's protocol (None: not compared)
     resumed: list[str] = field(default_factory=list)  # "trial 2 (from iteration 12000)"
+    pretrain_precision: dict | None = None  # the pretraining checkpoint's arithmetic (pretrain/speed.py), if it says
     seed_values: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> {seed: value}
     diffs: dict[str, dict[str, Diff]] = field(default_factory=dict)  # "supervised"/"random" -> metric -> Diff
 
@@ -274,6 +275,7 @@ def records_frames(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.Data
                      "requested": r.get("trials_requested"), "error": str(r.get("error") or ""),
                      "dir": str(Path(r["_path"]).parent) if r.get("_path") else "",
                      "fp_values": fp.get("values") if isinstance(fp.get("values"), dict) else None,
+                     "pre_precision": pre.get("precision") if isinstance(pre.get("precision"), dict) else None,
                      "resumed_from": list(resumed.get("from_iters") or [])})
         if r["status"] == "finished":
             for metric, value in r["metrics"].items():
@@ -305,7 +307,8 @@ def _measured_rows(recs: pd.DataFrame, stats: dict[tuple, dict[str, tuple[float,
         rows.append(Row(label=label, kind=kind, sha256=sha, cells=cells, weights=weights, finished=finished,
                         failed=failed, requested=requested, trial_dirs=sorted(d for d in grp.dir if d),
                         errors=errors, fingerprint=fp, resumed=resumed,
-                        fingerprint_values=next((v for v in grp.fp_values if isinstance(v, dict)), None)))
+                        fingerprint_values=next((v for v in grp.fp_values if isinstance(v, dict)), None),
+                        pretrain_precision=next((v for v in grp.pre_precision if isinstance(v, dict)), None)))
     by_label: dict[str, list[Row]] = {}
     for r in rows:
         by_label.setdefault(r.label, []).append(r)
@@ -316,6 +319,17 @@ def _measured_rows(recs: pd.DataFrame, stats: dict[tuple, dict[str, tuple[float,
                    ([f"protocol {r.fingerprint[:6] or 'unknown'}"] if len(fps) > 1 else [])
             r.display = f"{r.label} [{', '.join(tags)}]" if tags else r.label
     return rows
+
+
+def pretrain_precision_deviation(precision: dict | None) -> str | None:
+    """``"pretraining precision bf16 autocast + TF32 (paper fp32)"`` for a checkpoint that says it was not
+    pretrained in the paper's arithmetic; ``None`` when it was, or does not say."""
+    if not isinstance(precision, dict) or precision.get("paper_arithmetic") is not False:
+        return None
+    parts = [f"{precision['autocast']} autocast" if precision.get("autocast") else "fp32"]
+    if precision.get("tf32"):
+        parts.append("TF32")
+    return f"pretraining precision {' + '.join(map(str, parts))} (paper fp32)"
 
 
 def _protocol_notes(table_key: tuple, rows: list[Row], tiny: bool) -> list[str]:
@@ -334,6 +348,9 @@ def _protocol_notes(table_key: tuple, rows: list[Row], tiny: bool) -> list[str]:
         if tiny:
             continue
         r.deviations = deviations(values, task, arch, schedule, r.kind)
+        pre = pretrain_precision_deviation(r.pretrain_precision)
+        if r.deviations is not None and pre:
+            r.deviations.append(pre)
         if r.deviations:
             r.display += f" {DEVIATION_MARK}"
             notes.append(f"{DEVIATION_MARK} {r.display[:-2]}: protocol differs from the paper's for this table: "

@@ -36,10 +36,10 @@ FLAVOURS = ["", "_moco", "_random"]
 def _check_fpn_bn(cfg) -> None:
     """Normalized fine-tuning with FPN: SyncBN in backbone, FPN, 4conv1fc box head and mask head."""
     assert cfg.MODEL.BACKBONE.NAME == "build_resnet_fpn_backbone" and cfg.MODEL.BACKBONE.FREEZE_AT == 0
-    assert cfg.MODEL.RESNETS.NORM == cfg.MODEL.FPN.NORM == "SyncBN"
+    assert cfg.MODEL.RESNETS.NORM == cfg.MODEL.FPN.NORM == "naiveSyncBN"
     box = cfg.MODEL.ROI_BOX_HEAD
-    assert (box.NAME, box.NUM_CONV, box.NUM_FC, box.NORM) == ("FastRCNNConvFCHead", 4, 1, "SyncBN")
-    assert cfg.MODEL.ROI_MASK_HEAD.NORM == "SyncBN" and cfg.MODEL.ROI_MASK_HEAD.NUM_CONV == 4
+    assert (box.NAME, box.NUM_CONV, box.NUM_FC, box.NORM) == ("FastRCNNConvFCHead", 4, 1, "naiveSyncBN")
+    assert cfg.MODEL.ROI_MASK_HEAD.NORM == "naiveSyncBN" and cfg.MODEL.ROI_MASK_HEAD.NUM_CONV == 4
     assert list(cfg.MODEL.RPN.IN_FEATURES) == ["p2", "p3", "p4", "p5", "p6"]
     assert cfg.TEST.PRECISE_BN.ENABLED
 
@@ -91,10 +91,10 @@ def test_cityscapes_semseg_configs_follow_the_paper(flavour: str) -> None:
     assert cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
     assert cfg.MODEL.BACKBONE.NAME == "build_resnet_dilated_c5_backbone" and cfg.MODEL.BACKBONE.FREEZE_AT == 0
     res = cfg.MODEL.RESNETS
-    assert (res.DEPTH, res.RES5_DILATION, list(res.OUT_FEATURES), res.NORM) == (50, 2, ["res5"], "SyncBN")
+    assert (res.DEPTH, res.RES5_DILATION, list(res.OUT_FEATURES), res.NORM) == (50, 2, ["res5"], "naiveSyncBN")
     head = cfg.MODEL.SEM_SEG_HEAD
     assert (head.NAME, list(head.IN_FEATURES), head.NUM_CONVS, head.CONVS_DIM, head.DILATION, head.NORM) == (
-        "FCNDilatedHead", ["res5"], 2, 256, 6, "SyncBN")
+        "FCNDilatedHead", ["res5"], 2, 256, 6, "naiveSyncBN")
     assert (head.NUM_CLASSES, head.IGNORE_VALUE) == (19, 255)
     assert cfg.INPUT.RANDOM_SCALE.ENABLED and tuple(cfg.INPUT.RANDOM_SCALE.RANGE) == (0.5, 2.0)
     assert cfg.INPUT.CROP.ENABLED and cfg.INPUT.CROP.TYPE == "absolute" and tuple(cfg.INPUT.CROP.SIZE) == (769, 769)
@@ -139,7 +139,7 @@ def test_dilated_backbone_has_total_stride_16(depth: int) -> None:
 
 def test_fcn_head_structure_and_output_size() -> None:
     from detectron2.modeling import build_model
-    from torch.nn import SyncBatchNorm
+    from detectron2.layers import NaiveSyncBatchNorm
 
     from transfer.semseg import FCNDilatedHead
 
@@ -148,7 +148,7 @@ def test_fcn_head_structure_and_output_size() -> None:
     assert isinstance(head, FCNDilatedHead) and len(head.convs) == 2
     for conv in head.convs:
         assert (conv.kernel_size, conv.dilation, conv.padding, conv.out_channels) == ((3, 3), (6, 6), (6, 6), 256)
-        assert isinstance(conv.norm, SyncBatchNorm) and conv.activation is not None and conv.bias is None
+        assert isinstance(conv.norm, NaiveSyncBatchNorm) and conv.activation is not None and conv.bias is None
     assert head.predictor.kernel_size == (1, 1) and head.predictor.out_channels == 19
     with torch.no_grad():
         out = model([{"image": torch.randint(0, 255, (3, 129, 131), dtype=torch.uint8)}])
@@ -418,7 +418,7 @@ def test_run_cityscapes_tiny_reuses_checkpoints_and_uses_tiny_data(task: str, co
     from benchmarks import run
 
     out = tmp_path / "out"
-    sup = out / "pretrain" / "supervised" / "checkpoint_0007.pth.tar"  # made by an earlier run: reused
+    sup = out / "pretrain" / "supervised-seed0" / "checkpoint_0007.pth.tar"  # made by an earlier run: reused
     sup.parent.mkdir(parents=True)
     net = build_resnet("resnet18", 8)
     torch.save({"state_dict": net.state_dict(), "arch": "resnet18", "epoch": 8}, sup)

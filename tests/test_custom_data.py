@@ -58,7 +58,7 @@ def test_custom_c4_configs_are_the_paper_voc_protocol_at_voc_size() -> None:
         cfg = load_cfg(str(CONFIGS / "custom" / f"custom_R_50_C4{flavour}.yaml"), opts)
         assert deviations(fingerprint(cfg, 8, "x")["values"], "voc_det", "R50-C4", "24k", kind) == [], flavour
     fpn = load_cfg(str(CONFIGS / "custom" / "custom_R_50_FPN_moco.yaml"), [])
-    assert (fpn.MODEL.RESNETS.NORM, fpn.MODEL.FPN.NORM, fpn.MODEL.ROI_BOX_HEAD.NORM) == ("SyncBN",) * 3
+    assert (fpn.MODEL.RESNETS.NORM, fpn.MODEL.FPN.NORM, fpn.MODEL.ROI_BOX_HEAD.NORM) == ("naiveSyncBN",) * 3
 
 
 # ----------------------------------------------------------------------------- the subset and the spec

@@ -44,9 +44,9 @@ def _cfg(family: str, flavour: str):
 
 def _check_fpn_syncbn(cfg) -> None:
     assert cfg.MODEL.BACKBONE.NAME == "build_resnet_fpn_backbone" and cfg.MODEL.BACKBONE.FREEZE_AT == 0
-    assert cfg.MODEL.RESNETS.DEPTH == 50 and cfg.MODEL.FPN.NORM == "SyncBN"
+    assert cfg.MODEL.RESNETS.DEPTH == 50 and cfg.MODEL.FPN.NORM == "naiveSyncBN"
     box = cfg.MODEL.ROI_BOX_HEAD
-    assert (box.NUM_CONV, box.NUM_FC, box.NORM) == (4, 1, "SyncBN") and cfg.TEST.PRECISE_BN.ENABLED
+    assert (box.NUM_CONV, box.NUM_FC, box.NORM) == (4, 1, "naiveSyncBN") and cfg.TEST.PRECISE_BN.ENABLED
     assert (cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WEIGHT_DECAY) == (1000, 1e-4)
     assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (640, 672, 704, 736, 768, 800) and cfg.INPUT.MIN_SIZE_TEST == 800
 
@@ -59,9 +59,9 @@ def test_voc_semseg_configs_follow_the_paper(flavour: str) -> None:
     assert cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
     res, head = cfg.MODEL.RESNETS, cfg.MODEL.SEM_SEG_HEAD
     assert (cfg.MODEL.BACKBONE.NAME, res.DEPTH, res.RES5_DILATION, res.NORM) == (
-        "build_resnet_dilated_c5_backbone", 50, 2, "SyncBN")
+        "build_resnet_dilated_c5_backbone", 50, 2, "naiveSyncBN")
     assert (head.NAME, head.NUM_CONVS, head.CONVS_DIM, head.DILATION, head.NORM, head.NUM_CLASSES, head.IGNORE_VALUE) \
-        == ("FCNDilatedHead", 2, 256, 6, "SyncBN", 21, 255)
+        == ("FCNDilatedHead", 2, 256, 6, "naiveSyncBN", 21, 255)
     assert cfg.INPUT.RANDOM_SCALE.ENABLED and tuple(cfg.INPUT.RANDOM_SCALE.RANGE) == (0.5, 2.0)
     assert tuple(cfg.INPUT.CROP.SIZE) == (513, 513) and cfg.INPUT.RANDOM_FLIP == "horizontal"
     assert cfg.INPUT.MIN_SIZE_TEST == 0  # original image size
@@ -80,7 +80,7 @@ def test_keypoint_configs_follow_the_paper(flavour: str) -> None:
     _check_fpn_syncbn(cfg)
     assert cfg.MODEL.KEYPOINT_ON and not cfg.MODEL.MASK_ON and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1
     kp = cfg.MODEL.ROI_KEYPOINT_HEAD
-    assert (kp.NAME, kp.NORM, kp.NUM_KEYPOINTS) == ("KRCNNConvNormDeconvUpsampleHead", "SyncBN", 17)
+    assert (kp.NAME, kp.NORM, kp.NUM_KEYPOINTS) == ("KRCNNConvNormDeconvUpsampleHead", "naiveSyncBN", 17)
     assert (cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA, cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN) == (0.5, 1500)
     assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER) == (16, 0.02, 180000)
     assert tuple(cfg.SOLVER.STEPS) == (120000, 160000)
@@ -94,14 +94,14 @@ def test_keypoint_configs_follow_the_paper(flavour: str) -> None:
 def test_lvis_configs_follow_the_paper(flavour: str) -> None:
     cfg = _cfg("lvis", flavour)
     _check_fpn_syncbn(cfg)
-    assert cfg.MODEL.MASK_ON and cfg.MODEL.ROI_MASK_HEAD.NORM == "SyncBN"
+    assert cfg.MODEL.MASK_ON and cfg.MODEL.ROI_MASK_HEAD.NORM == "naiveSyncBN"
     assert (cfg.MODEL.ROI_HEADS.NUM_CLASSES, cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE) == (
         1230, 0.0001, 300)
     assert (cfg.DATALOADER.SAMPLER_TRAIN, cfg.DATALOADER.REPEAT_THRESHOLD) == ("RepeatFactorTrainingSampler", 0.001)
     assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER) == (16, 0.02, 180000)
     assert tuple(cfg.SOLVER.STEPS) == (120000, 160000)
     assert (tuple(cfg.DATASETS.TRAIN), tuple(cfg.DATASETS.TEST)) == (("lvis_v0.5_train",), ("lvis_v0.5_val",))
-    assert cfg.MODEL.RESNETS.NORM == ("FrozenBN" if "frozenbn" in flavour else "SyncBN")
+    assert cfg.MODEL.RESNETS.NORM == ("FrozenBN" if "frozenbn" in flavour else "naiveSyncBN")
     check_flavour(cfg, flavour.replace("_frozenbn", ""))
     assert (task_of(cfg), arch_of(cfg), schedule_of(cfg, "lvis_v0.5")) == ("lvis_v0.5", "R50-FPN", "2x")
 
@@ -115,7 +115,9 @@ def test_densepose_configs_follow_the_recipe(flavour: str) -> None:
     assert cfg.MODEL.ROI_DENSEPOSE_HEAD.NAME == "DensePoseV1ConvXHead"
     sol = cfg.SOLVER
     assert (sol.IMS_PER_BATCH, sol.BASE_LR, sol.MAX_ITER, tuple(sol.STEPS), sol.WARMUP_FACTOR) == (
-        16, 0.01, 130000, (100000, 120000), 0.1)
+        16, 0.002, 130000, (100000, 120000), 0.1)  # the DensePose recipe of the paper's time (protocol.yaml)
+    head = cfg.MODEL.ROI_DENSEPOSE_HEAD
+    assert (head.NUM_COARSE_SEGM_CHANNELS, head.HEATMAP_SIZE, head.POOLER_RESOLUTION, head.DECODER_ON) == (15, 56, 14, False)
     assert tuple(cfg.DATASETS.TRAIN) == ("densepose_coco_2014_train", "densepose_coco_2014_valminusminival")
     assert tuple(cfg.DATASETS.TEST) == ("densepose_coco_2014_minival",)
     check_flavour(cfg, flavour)
@@ -164,7 +166,7 @@ def test_densepose_and_lvis_metric_names() -> None:
 
 def test_keypoint_head_has_a_norm_after_each_conv() -> None:
     from detectron2.modeling import build_model
-    from torch.nn import SyncBatchNorm
+    from detectron2.layers import NaiveSyncBatchNorm
 
     from transfer.modeling import KRCNNConvNormDeconvUpsampleHead
 
@@ -172,7 +174,7 @@ def test_keypoint_head_has_a_norm_after_each_conv() -> None:
     head = model.roi_heads.keypoint_head
     assert isinstance(head, KRCNNConvNormDeconvUpsampleHead)
     convs = [m for n, m in head.named_children() if n.startswith("conv_fcn")]
-    assert len(convs) == 4 and all(isinstance(c.norm, SyncBatchNorm) and c.bias is None for c in convs)
+    assert len(convs) == 4 and all(isinstance(c.norm, NaiveSyncBatchNorm) and c.bias is None for c in convs)
     with torch.no_grad():
         heatmaps = head.layers(torch.randn(3, 64, 14, 14))
     assert heatmaps.shape == (3, 17, 56, 56)  # 14 -> deconv 28 -> upsampled 56, one map per COCO keypoint
@@ -227,7 +229,8 @@ def test_coco_keypoints_train_and_evaluate_with_pycocotools(tiny_root: Path, tmp
     assert set(rec["raw_results"]) == {"bbox", "keypoints"}
     dets = json.loads((out / "inference" / "coco_instances_results.json").read_text())
     assert dets and all(len(d["keypoints"]) == 51 for d in dets)  # real keypoint predictions were scored
-    assert rec["fingerprint"]["values"]["MODEL.ROI_KEYPOINT_HEAD.NORM"] == "SyncBN"
+    assert rec["fingerprint"]["values"]["MODEL.ROI_KEYPOINT_HEAD.NORM"] == "naiveSyncBN"
+    assert "NaiveSyncBatchNorm" in rec["fingerprint"]["values"]["norm_classes"]  # the class that ran
 
 
 def test_lvis_trains_and_evaluates_with_the_lvis_package(tiny_root: Path, tmp_path: Path) -> None:
@@ -412,11 +415,11 @@ def test_table6_runners_pick_configs_per_row(task: str, layouts: tuple, stem: st
     assert len(read_calls(fake_train_net)) == 2  # finished trials are skipped
 
 
-def test_lvis_supervised_frozen_bn_row(tiny_root: Path, tmp_path: Path) -> None:
+def test_lvis_supervised_row_has_bn_frozen_by_default_as_the_paper(tiny_root: Path, tmp_path: Path) -> None:
     from benchmarks import run
     from benchmarks.common import full_rows, tiny_rows
 
-    args, bench = run.parse("lvis", ["--supervised-frozen-bn", "--weights", str(tmp_path / "moco.pth")])
+    args, bench = run.parse("lvis", ["--weights", str(tmp_path / "moco.pth")])
     rows = full_rows(args, bench.config, "run_lvis.sh")
     bench.adjust_rows(rows, False)
     assert {(r.label, r.config.name) for r in rows} == {
@@ -425,7 +428,7 @@ def test_lvis_supervised_frozen_bn_row(tiny_root: Path, tmp_path: Path) -> None:
     sup = next(r for r in rows if r.kind == "supervised")
     assert load_cfg(str(sup.config), []).MODEL.RESNETS.NORM == "FrozenBN"
     # torchvision-style supervised weights (RGB) get the RGB flavour of the frozen-BN config
-    args, _ = run.parse("lvis", ["--supervised-frozen-bn", "--supervised-weights", str(tmp_path / "sup.pth"),
+    args, _ = run.parse("lvis", ["--supervised-weights", str(tmp_path / "sup.pth"),
                                  "--supervised-format", "RGB", "--rows", "supervised"])
     rows = full_rows(args, bench.config, "run_lvis.sh")
     bench.adjust_rows(rows, False)
@@ -436,7 +439,8 @@ def test_lvis_supervised_frozen_bn_row(tiny_root: Path, tmp_path: Path) -> None:
     bench.adjust_rows(rows, True)
     assert [(r.label, r.config.name) for r in rows] == [
         ("supervised (tiny labels) (BN frozen)", "lvis_v0.5_R_18_FPN_tiny_frozenbn.yaml")]
-    assert run.parse("lvis", [])[1].adjust_rows is None  # the paper's protocol by default
+    assert run.parse("lvis", ["--supervised-tuned-bn"])[1].adjust_rows is None  # BN tuned: the variant
+    assert run.parse("lvis", ["--supervised-frozen-bn"])[1].adjust_rows is not None  # the old flag still reads
 
 
 def test_run_densepose_refuses_in_one_line_without_the_project(tmp_path: Path, fake_train_net: Path) -> None:

@@ -48,6 +48,9 @@ def add_suite_config(cfg: CfgNode) -> CfgNode:
     # Gradient accumulation (transfer/accumulate.py): the batch of an iteration is run as this many slices,
     # for GPUs that cannot hold IMS_PER_BATCH / #GPUs images. 1 (the paper): no accumulation.
     cfg.SOLVER.ACCUMULATE_STEPS = 1
+    # TF32 convolutions and matmuls on GPUs that have them (Ampere and later). Off: fp32 as the paper (V100s);
+    # set explicitly either way, since PyTorch's own default turns TF32 convolutions on (runner flag --tf32).
+    cfg.SOLVER.TF32 = False
     # Norm after each 3x3 conv of KRCNNConvNormDeconvUpsampleHead ("" : none, as Detectron2's keypoint head)
     cfg.MODEL.ROI_KEYPOINT_HEAD.NORM = ""
     return cfg

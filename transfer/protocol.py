@@ -25,7 +25,11 @@ VERSION = 1
 # Values compared with the row's pretraining kind (Caffe2 supervised: BGR; torchvision-style: RGB).
 INPUT_KEYS = ("INPUT.FORMAT", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "MODEL.RESNETS.STRIDE_IN_1X1")
 # Part of the fingerprint (runs differing here are not averaged) but not a deviation from the paper.
-ENVIRONMENT_KEYS = ("world_size", "detectron2")
+ENVIRONMENT_KEYS = ("world_size", "detectron2", "norm_classes")
+# The DensePose head settings that differ between the paper-era recipe and today's (protocol.yaml variants).
+DENSEPOSE_HEAD_KEYS = tuple(f"MODEL.ROI_DENSEPOSE_HEAD.{k}" for k in (
+    "NAME", "NUM_COARSE_SEGM_CHANNELS", "POOLER_RESOLUTION", "HEATMAP_SIZE", "INDEX_WEIGHTS", "PART_WEIGHTS",
+    "POINT_REGRESSION_WEIGHTS", "DECODER_ON"))
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -67,7 +71,7 @@ def protocol_keys(cfg: Any) -> list[str]:
         if _get(cfg, "MODEL.KEYPOINT_ON"):
             keys += ["MODEL.ROI_KEYPOINT_HEAD.NAME", "MODEL.ROI_KEYPOINT_HEAD.NORM"]
         if _get(cfg, "MODEL.DENSEPOSE_ON"):
-            keys += ["MODEL.DENSEPOSE_ON", "MODEL.ROI_DENSEPOSE_HEAD.NAME"]
+            keys += ["MODEL.DENSEPOSE_ON", *DENSEPOSE_HEAD_KEYS]
     if _get(cfg, "MODEL.META_ARCHITECTURE") == "SemanticSegmentor":
         keys += ["MODEL.SEM_SEG_HEAD.NAME", "MODEL.SEM_SEG_HEAD.NORM", "INPUT.CROP.ENABLED", "INPUT.CROP.SIZE",
                  "INPUT.RANDOM_SCALE.ENABLED", "INPUT.RANDOM_SCALE.RANGE"]
@@ -78,10 +82,20 @@ def protocol_keys(cfg: Any) -> list[str]:
     return keys
 
 
+def finetune_precision(cfg: Any) -> str:
+    """The arithmetic a fine-tuning run used: ``amp-fp16`` (Detectron2 AMP: fp16 autocast), ``tf32`` (TF32
+    convolutions and matmuls, on a GPU), else ``fp32`` (the paper's; also every CPU run)."""
+    if _get(cfg, "SOLVER.AMP.ENABLED"):
+        return "amp-fp16"
+    on_gpu = str(_get(cfg, "MODEL.DEVICE") or "cuda").startswith("cuda")
+    return "tf32" if on_gpu and _get(cfg, "SOLVER.TF32") else "fp32"
+
+
 def fingerprint(cfg: Any, world_size: int, detectron2: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{"version", "values": {key: value}, "hash"}`` of a run's config (``extra``: runner-level values,
-    e.g. gradient accumulation, that are not config keys)."""
+    e.g. gradient accumulation or the norm classes that ran, that are not config keys)."""
     values = {k: _plain(_get(cfg, k)) for k in protocol_keys(cfg)}
+    values["precision"] = finetune_precision(cfg)
     values.update({"world_size": int(world_size), "detectron2": detectron2})
     values.update({k: _plain(v) for k, v in (extra or {}).items()})
     return {"version": VERSION, "values": values, "hash": fingerprint_hash(values)}
@@ -117,8 +131,10 @@ def protocol_document(path: str | Path | None = None) -> dict[str, Any]:
     return _load(str(path or PROTOCOL_FILE))
 
 
-def paper_protocol(task: str, arch: str, schedule: str, path: str | Path | None = None) -> dict[str, Any] | None:
-    """The paper's protocol values for one benchmark table (``None`` if the paper has no such table).
+def paper_protocol(task: str, arch: str, schedule: str, path: str | Path | None = None,
+                   kind: str | None = None) -> dict[str, Any] | None:
+    """The paper's protocol values for one benchmark table (``None`` if the paper has no such table), for a row
+    of pretraining ``kind`` when the entry's ``rows:`` say that kind was run otherwise.
 
     A schedule the paper did not run (e.g. ``12k`` on VOC) is compared with the benchmark's paper entry
     when there is exactly one for ``(task, arch)``, so the differing iteration count is named.
@@ -128,7 +144,9 @@ def paper_protocol(task: str, arch: str, schedule: str, path: str | Path | None 
     if entry is None:
         same = [v for k, v in benches.items() if k.startswith(f"{task}/{arch}/")]
         entry = same[0] if len(same) == 1 else None
-    return None if entry is None else dict(entry["values"])
+    if entry is None:
+        return None
+    return {**entry["values"], **((entry.get("rows") or {}).get(kind) or {})}
 
 
 def expected_input(kind: str, path: str | Path | None = None) -> dict[str, Any]:
@@ -137,15 +155,36 @@ def expected_input(kind: str, path: str | Path | None = None) -> dict[str, Any]:
     return dict(formats["supervised" if kind == "supervised" else "torchvision"]["values"])
 
 
-def expected_input_values(input_format: str, path: str | Path | None = None) -> dict[str, Any]:
-    """The config values an input format means: BGR (Caffe2 weights) or RGB (torchvision-style)."""
+def expected_input_values(input_format: str, path: str | Path | None = None, style: str = "") -> dict[str, Any]:
+    """The config values an input format means: BGR (Caffe2 weights; ``style`` "fair": the FAIR ImageNet models'
+    std and stride) or RGB (torchvision-style)."""
+    if input_format == "BGR" and style == "fair":
+        return dict(protocol_document(path)["input_formats"]["fair"]["values"])
     return expected_input("supervised" if input_format == "BGR" else "moco", path)
+
+
+def input_style_values(input_format: str, style: str, path: str | Path | None = None) -> dict[str, Any]:
+    """The values a weights style needs beyond its format's config flavour (FAIR: std and stride); {} for none."""
+    if not style:
+        return {}
+    base, want = expected_input_values(input_format, path), expected_input_values(input_format, path, style)
+    return {k: v for k, v in want.items() if v != base[k]}
+
+
+def variant(name: str, path: str | Path | None = None) -> dict[str, Any]:
+    """A named variant of the protocol (``variants:`` in protocol.yaml): ``{"flag", "source", "values"}``."""
+    return dict(protocol_document(path)["variants"][name])
+
+
+def readings(path: str | Path | None = None) -> list[dict[str, str]]:
+    """The suite's readings of what the paper leaves open (``readings:`` in protocol.yaml)."""
+    return list(protocol_document(path).get("readings") or [])
 
 
 def deviations(values: dict[str, Any], task: str, arch: str, schedule: str, kind: str,
                path: str | Path | None = None) -> list[str] | None:
     """``["SOLVER.WARMUP_ITERS 200 (paper 100)", ...]`` for one fingerprint; ``None``: no paper protocol."""
-    paper = paper_protocol(task, arch, schedule, path)
+    paper = paper_protocol(task, arch, schedule, path, kind)
     if paper is None:
         return None
     paper.update(expected_input(kind, path))
@@ -161,3 +200,26 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ",".join(_show(v) for v in value) + "]"
     return "absent" if value is None else str(value)
+
+
+def describe(path: str | Path | None = None) -> list[str]:
+    """The protocol's choices in words: SyncBN's meaning, the per-row-kind entries, the variants, the readings."""
+    doc = protocol_document(path)
+    lines = ["Norm: the paper's SyncBN is run as Detectron2's naiveSyncBN (NaiveSyncBatchNorm), what \"SyncBN\" built "
+             "before Detectron2 02478d2e; every trial records the norm classes that ran.",
+             "Precision: fine-tuning in fp32 with TF32 off (runner --tf32 / --amp: footnoted).", "Per row kind:"]
+    for key, entry in doc["benchmarks"].items():
+        for kind, values in (entry.get("rows") or {}).items():
+            lines.append(f"  {key}, {kind} row: " + ", ".join(f"{k} {_show(v)}" for k, v in values.items()))
+    lines.append("Variants:")
+    for name, var in (doc.get("variants") or {}).items():
+        lines.append(f"  {name} ({var.get('flag', '')}): {' '.join(str(var.get('source', '')).split())}")
+    lines.append("Readings (what the paper leaves open):")
+    for r in readings(path):
+        lines.append(f"  - {r['what']}. Paper: {r['paper']}. Source: {r['source']}.")
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(describe()))
+

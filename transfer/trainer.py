@@ -59,7 +59,7 @@ from transfer.safe_pickle import UnsafePickleError
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of
 from transfer.checkpointer import SuiteCheckpointer, WeightsError
 from transfer.load_report import LoadReport
-from transfer.protocol import detectron2_id, expected_input_values, fingerprint
+from transfer.protocol import detectron2_id, expected_input_values, fingerprint, input_style_values
 from transfer.semseg import scale_crop_flip_mapper
 from transfer.tasks import evaluator_for, paper_metrics, task_of  # noqa: F401  (task_of: re-exported)
 from transfer.config import SetupError, arch_of, load_cfg, schedule_of  # noqa: F401  (re-exported)
@@ -205,11 +205,13 @@ def is_detectron2_checkpoint(path: str) -> bool:
 
 def input_format_mismatch(cfg: CfgNode, fmt: InputFormat, prov: dict | None) -> list[str]:
     """Config values that contradict the input format the weights need (empty: consistent)."""
-    want = expected_input_values(fmt.format)
+    want = expected_input_values(fmt.format, style=fmt.style)
     if prov and prov.get("pixel_mean"):
         want["MODEL.PIXEL_MEAN"] = list(prov["pixel_mean"])
+    if prov and prov.get("pixel_std"):
+        want["MODEL.PIXEL_STD"] = list(prov["pixel_std"])
     got = {"INPUT.FORMAT": cfg.INPUT.FORMAT, "MODEL.RESNETS.STRIDE_IN_1X1": cfg.MODEL.RESNETS.STRIDE_IN_1X1,
-           "MODEL.PIXEL_MEAN": list(cfg.MODEL.PIXEL_MEAN)}
+           "MODEL.PIXEL_MEAN": list(cfg.MODEL.PIXEL_MEAN), "MODEL.PIXEL_STD": list(cfg.MODEL.PIXEL_STD)}
     wrong = []
     for key in got:
         a, b = got[key], want[key]
@@ -249,7 +251,9 @@ def prepare_weights(cfg: CfgNode, input_format: str | None = None) -> dict[str, 
     fmt = decide_input_format(local, input_format)
     wrong = input_format_mismatch(cfg, fmt, prov)
     if wrong:
-        flavour = "*_moco.yaml config" if fmt.format == "RGB" else "supervised (BGR) config"
+        flavour = ("*_moco.yaml config" if fmt.format == "RGB" else "supervised (BGR) config with "
+                   + " ".join(f"{k} {v}" for k, v in input_style_values(fmt.format, fmt.style).items()) if fmt.style
+                   else "supervised (BGR) config")
         raise SetupError(f"{Path(local).name} needs {fmt.format} input ({fmt.reason}) but the config sets "
                          f"{', '.join(wrong)}; use the {flavour} of this benchmark, or --input-format if the "
                          "decision is wrong")
@@ -283,6 +287,22 @@ def check_identity(cfg: CfgNode, args, pretrain: dict[str, Any]) -> dict[str, An
     return ident
 
 
+def apply_precision(cfg: CfgNode) -> None:
+    """Set TF32 for convolutions and matmuls as ``SOLVER.TF32`` says (off: the paper's fp32), in every process."""
+    torch.backends.cudnn.allow_tf32 = bool(cfg.SOLVER.TF32)
+    torch.backends.cuda.matmul.allow_tf32 = bool(cfg.SOLVER.TF32)
+
+
+NORM_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+
+
+def norm_classes(model: torch.nn.Module) -> list[str]:
+    """The normalization classes the model holds (e.g. ``NaiveSyncBatchNorm``, ``FrozenBatchNorm2d``): what
+    a config's "SyncBN"/"naiveSyncBN" actually built in this Detectron2."""
+    return sorted({type(m).__name__ for m in model.modules()
+                   if isinstance(m, NORM_TYPES) or type(m).__name__ == "FrozenBatchNorm2d"})
+
+
 def check_amp(cfg: CfgNode) -> None:
     """Detectron2's AMPTrainer (SOLVER.AMP.ENABLED) needs CUDA: say so before building anything."""
     if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
@@ -297,6 +317,7 @@ def setup(args) -> tuple[CfgNode, dict[str, Any]]:
     except custom_data.DatasetSpecError as e:
         raise SetupError(str(e)) from None
     check_amp(cfg)
+    apply_precision(cfg)
     if args.seed is not None:
         cfg.SEED = args.seed
     if cfg.SEED < 0:  # the data stream and the record need a concrete seed
@@ -340,7 +361,9 @@ def make_record(cfg: CfgNode, args, pretrain: dict[str, Any], status: str, metri
         "trial": args.trial, "seed": cfg.SEED, "trials_requested": args.trials_requested,
         "status": status, "error": error, "metrics": metrics, "raw_results": raw or {},
         "fingerprint": fingerprint(cfg, comm.get_world_size(), detectron2_id(),
-                                   extra=custom_data.fingerprint_extra(args.datasets_spec)),
+                                   extra={**custom_data.fingerprint_extra(args.datasets_spec),
+                                          **({"norm_classes": pretrain["norm_classes"]}
+                                             if pretrain.get("norm_classes") else {})}),
         "resumed": {"count": len(resumes or []), "from_iters": list(resumes or [])},
         "dataset": {"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST),
                     "root": os.environ.get("DETECTRON2_DATASETS", "datasets"),
@@ -426,6 +449,7 @@ def main(args) -> dict | None:
             SuiteCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
             return Trainer.test(cfg, model)
         trainer = Trainer(cfg)
+        pretrain["norm_classes"] = norm_classes(trainer.model)
         trainer.resume_or_load(resume=args.resume)
         start_iter = trainer.start_iter
         load = check_load(trainer, cfg, args.allow_partial_weights)

@@ -12,7 +12,9 @@ with the stride in the 3x3 conv: the ``*_moco.yaml`` configs. The format is read
   other projects, this suite's ``convert.py``) -> **RGB**, unless its provenance says otherwise;
 * ``.pth``/``.pth.tar`` pretraining checkpoints (converted on the fly) -> **RGB**;
 * ``detectron2://ImageNetPretrained/MSRA|FAIR/...`` -> **BGR** (Caffe2 model zoo), ``.../torchvision/...``
-  -> **RGB**; another URL is read from its cached copy, or needs ``--input-format``.
+  -> **RGB**; another URL is read from its cached copy, or needs ``--input-format``. The FAIR models (style
+  ``fair``) are BGR but were trained with the ImageNet std and the stride in the 3x3 conv, as Detectron2's own
+  configs for them say (``protocol.yaml``: ``input_formats.fair``); the MSRA ones with std 1, stride in the 1x1.
 
 An explicit ``--input-format`` always wins; the decision and its reason are printed and recorded.
 """
@@ -42,9 +44,16 @@ class WeightsFormatError(Exception):
 class InputFormat:
     format: str   # "RGB" | "BGR"
     reason: str
+    style: str = ""  # "fair": the FAIR ImageNet models' std and stride (BGR); "" otherwise
 
     def as_record(self) -> dict[str, str]:
-        return {"input_format": self.format, "input_format_reason": self.reason}
+        return {"input_format": self.format, "input_format_reason": self.reason,
+                **({"input_style": self.style} if self.style else {})}
+
+
+def weights_style(weights: str) -> str:
+    """``"fair"`` for Detectron2's FAIR ImageNet models (their URL, or its cached copy's path), else ``""``."""
+    return "fair" if "imagenetpretrained/fair/" in str(weights).lower().replace("\\", "/") else ""
 
 
 def is_remote(weights: str) -> bool:
@@ -174,13 +183,16 @@ def decide_input_format(weights: str, override: str | None = None) -> InputForma
     if override:
         if override not in FORMATS:
             raise WeightsFormatError(f"--input-format must be RGB or BGR, not {override!r}")
-        return InputFormat(override, "set by --input-format")
+        return InputFormat(override, "set by --input-format", weights_style(weights) if override == "BGR" else "")
     if not weights:
         return InputFormat("RGB", "random init: normalized like the self-supervised rows")
     if is_remote(weights):
         low = weights.lower()
-        if weights.startswith(D2_PREFIX) and ("/msra/" in low or "/fair/" in low):
-            return InputFormat("BGR", f"{weights}: Detectron2 model-zoo Caffe2 ImageNet weights")
+        if weights.startswith(D2_PREFIX) and "/msra/" in low:
+            return InputFormat("BGR", f"{weights}: Detectron2 model-zoo Caffe2 ImageNet weights (MSRA)")
+        if weights.startswith(D2_PREFIX) and "/fair/" in low:
+            return InputFormat("BGR", f"{weights}: Detectron2 model-zoo Caffe2 ImageNet weights (FAIR: ImageNet std, "
+                                      "stride in the 3x3 conv)", "fair")
         if weights.startswith(D2_PREFIX) and "/torchvision/" in low:
             return InputFormat("RGB", f"{weights}: Detectron2 model-zoo torchvision ImageNet weights")
         cached = local_file(weights)

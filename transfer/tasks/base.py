@@ -63,6 +63,7 @@ class RunSpec:
     banner: str = ""                   # replaces the tiny banner
     location: str = ""                 # where the data is, for messages (default: the dataset root)
     train_fraction: bool = False       # --train-fraction applies (the runner supplies the hook)
+    opts: tuple[str, ...] = ()         # Detectron2 overrides of a named variant, before the user's (its own run dir)
 
 
 @dataclass(frozen=True)

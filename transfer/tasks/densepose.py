@@ -288,13 +288,34 @@ def densepose_missing() -> str | None:
     return None if available() else MISSING
 
 
+RECIPES = {"paper": None, "2020": "densepose_2020"}  # --recipe -> protocol.yaml variant
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="paper",
+                   help="DensePose head and lr: 'paper' (the recipe of the paper's time, Detectron2 before e9293707; "
+                        "the protocol) or '2020' (today's defaults: 2-channel coarse segmentation, decoder, lr 0.01; "
+                        "footnoted, own run dir)")
+
+
+def recipe_opts(recipe: str) -> tuple[str, ...]:
+    """The Detectron2 overrides of a ``--recipe`` (none for the paper's)."""
+    from transfer.protocol import variant
+
+    if RECIPES[recipe] is None:
+        return ()
+    return tuple(x for key, value in variant(RECIPES[recipe])["values"].items() for x in (key, str(value)))
+
+
 def _spec(args: argparse.Namespace) -> RunSpec:
+    recipe = getattr(args, "recipe", "paper")
+    suffix = "" if recipe == "paper" else f"-recipe{recipe}"
     return RunSpec(
         name="densepose", prog="run_densepose.sh", table="Table 6", dataset="DensePose-COCO (COCO 2014 images)",
         has_data=has_densepose, check=lambda root, notes: check_densepose(root, notes=notes),
-        config=CONFIGS / "densepose" / "densepose_R_50_FPN_s1x.yaml", run_dir="R50-FPN-s1x",
-        tiny_config=CONFIGS / "tiny" / "densepose_R_18_FPN_tiny.yaml", tiny_run_dir="R18-FPN",
-        requires=densepose_missing,
+        config=CONFIGS / "densepose" / "densepose_R_50_FPN_s1x.yaml", run_dir="R50-FPN-s1x" + suffix,
+        tiny_config=CONFIGS / "tiny" / "densepose_R_18_FPN_tiny.yaml", tiny_run_dir="R18-FPN" + suffix,
+        requires=densepose_missing, opts=recipe_opts(recipe),
     )
 
 
@@ -309,5 +330,5 @@ BENCHMARK = register(Benchmark(
     tasks=(DENSEPOSE,), dataset="DensePose-COCO (COCO 2014 images)", has_data=has_densepose, check=check_densepose,
     needs=("coco/train2014", "coco/val2014", "coco/annotations/densepose_train2014.json",
            "coco/annotations/densepose_valminusminival2014.json", "coco/annotations/densepose_minival2014.json"),
-    spec=_spec, write_tiny=_write_tiny, tiny_sizes={"densepose_train": 4, "densepose_val": 4},
+    spec=_spec, add_args=_add_args, write_tiny=_write_tiny, tiny_sizes={"densepose_train": 4, "densepose_val": 4},
 ))
