@@ -4,7 +4,7 @@
 The command line (rows, trials, seeds, GPUs, output, dataset root, ``--tiny``, ``--dry-run``, input
 formats, Detectron2 overrides after ``--``), the choice of config flavour per row from the input format
 its weights need (``transfer/weights.py``: Caffe2/MSRA weights -> the BGR base config; every
-torchvision-style file -> ``*_moco.yaml``; random init -> ``*_random.yaml``), the tiny MoCo v2 and supervised
+torchvision-style file -> ``*_rgb.yaml``; random init -> ``*_random.yaml``), the tiny MoCo v2 and supervised
 ResNet-18 checkpoints of the embedded small-scale default (made once under the output dir and reused),
 and the run itself: dataset check or tiny data, preflight (``benchmarks/preflight.py``), plan, trials
 through ``benchmarks/runner.py``, table.
@@ -27,6 +27,7 @@ from benchmarks.scaleout import batch_overrides, submit, write_sweep
 CONFIGS = REPO / "transfer" / "configs"
 MSRA_R50 = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 ROWS = ("supervised", "moco", "random")
+RGB_FLAVOUR = "_rgb"  # config suffix of torchvision-style (RGB) weights; the base config is the Caffe2/BGR one
 # Tiny pretraining of the embedded default: ResNet-18 on the 64 px tiny ImageFolder.
 TINY_SUPERVISED_EPOCHS = 8
 TINY_MOCO_EPOCHS = 20
@@ -130,14 +131,15 @@ def requested_rows(args: argparse.Namespace, prog: str) -> list[str]:
 # ----------------------------------------------------------------------------- rows
 
 def config_for(base: Path, weights: str, input_format: str | None = None) -> tuple[Path, str, str]:
-    """(config, input format, reason): the BGR base config for Caffe2/MSRA weights, its ``_moco`` flavour for
-    torchvision-style ones, ``_random`` without weights (rule in ``transfer/weights.py``)."""
+    """(config, input format, reason): the BGR base config for Caffe2/MSRA weights, its ``_rgb`` flavour for
+    torchvision-style ones (RGB, ImageNet mean/std, stride in the 3x3 conv), ``_random`` without weights (rule in
+    ``transfer/weights.py``). Flavours are named by what differs, their input format, not by a method."""
     from transfer.weights import decide_input_format
 
     fmt = decide_input_format(weights, input_format)
     if not weights:
         return base.with_name(base.stem + "_random.yaml"), fmt.format, fmt.reason
-    config = base if fmt.format == "BGR" else base.with_name(base.stem + "_moco.yaml")
+    config = base if fmt.format == "BGR" else base.with_name(base.stem + RGB_FLAVOUR + ".yaml")
     return config, fmt.format, fmt.reason
 
 

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.common import CONFIGS, Benchmark, base_parser, parse_with_opts, run_benchmark
+from benchmarks.common import CONFIGS, RGB_FLAVOUR, Benchmark, base_parser, parse_with_opts, run_benchmark
 from benchmarks.runner import Row
 
 FROZEN_BN_SUFFIX = "_frozenbn"
@@ -43,7 +43,8 @@ def frozen_bn_supervised(rows: list[Row], tiny: bool) -> None:
         if row.kind != "supervised":
             continue
         stem = row.config.stem
-        stem = stem[: -len("_moco")] + FROZEN_BN_SUFFIX + "_moco" if stem.endswith("_moco") else stem + FROZEN_BN_SUFFIX
+        stem = (stem[: -len(RGB_FLAVOUR)] + FROZEN_BN_SUFFIX + RGB_FLAVOUR if stem.endswith(RGB_FLAVOUR)
+                else stem + FROZEN_BN_SUFFIX)
         row.config = row.config.with_name(stem + ".yaml")
         row.label += FROZEN_BN_LABEL
 

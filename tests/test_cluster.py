@@ -163,7 +163,7 @@ def test_accumulation_keeps_the_batch_and_scale_schedule_follows_the_linear_rule
     from benchmarks.scaleout import batch_overrides
     from benchmarks.run_voc import parse_args
 
-    cfg = REPO / "transfer" / "configs" / "voc" / "voc_R_50_C4_24k_moco.yaml"
+    cfg = REPO / "transfer" / "configs" / "voc" / "voc_R_50_C4_24k_rgb.yaml"
     assert batch_overrides(cfg, parse_args(["--gpus", "8"]), "t") == []
     assert batch_overrides(cfg, parse_args(["--gpus", "4", "--ims-per-gpu", "2"]), "t") == \
         ["SOLVER.ACCUMULATE_STEPS", "2"]

@@ -29,7 +29,7 @@ from transfer.trainer import arch_of, cli, load_cfg, schedule_of, task_of
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "transfer" / "configs"
 COCO, CITYSCAPES, TINY = CONFIGS / "coco", CONFIGS / "cityscapes", CONFIGS / "tiny"
-FLAVOURS = ["", "_moco", "_random"]
+FLAVOURS = ["", "_rgb", "_random"]
 
 
 def _check_fpn_bn(cfg) -> None:
@@ -378,7 +378,7 @@ def test_run_coco_full_protocol_picks_configs_per_row(tiny_root: Path, tmp_path:
     calls = read_calls(fake_train_net)
     assert len(calls) == 6 and {c["datasets"] for c in calls} == {str(root)}
     configs = {(arg(c["argv"], "--kind"), Path(arg(c["argv"], "--config-file")).name) for c in calls}
-    assert configs == {("supervised", "coco_R_50_C4_2x.yaml"), ("moco", "coco_R_50_C4_2x_moco.yaml"),
+    assert configs == {("supervised", "coco_R_50_C4_2x.yaml"), ("moco", "coco_R_50_C4_2x_rgb.yaml"),
                        ("random", "coco_R_50_C4_2x_random.yaml")}
     assert sorted(int(arg(c["argv"], "--seed")) for c in calls) == [5, 5, 5, 6, 6, 6]
     assert all(c["argv"][-2:] == ["SOLVER.MAX_ITER", "7"] and "--tiny" not in c["argv"] for c in calls)

@@ -54,10 +54,10 @@ def test_custom_c4_configs_are_the_paper_voc_protocol_at_voc_size() -> None:
     from transfer.config import load_cfg
 
     opts = [*epoch_rule_schedule(16551).opts(), "MODEL.ROI_HEADS.NUM_CLASSES", "20"]
-    for flavour, kind in (("", "supervised"), ("_moco", "moco"), ("_random", "random")):
+    for flavour, kind in (("", "supervised"), ("_rgb", "moco"), ("_random", "random")):
         cfg = load_cfg(str(CONFIGS / "custom" / f"custom_R_50_C4{flavour}.yaml"), opts)
         assert deviations(fingerprint(cfg, 8, "x")["values"], "voc_det", "R50-C4", "24k", kind) == [], flavour
-    fpn = load_cfg(str(CONFIGS / "custom" / "custom_R_50_FPN_moco.yaml"), [])
+    fpn = load_cfg(str(CONFIGS / "custom" / "custom_R_50_FPN_rgb.yaml"), [])
     assert (fpn.MODEL.RESNETS.NORM, fpn.MODEL.FPN.NORM, fpn.MODEL.ROI_BOX_HEAD.NORM) == ("SyncBN",) * 3
 
 

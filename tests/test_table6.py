@@ -32,7 +32,7 @@ from transfer.trainer import arch_of, cli, load_cfg, schedule_of, task_of
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "transfer" / "configs"
 TINY = CONFIGS / "tiny"
-FLAVOURS = ["", "_moco", "_random"]
+FLAVOURS = ["", "_rgb", "_random"]
 FAMILIES = {"voc_semseg": "voc_semseg/voc_semseg_R_50_FCN16s_30k", "keypoints": "keypoints/coco_keypoints_R_50_FPN_2x",
             "lvis": "lvis/lvis_v0.5_R_50_FPN_2x", "densepose": "densepose/densepose_R_50_FPN_s1x"}
 
@@ -89,7 +89,7 @@ def test_keypoint_configs_follow_the_paper(flavour: str) -> None:
     assert (task_of(cfg), arch_of(cfg), schedule_of(cfg, "coco_keypoints")) == ("coco_keypoints", "R50-FPN", "2x")
 
 
-@pytest.mark.parametrize("flavour", [*FLAVOURS, "_frozenbn", "_frozenbn_moco"])
+@pytest.mark.parametrize("flavour", [*FLAVOURS, "_frozenbn", "_frozenbn_rgb"])
 def test_lvis_configs_follow_the_paper(flavour: str) -> None:
     cfg = _cfg("lvis", flavour)
     _check_fpn_syncbn(cfg)
@@ -395,11 +395,11 @@ def test_table6_runners_pick_configs_per_row(module: str, layouts: tuple, stem: 
     from benchmarks.common import full_rows
 
     run = importlib.import_module(f"benchmarks.{module}")
-    # the config flavour per row follows the weights (MSRA: BGR base; a MoCo .pth: _moco; none: _random)
+    # the config flavour per row follows the weights (MSRA: BGR base; a MoCo .pth: _rgb; none: _random)
     args = run.parse_args(["--weights", str(tmp_path / "moco.pth")])
     rows = full_rows(args, run.benchmark(args).config, module)
     assert {(r.kind, r.config.name) for r in rows} == {
-        ("supervised", f"{stem}.yaml"), ("moco", f"{stem}_moco.yaml"), ("random", f"{stem}_random.yaml")}
+        ("supervised", f"{stem}.yaml"), ("moco", f"{stem}_rgb.yaml"), ("random", f"{stem}_random.yaml")}
     # a full-protocol sweep (random init: no weights to fetch) trains on the checked dataset root
     root = _copy(tiny_root, tmp_path, *layouts)
     out = tmp_path / "out"
@@ -422,7 +422,7 @@ def test_lvis_supervised_frozen_bn_row(tiny_root: Path, tmp_path: Path) -> None:
     bench.adjust_rows(rows, False)
     assert {(r.label, r.config.name) for r in rows} == {
         ("supervised IN-1M (BN frozen)", "lvis_v0.5_R_50_FPN_2x_frozenbn.yaml"),
-        ("MoCo moco", "lvis_v0.5_R_50_FPN_2x_moco.yaml"), ("random init", "lvis_v0.5_R_50_FPN_2x_random.yaml")}
+        ("MoCo moco", "lvis_v0.5_R_50_FPN_2x_rgb.yaml"), ("random init", "lvis_v0.5_R_50_FPN_2x_random.yaml")}
     sup = next(r for r in rows if r.kind == "supervised")
     assert load_cfg(str(sup.config), []).MODEL.RESNETS.NORM == "FrozenBN"
     # torchvision-style supervised weights (RGB) get the RGB flavour of the frozen-BN config
@@ -430,7 +430,7 @@ def test_lvis_supervised_frozen_bn_row(tiny_root: Path, tmp_path: Path) -> None:
                                 "--supervised-format", "RGB", "--rows", "supervised"])
     rows = full_rows(args, bench.config, "run_lvis.sh")
     bench.adjust_rows(rows, False)
-    assert [r.config.name for r in rows] == ["lvis_v0.5_R_50_FPN_2x_frozenbn_moco.yaml"]
+    assert [r.config.name for r in rows] == ["lvis_v0.5_R_50_FPN_2x_frozenbn_rgb.yaml"]
     # the tiny default's supervised row: the tiny frozen-BN config
     rows = tiny_rows(run_lvis.parse_args(["--tiny", "--rows", "supervised"]), tiny_root, tmp_path,
                      bench.tiny_config, "lvis-tiny", "run_lvis.sh", dry_run=True)

@@ -117,14 +117,14 @@ def test_dry_run_and_records_use_the_config_the_weights_need(tiny_root: Path, tm
     rc, text = _dry_run(capsys, *common, "--supervised-weights", str(msra), "--weights", str(moco), "--", *R18)
     assert rc == 0, text
     assert "voc_R_50_C4_24k.yaml\n" in text and "BGR: msra.pkl: Caffe2/MSRA weights" in text
-    assert "voc_R_50_C4_24k_moco.yaml" in text and "RGB: moco_ref.pkl: torchvision-style" in text
+    assert "voc_R_50_C4_24k_rgb.yaml" in text and "RGB: moco_ref.pkl: torchvision-style" in text
     loaded = re.findall(r"backbone (\d+)/(\d+) tensors loaded, 0 missing, 0 shape-mismatched(, \d+ BN statistics folded)?",
                         text)
     assert len(loaded) == 2 and loaded[0][2] and not loaded[1][2], loaded  # Caffe2 file: BN folded; MoCo: all
     assert loaded[1][0] == loaded[1][1] == str(int(loaded[0][0]) + int(loaded[0][2].split()[1]))
     assert "dry run: nothing was trained" in text and not (tmp_path / "out" / "R50-C4").exists()
     rc, text = _dry_run(capsys, *common, "--rows", "moco", "--weights", str(tv), "--", *R18)
-    assert rc == 0 and "voc_R_50_C4_24k_moco.yaml" in text and "'torchvision'" in text
+    assert rc == 0 and "voc_R_50_C4_24k_rgb.yaml" in text and "'torchvision'" in text
     rc, text = _dry_run(capsys, *common, "--rows", "moco", "--weights", str(tv), "--weights-format", "BGR", "--", *R18)
     assert "voc_R_50_C4_24k.yaml\n" in text and "set by --input-format" in text
     # the real thing: one short trial per row; each record says which format it used and why
@@ -136,7 +136,7 @@ def test_dry_run_and_records_use_the_config_the_weights_need(tiny_root: Path, tm
     assert recs["supervised"]["pretrain"]["input_format"] == "BGR"
     assert recs["supervised"]["config_file"].endswith("voc_R_50_C4_24k.yaml")
     assert recs["moco"]["pretrain"]["input_format"] == "RGB"
-    assert recs["moco"]["config_file"].endswith("voc_R_50_C4_24k_moco.yaml")
+    assert recs["moco"]["config_file"].endswith("voc_R_50_C4_24k_rgb.yaml")
     for rec in recs.values():
         fp = rec["fingerprint"]["values"]
         assert fp["SOLVER.MAX_ITER"] == 1 and fp["MODEL.RESNETS.DEPTH"] == 18 and fp["world_size"] == 1
@@ -207,8 +207,8 @@ def test_results_never_average_two_protocols_and_footnote_the_deviating_one() ->
     from results.render_md import render_markdown
     from results.tables import build_tables
 
-    paper = [_record("voc/voc_R_50_C4_24k_moco.yaml", [], "MoCo", t, 80.0 + t) for t in range(2)]
-    warm = [_record("voc/voc_R_50_C4_24k_moco.yaml", ["SOLVER.WARMUP_ITERS", "1000"], "MoCo", t, 70.0 + t)
+    paper = [_record("voc/voc_R_50_C4_24k_rgb.yaml", [], "MoCo", t, 80.0 + t) for t in range(2)]
+    warm = [_record("voc/voc_R_50_C4_24k_rgb.yaml", ["SOLVER.WARMUP_ITERS", "1000"], "MoCo", t, 70.0 + t)
             for t in range(2)]
     (table,) = build_tables(paper + warm)
     rows = {r.display: r for r in table.rows}
@@ -233,7 +233,7 @@ def test_every_full_config_matches_the_paper_protocol() -> None:
         cfg = load_cfg(str(path), [], read_only=path.parent.name == "densepose")  # DensePose is not installed here
         task = task_of(cfg)
         key = (task, arch_of(cfg), schedule_of(cfg, task))
-        kind = "moco" if path.stem.endswith("_moco") else "random" if path.stem.endswith("_random") else "supervised"
+        kind = "moco" if path.stem.endswith("_rgb") else "random" if path.stem.endswith("_random") else "supervised"
         assert paper_protocol(*key) is not None, key
         # the LVIS supervised variant with BN frozen (the paper's dagger row) is a named deviation
         expected = ["MODEL.RESNETS.NORM FrozenBN (paper SyncBN)"] if "_frozenbn" in path.stem else []

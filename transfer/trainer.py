@@ -1,6 +1,6 @@
 """Fine-tune a backbone with Detectron2 and record the trial: the trainer behind ``transfer/train_net.py``.
 
-    python transfer/train_net.py --config-file transfer/configs/voc/voc_R_50_C4_24k_moco.yaml \
+    python transfer/train_net.py --config-file transfer/configs/voc/voc_R_50_C4_24k_rgb.yaml \
         [--num-gpus 8 --num-machines 1 --dist-url auto] [--resume] [--seed 1] [--trial 0] \
         [--label "MoCo IN-1M"] [--input-format RGB|BGR] MODEL.WEIGHTS ckpt.pkl OUTPUT_DIR output/voc/moco/trial0
 
@@ -249,7 +249,7 @@ def prepare_weights(cfg: CfgNode, input_format: str | None = None) -> dict[str, 
     fmt = decide_input_format(local, input_format)
     wrong = input_format_mismatch(cfg, fmt, prov)
     if wrong:
-        flavour = "*_moco.yaml config" if fmt.format == "RGB" else "supervised (BGR) config"
+        flavour = "*_rgb.yaml config" if fmt.format == "RGB" else "supervised (BGR) config"
         raise SetupError(f"{Path(local).name} needs {fmt.format} input ({fmt.reason}) but the config sets "
                          f"{', '.join(wrong)}; use the {flavour} of this benchmark, or --input-format if the "
                          "decision is wrong")
