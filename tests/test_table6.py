@@ -203,7 +203,7 @@ def test_voc_semseg_trains_from_moco_weights_and_reports_miou(tiny_root: Path, t
             "MODEL.WEIGHTS", str(ckpt), *_fast_opts(out)]
     assert cli(argv) == 0
     rec = _record(out, "voc_semseg", "R18-dilated-FCN16s", {"mIoU"})
-    assert rec["pretrain"]["kind"] == "moco" and rec["dataset"]["train"] == ["voc_2012_sem_seg_train_aug"]
+    assert rec["pretrain"]["kind"] == "pretrained" and rec["dataset"]["train"] == ["voc_2012_sem_seg_train_aug"]
     raw = rec["raw_results"]["sem_seg"]
     from transfer.voc_semseg import voc_semseg_classes
 
@@ -399,7 +399,7 @@ def test_table6_runners_pick_configs_per_row(module: str, layouts: tuple, stem: 
     args = run.parse_args(["--weights", str(tmp_path / "moco.pth")])
     rows = full_rows(args, run.benchmark(args).config, module)
     assert {(r.kind, r.config.name) for r in rows} == {
-        ("supervised", f"{stem}.yaml"), ("moco", f"{stem}_rgb.yaml"), ("random", f"{stem}_random.yaml")}
+        ("supervised", f"{stem}.yaml"), ("pretrained", f"{stem}_rgb.yaml"), ("random", f"{stem}_random.yaml")}
     # a full-protocol sweep (random init: no weights to fetch) trains on the checked dataset root
     root = _copy(tiny_root, tmp_path, *layouts)
     out = tmp_path / "out"
@@ -422,7 +422,7 @@ def test_lvis_supervised_frozen_bn_row(tiny_root: Path, tmp_path: Path) -> None:
     bench.adjust_rows(rows, False)
     assert {(r.label, r.config.name) for r in rows} == {
         ("supervised IN-1M (BN frozen)", "lvis_v0.5_R_50_FPN_2x_frozenbn.yaml"),
-        ("MoCo moco", "lvis_v0.5_R_50_FPN_2x_rgb.yaml"), ("random init", "lvis_v0.5_R_50_FPN_2x_random.yaml")}
+        ("moco", "lvis_v0.5_R_50_FPN_2x_rgb.yaml"), ("random init", "lvis_v0.5_R_50_FPN_2x_random.yaml")}
     sup = next(r for r in rows if r.kind == "supervised")
     assert load_cfg(str(sup.config), []).MODEL.RESNETS.NORM == "FrozenBN"
     # torchvision-style supervised weights (RGB) get the RGB flavour of the frozen-BN config

@@ -153,7 +153,9 @@ def test_train_net_runs_a_tiny_trial_records_it_and_resumes(tiny_root: Path, tmp
     assert all(0.0 <= v <= 100.0 for v in rec["metrics"].values())
     assert rec["metrics"]["AP50"] >= rec["metrics"]["AP75"]
     assert rec["seed"] == 7 and rec["trials_requested"] == 3 and rec["tiny"] is True
-    assert rec["pretrain"]["kind"] == "moco" and rec["pretrain"]["label"] == "MoCo test"
+    assert rec["pretrain"]["kind"] == "pretrained" and rec["pretrain"]["label"] == "MoCo test"
+    assert rec["pretrain"]["method"] == "MoCo" and "this suite's checkpoint" in rec["pretrain"]["method_reason"]
+    assert rec["pretrain"]["order"] is None  # run outside a sweep
     from transfer.checkpoint_io import sha256_of
 
     assert rec["pretrain"]["sha256"] == sha256_of(ckpt)
