@@ -357,14 +357,14 @@ def _voc(ckpt: Path, label: str, archs: list[str], trials: int, out: Path, seed:
                             extra=["--tiny", "--schedule", "tiny"]).items():
             counts[k] += v
         return counts
-    from benchmarks import run_voc
+    from benchmarks import run
 
     for arch in archs:
-        argv = ["--weights", str(ckpt), "--label", label, "--rows", "pretrained", "--arch", arch, "--trials", str(trials),
-                "--seed", str(seed), "--gpus", str(gpus), "--output", str(out / arch)]
+        argv = ["--weights", str(ckpt), "--label", label, "--rows", "pretrained", "--arch", arch, "--trials",
+                str(trials), "--seed", str(seed), "--gpus", str(gpus), "--output", str(out / arch)]
         if datasets:
             argv += ["--datasets", datasets]
-        counts["failed" if run_voc.main(argv) else "finished"] += trials
+        counts["failed" if run.main(["voc", *argv]) else "finished"] += trials
     return counts
 
 

@@ -1,5 +1,5 @@
-"""What the benchmark runners (``run_voc.py``, ``run_coco.py``, ``run_cityscapes.py`` and the Table 6 runners
-``run_voc_semseg.py``, ``run_coco_keypoints.py``, ``run_lvis.py``, ``run_densepose.py``) share.
+"""What every benchmark run shares (``python -m benchmarks.run TASK``; the task's own part is its module in
+``transfer/tasks/``).
 
 The command line (rows, trials, seeds, GPUs, output, dataset root, ``--tiny``, ``--dry-run``, input
 formats, Detectron2 overrides after ``--``), the rows (supervised, random init, and one pretrained row per
@@ -17,21 +17,20 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from benchmarks import backbones
 from benchmarks.backbones import add_weights_args
-from cluster.slurm import add_slurm_args
 from benchmarks.runner import REPO, Row, SweepStop, child_env, plan_trials, print_table, run_all
 from benchmarks.scaleout import batch_overrides, submit, write_sweep
+from cluster.slurm import add_slurm_args
+from transfer.tasks.base import RGB_FLAVOUR, RunSpec
 
 CONFIGS = REPO / "transfer" / "configs"
 MSRA_R50 = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 ROWS = ("supervised", "pretrained", "random")
 ROW_ALIASES = {"moco": "pretrained"}  # the pretrained rows' name before rows had a method (--rows moco still works)
-RGB_FLAVOUR = "_rgb"  # config suffix of torchvision-style (RGB) weights; the base config is the Caffe2/BGR one
 # Tiny pretraining of the embedded default: ResNet-18 on the 64 px tiny ImageFolder.
 TINY_SUPERVISED_EPOCHS = 8
 TINY_MOCO_EPOCHS = 20
@@ -78,7 +77,7 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     p.add_argument("--amp", action="store_true",
                    help="mixed-precision fine-tuning (Detectron2 SOLVER.AMP.ENABLED; GPUs only). Off by default: the "
                         "paper's protocol is fp32. AMP trials go to their own <run dir>-amp folder")
-    g = p.add_argument_group("scale-out (README: Run on a cluster)")
+    g = p.add_argument_group("scale-out (docs/cluster.md)")
     g.add_argument("--launcher", choices=("local", "slurm"), default="local",
                    help="run trials here, or submit each as a SLURM job (submitit)")
     g.add_argument("--parallel-trials", type=int, default=1,
@@ -262,30 +261,6 @@ def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag
 
 # ----------------------------------------------------------------------------- the run
 
-@dataclass
-class Benchmark:
-    """One runner's specifics; :func:`run_benchmark` does the rest."""
-
-    name: str                          # console tag and default output dir, e.g. "coco"
-    prog: str                          # e.g. "run_coco.sh"
-    table: str                         # paper table the full protocol reproduces, e.g. "Table 5"
-    dataset: str                       # what is missing when the real data is absent, e.g. "COCO 2017"
-    has_data: Callable[[Path], bool]
-    check: Callable[[Path, list[str]], list[str]]  # (root, notes out) -> problem lines of the layout (empty: OK)
-    config: Path                       # supervised-flavour config of the full protocol
-    run_dir: str                       # output sub-directory of the full protocol, e.g. "R50-FPN-1x"
-    tiny_config: Path | None           # None: no embedded default for this variant
-    tiny_run_dir: str = ""
-    tiny_unavailable: str = ""         # the error when tiny_config is None
-    requires: Callable[[], str | None] | None = None   # a missing package, as one line (None: all there)
-    adjust_rows: Callable[[list[Row], bool], None] | None = None   # (rows, tiny): e.g. a variant of one row
-    # data-derived datasets, schedule and sweep folder (run_custom.sh, --train-fraction; benchmarks/sweep_data.py)
-    prepare: Callable[..., object] | None = None   # (SweepContext) -> SweepSetup
-    tiny_data: Callable[[Path, str], Path] | None = None  # (out, tag) -> tiny data root (default: generated)
-    banner: str = ""                   # replaces the tiny banner
-    location: str = ""                 # where the data is, for messages (default: the dataset root)
-
-
 def _fail(prog: str, message: str, lines: list[str] = ()) -> int:
     print(f"{prog}: error: {message}", file=sys.stderr)
     for line in lines:
@@ -293,7 +268,7 @@ def _fail(prog: str, message: str, lines: list[str] = ()) -> int:
     return 2
 
 
-def _check_dataset(bench: Benchmark, root: Path, tag: str) -> list[str]:
+def _check_dataset(bench: RunSpec, root: Path, tag: str) -> list[str]:
     print(f"[{tag}] checking the {bench.dataset} layout under {bench.location or root} ...")
     notes: list[str] = []
     problems = bench.check(root, notes)
@@ -302,7 +277,7 @@ def _check_dataset(bench: Benchmark, root: Path, tag: str) -> list[str]:
     return problems
 
 
-def _preflight(bench: Benchmark, args: argparse.Namespace, rows: list[Row], trials: int, out: Path, tag: str,
+def _preflight(bench: RunSpec, args: argparse.Namespace, rows: list[Row], trials: int, out: Path, tag: str,
                run_dir: str) -> int:
     """Check everything before the first trial and print the plan; 0 when the sweep may start."""
     from benchmarks import preflight
@@ -332,7 +307,7 @@ def _preflight(bench: Benchmark, args: argparse.Namespace, rows: list[Row], tria
     return 0
 
 
-def run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
+def run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
     """Full protocol on the real data, or the embedded tiny default (``--tiny`` or no data found)."""
     from transfer.weights import WeightsFormatError
 
@@ -342,7 +317,7 @@ def run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
         return _fail(bench.prog, str(e))
 
 
-def _run_benchmark(bench: Benchmark, args: argparse.Namespace) -> int:
+def _run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
     root = dataset_root(args)
     missing = bench.requires() if bench.requires else None
     if missing:

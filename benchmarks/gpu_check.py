@@ -45,7 +45,7 @@ BUDGET_S = 600
 # Each section's share of the budget: a section may use the time not reserved for the sections after it, so
 # time one leaves over goes to the next and a slow one cannot starve the rest.
 SHARES = {"env": 0.02, "tests": 0.22, "pretrain": 0.30, "finetune": 0.24, "dist": 0.10, "precision": 0.12}
-# Protocol sizes for the projections (README / protocol.md): rows x trials x iterations.
+# Protocol sizes for the projections (transfer/configs/protocol.yaml, docs/benchmarks.md): rows x trials x iterations.
 VOC_TABLE = {"rows": 3, "trials": 5, "iters": 24000}
 COCO_ITERS = {"1x": 90000, "2x": 180000}
 COCO_TRIALS = 5
@@ -118,6 +118,22 @@ def run_json(args: list[str], timeout: float, env: dict | None = None) -> dict |
                 break
     _keep_log(f"{' '.join(args)} (exit {proc.returncode})", proc.stderr + proc.stdout)
     raise RuntimeError(f"exit {proc.returncode}: {_one_line(proc.stderr) or _one_line(proc.stdout)}")
+
+
+def parse_pytest_progress(text: str) -> tuple[dict[str, list[str]], str | None]:
+    """Per-test outcomes from ``pytest -v`` lines seen so far, and the test still running (for a run cut short)."""
+    outcomes: dict[str, list[str]] = {}
+    running = None
+    for line in text.splitlines():
+        m = re.match(r"^(\S+::\S+)(?: (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b)?", line.strip())
+        if not m:
+            continue
+        if m.group(2):
+            outcomes.setdefault(m.group(2).lower(), []).append(m.group(1))
+            running = None
+        else:
+            running = m.group(1)
+    return outcomes, running
 
 
 def parse_pytest_summary(text: str) -> dict[str, int]:
@@ -210,7 +226,11 @@ def gpu_tests(ctx: Context) -> Section:
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         _keep_log("pytest -m gpu (timed out)", out, 400)
-        s.status, s.lines = "failed", [f"timed out after {timeout:.0f} s"]
+        seen, running = parse_pytest_progress(out)
+        s.data = {k: len(v) for k, v in seen.items()}
+        s.status, s.lines = "failed", [f"timed out after {timeout:.0f} s: " + ", ".join(f"{len(v)} {k}" for k, v in seen.items())
+                                       + (f"; still running: `{running}`" if running else "")]
+        s.lines += [f"- {k.upper()} `{t}`" for k in ("failed", "error") for t in seen.get(k, [])]
         return s
     counts = parse_pytest_summary(proc.stdout)
     s.data = {"returncode": proc.returncode, **counts}
@@ -493,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         print(f"gpu-check: error: no CUDA device visible (torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
-              "run it on a GPU machine (README: 'GPU check')", file=sys.stderr)
+              "run it on a GPU machine (docs/gpu.md)", file=sys.stderr)
         return 2
     sections = [x.strip() for x in a.sections.split(",") if x.strip()]
     unknown = set(sections) - set(SECTIONS)

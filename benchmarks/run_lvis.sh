@@ -4,4 +4,4 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 py=${VENV:-$repo/.venv}/bin/python
 [ -x "$py" ] || { echo "run_lvis.sh: no environment yet; run 'make setup' first" >&2; exit 2; }
-exec "$py" -m benchmarks.run_lvis "$@"
+exec "$py" -m benchmarks.run lvis "$@"

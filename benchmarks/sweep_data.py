@@ -3,7 +3,7 @@ how long to train on them (the epoch rule, ``transfer/schedule.py``), and the da
 of every row reads (``train_net.py --datasets-spec``, registered by ``transfer/custom_data.py``).
 
 A runner's :class:`~benchmarks.common.Benchmark` gets a ``prepare`` hook (:func:`fraction_prepare` here for
-``run_voc.sh``/``run_coco.sh``; ``run_custom.py`` has its own): it returns the sweep folder, Detectron2
+``run_voc.sh``/``run_coco.sh``; own data has its own in ``benchmarks/own_data.py``): it returns the sweep folder, Detectron2
 overrides and ``train_net.py`` flags for every trial. The spec is written once into the sweep folder; a
 folder whose spec says its trials saw other data is refused (finished trials are never mixed with new ones).
 

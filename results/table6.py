@@ -16,7 +16,7 @@ from typing import Any
 
 from results import paper as paper_mod
 from results.render_md import cell_md
-from results.tables import KIND_ORDER, TASKS, Cell, Row, Table, _apply_gaps, build_tables
+from results.tables import KIND_ORDER, Cell, Row, Table, _apply_gaps, build_tables, task_info
 
 # (task, backbone, schedule) of each Table 6 column, in the paper's order, in its two blocks
 TABLE6_BLOCKS: tuple[tuple[tuple[str, str, str], ...], ...] = (
@@ -25,9 +25,6 @@ TABLE6_BLOCKS: tuple[tuple[tuple[str, str, str], ...], ...] = (
      ("voc_semseg", "R50-dilated-FCN16s", "30k")),
 )
 TABLE6_COLUMNS = tuple(c for block in TABLE6_BLOCKS for c in block)
-SHORT = {"coco_keypoints": "COCO keypoints", "coco_densepose": "COCO dense pose", "lvis_v0.5": "LVIS v0.5",
-         "cityscapes_instance": "Cityscapes inst. seg.", "cityscapes_semseg": "Cityscapes sem. seg.",
-         "voc_semseg": "VOC sem. seg."}
 LVIS_DAGGER = ("LVIS: the paper's supervised row (its †) was fine-tuned with the backbone's BN frozen (appendix A.4; "
                "23.2 APmk with BN tuned, 2x); `run_lvis.sh --supervised-frozen-bn` runs that variant.")
 
@@ -57,7 +54,7 @@ def _key(row: Row) -> tuple[str, str]:
 
 
 def _paper_only_table(task: str, arch: str, schedule: str, paper_csv: str | None) -> Table | None:
-    metrics = list(TASKS[task].metrics)
+    metrics = list(task_info(task).metrics)
     rows = [Row(label=pr["label"], kind=pr["kind"], sha256="", cells={m: Cell(m, pr["metrics"].get(m)) for m in metrics},
                 source=pr["source"], paper_table=pr["table"], display=pr["label"])
             for pr in paper_mod.paper_rows(task, arch, schedule, paper_csv) if pr["table"] == "Table 6"]
@@ -99,7 +96,7 @@ def build_table6(records: list[dict[str, Any]], with_paper: bool = False, tiny: 
         table = view.tables[task]
         if table is None:
             continue
-        view.notes += [f"{TASKS[task].title}: {n}" for n in table.notes
+        view.notes += [f"{task_info(task).title}: {n}" for n in table.notes
                        if not n.startswith(("Published numbers", "No published numbers"))]
         if task == "lvis_v0.5" and any(not r.measured for r in table.rows):
             view.notes.append(LVIS_DAGGER)
@@ -116,14 +113,14 @@ def render_table6_markdown(view: Table6, std: bool = True) -> str:
         tasks = [c[0] for c in block]
         head = ["pre-train"]
         for task in tasks:
-            head += [f"{SHORT[task]} {m}" for m in TASKS[task].metrics]
+            head += [f"{task_info(task).short or task} {m}" for m in task_info(task).metrics]
         lines += ["| " + " | ".join(head) + " |", "|:---|" + "|".join([":---:"] * (len(head) - 1)) + "|"]
         for key in view.rows:
             source, display = key
             label = display if source == "measured" else f"{display} (paper)"
             cells = []
             for task in tasks:
-                for m in TASKS[task].metrics:
+                for m in task_info(task).metrics:
                     cell = view.cell(task, key, m)
                     cells.append("—" if cell is None or cell.mean is None else
                                  cell_md(cell, std=std and source == "measured"))

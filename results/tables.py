@@ -42,30 +42,19 @@ TINY_CAPTION = ("Small-scale demonstration (tiny data and schedule), not the pap
                 "these numbers are not comparable with the paper's.")
 
 
-@dataclass(frozen=True)
-class TaskInfo:
-    title: str
-    paper_table: str
-    metrics: tuple[str, ...]
+def task_info(task: str):
+    """The registered task (title, paper table, metric order; ``transfer/tasks/``), or None for an unknown id."""
+    from transfer import tasks
+
+    return tasks.task(task)
 
 
-TASKS: dict[str, TaskInfo] = {
-    "voc_det": TaskInfo("PASCAL VOC detection (Faster R-CNN)", "Table 2", ("AP50", "AP", "AP75")),
-    "coco_maskrcnn": TaskInfo("COCO detection and instance segmentation (Mask R-CNN)", "Table 5",
-                              ("APbb", "APbb50", "APbb75", "APmk", "APmk50", "APmk75")),
-    "cityscapes_instance": TaskInfo("Cityscapes instance segmentation (Mask R-CNN)", "Table 6", ("APmk", "APmk50")),
-    "cityscapes_semseg": TaskInfo("Cityscapes semantic segmentation", "Table 6", ("mIoU",)),
-    "voc_semseg": TaskInfo("PASCAL VOC semantic segmentation", "Table 6", ("mIoU",)),
-    "coco_keypoints": TaskInfo("COCO keypoint detection", "Table 6", ("APkp", "APkp50", "APkp75")),
-    "coco_densepose": TaskInfo("COCO dense pose estimation", "Table 6", ("APdp", "APdp50", "APdp75")),
-    "lvis_v0.5": TaskInfo("LVIS v0.5 instance segmentation", "Table 6", ("APmk", "APmk50", "APmk75")),
-    # your own data (benchmarks/run_custom.sh): no paper table
-    "custom_coco_det": TaskInfo("Your data (COCO json), detection (Faster R-CNN)", "", ("APbb", "APbb50", "APbb75")),
-    "custom_coco_maskrcnn": TaskInfo("Your data (COCO json), detection and instance segmentation (Mask R-CNN)", "",
-                                     ("APbb", "APbb50", "APbb75", "APmk", "APmk50", "APmk75")),
-    "custom_voc": TaskInfo("Your data (VOC layout), detection (Faster R-CNN; AP50/AP/AP75: VOC07 metric, APbb: "
-                           "pycocotools)", "", ("AP50", "AP", "AP75", "APbb", "APbb50", "APbb75")),
-}
+def task_order() -> tuple[str, ...]:
+    from transfer import tasks
+
+    return tuple(tasks.tasks())
+
+
 ARCH_ORDER = ("R50-dilated-C5", "R50-FPN", "R50-C4", "R50-dilated-FCN16s")  # paper sub-table order
 SCHEDULE_ORDER = ("24k", "1x", "2x", "s1x", "d2-cityscapes", "90k", "30k")
 KIND_ORDER = {"random": 0, "supervised": 1}
@@ -193,13 +182,13 @@ class Table:
 
     @property
     def paper_table(self) -> str | None:
-        info = TASKS.get(self.task)
-        return info.paper_table if info else None
+        info = task_info(self.task)
+        return (info.paper_table or None) if info else None
 
     @property
     def title(self) -> str:
-        info = TASKS.get(self.task)
-        title = f"{info.title if info else self.task}: {self.arch}, {self.schedule}"
+        info = task_info(self.task)
+        title = f"{(info.title or self.task) if info else self.task}: {self.arch}, {self.schedule}"
         if self.paper_table:
             title += f" (layout of MoCo v1 {self.paper_table})"
         return title + (" — tiny demo" if self.tiny else "")
@@ -471,9 +460,9 @@ def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
     for tkey, grp in recs.groupby(TABLE_KEYS, sort=False):
         task, arch, schedule, tiny = tkey
         tstats = stats.get(tuple(tkey), {})
-        info = TASKS.get(task)
+        info = task_info(task)
         seen = sorted({m for st in tstats.values() for m in st})
-        metrics = list(info.metrics) if info else seen
+        metrics = list(info.metrics) if info and info.metrics else seen
         notes: list[str] = []
         rows = sorted(_measured_rows(grp, tstats, metrics), key=_row_sort_key)
         notes += _protocol_notes(tuple(tkey), rows, bool(tiny))
@@ -488,7 +477,7 @@ def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
             notes.extend(f"{r.display}: {e}" for e in r.errors)
             if r.resumed:
                 notes.append(f"{r.display}: resumed after an interruption: {'; '.join(r.resumed)} (the data stream "
-                             "continues exactly; on GPUs the last digits may differ, see README).")
+                             "continues exactly; on GPUs the last digits may differ, see docs/trust.md).")
         table = Table(task, arch, schedule, bool(tiny), metrics, rows, reference=ref, notes=notes, random_reference=rand)
         if with_paper:
             prows = sorted(_paper_rows(task, arch, schedule, metrics, paper_csv),  # stable: keeps paper order
@@ -500,7 +489,7 @@ def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
             table.notes.append(f"Published numbers: {'; '.join(sources)}." if sources
                                else "No published numbers for this configuration.")
         tables.append(table)
-    t_order = _order_key({t.task for t in tables}, tuple(TASKS))
+    t_order = _order_key({t.task for t in tables}, task_order())
     a_order = _order_key({t.arch for t in tables}, ARCH_ORDER)
     s_order = _order_key({t.schedule for t in tables}, SCHEDULE_ORDER)
     return sorted(tables, key=lambda t: (t.tiny, t_order[t.task], a_order[t.arch], s_order[t.schedule]))

@@ -21,7 +21,7 @@ import torch
 from tiny_runs import FAST, install_fake_train_net, read_calls, run_voc
 from weights_files import caffe2_pkl, reference_moco_pkl, resnet_state, torchvision_d2_pkl, with_mlp_head
 
-from benchmarks import backbones, run_voc as run_voc_module, sweep_checks
+from benchmarks import backbones, run, sweep_checks
 from benchmarks.plan import Row
 from core.records import RECORD_NAME, read_record, write_record
 
@@ -33,7 +33,7 @@ SMALL_R18 = [*R18, "SOLVER.MAX_ITER", "1", *FAST, "SOLVER.WARMUP_ITERS", "0", "T
 
 
 def _parse(*argv: str) -> argparse.Namespace:
-    return run_voc_module.parse_args(list(argv))
+    return run.parse("voc", list(argv))[0]
 
 
 # ----------------------------------------------------------------------------- the command line
@@ -248,7 +248,7 @@ def _check_table(text: str) -> None:
 def test_five_rows_plan_and_run_as_one_table(three_files, tiny_root: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture) -> None:
     # plan
-    rc = run_voc_module.main(["--dry-run", *_argv(three_files, tiny_root, tmp_path / "plan"), "--", *R18])
+    rc = run.main(["voc", "--dry-run", *_argv(three_files, tiny_root, tmp_path / "plan"), "--", *R18])
     text = capsys.readouterr()
     assert rc == 0, text.err
     _check_plan(text.out)
@@ -314,7 +314,7 @@ def test_five_rows_as_slurm_jobs_give_the_same_table(three_files, tiny_root: Pat
     """--launcher slurm: a job per trial (submitit's debug executor runs them here, with a stand-in train_net.py;
     tests/test_cluster.py runs real trials through its local executor), the same five rows and table."""
     calls = install_fake_train_net(tmp_path, monkeypatch, FAKE)
-    rc = run_voc_module.main([*_argv(three_files, tiny_root, tmp_path / "out", "--launcher", "slurm", "--cluster",
+    rc = run.main(["voc", *_argv(three_files, tiny_root, tmp_path / "out", "--launcher", "slurm", "--cluster",
                                      "debug"), "--", *R18])
     text = capsys.readouterr()
     assert rc == 0, text.out[-3000:] + text.err[-2000:]

@@ -25,6 +25,13 @@ TINY = REPO / "transfer" / "configs" / "tiny" / "voc_R_18_C4_tiny.yaml"
 SHORT = ["SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", *FAST]
 
 
+
+def parse_args(argv: list[str]):
+    """``run_voc.sh``'s flags, parsed as the runner does."""
+    from benchmarks.run import parse
+
+    return parse("voc", argv)[0]
+
 def test_the_slurm_path_runs_a_tiny_sweep_through_submitit_and_never_resubmits(tmp_path: Path, tiny_root: Path) -> None:
     out = tiny_output(tmp_path / "out", tiny_root)
     args = ["--tiny", "--rows", "random", "--trials", "2", "--output", str(out), "--launcher", "slurm",
@@ -43,7 +50,6 @@ def test_the_slurm_path_runs_a_tiny_sweep_through_submitit_and_never_resubmits(t
 
 
 def test_job_scripts_for_a_two_node_trial_ask_for_what_the_trial_needs(tmp_path: Path) -> None:
-    from benchmarks.run_voc import parse_args
 
     args = parse_args(["--launcher", "slurm", "--nodes", "2", "--gpus", "8", "--partition", "learnfair",
                        "--timeout-min", "4320", "--cpus-per-gpu", "10", "--mem", "400G", "--account", "vision",
@@ -161,7 +167,6 @@ def test_a_requeued_job_asks_its_trial_for_a_checkpoint(monkeypatch: pytest.Monk
 
 def test_accumulation_keeps_the_batch_and_scale_schedule_follows_the_linear_rule(capsys) -> None:
     from benchmarks.scaleout import batch_overrides
-    from benchmarks.run_voc import parse_args
 
     cfg = REPO / "transfer" / "configs" / "voc" / "voc_R_50_C4_24k_rgb.yaml"
     assert batch_overrides(cfg, parse_args(["--gpus", "8"]), "t") == []
@@ -217,7 +222,6 @@ def test_every_node_of_a_multi_node_array_task_sees_one_job_id(tmp_path: Path, m
 
 def test_cpu_only_jobs_ask_for_one_cpu_and_impossible_requests_are_refused(monkeypatch: pytest.MonkeyPatch,
                                                                            tmp_path: Path) -> None:
-    from benchmarks.run_voc import parse_args
 
     from cluster import slurm as cluster_slurm
 

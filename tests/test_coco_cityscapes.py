@@ -20,8 +20,9 @@ from config_asserts import check_flavour, count_cited_values
 from tiny_runs import arg, install_fake_train_net, read_calls
 
 from benchmarks import dataset_check as dc
+from transfer.tasks import cityscapes as t_cityscapes, coco as t_coco
 from benchmarks import runner
-from benchmarks.tiny_data import CITYSCAPES_THING_CLASSES
+from transfer.tasks.cityscapes import CITYSCAPES_THING_CLASSES
 from pretrain.resnets import build_resnet
 from core.records import RECORD_NAME, read_record
 from transfer.trainer import arch_of, cli, load_cfg, schedule_of, task_of
@@ -365,12 +366,12 @@ def _copy(tiny_root: Path, tmp_path: Path, name: str) -> Path:
 
 def test_run_coco_full_protocol_picks_configs_per_row(tiny_root: Path, tmp_path: Path, fake_train_net: Path,
                                                        cached_msra: Path, capsys: pytest.CaptureFixture) -> None:
-    from benchmarks import run_coco
+    from benchmarks import run
 
     root = _copy(tiny_root, tmp_path, "coco")
     out = tmp_path / "out"
     moco = _moco_pth(tmp_path)
-    rc = run_coco.main(["--datasets", str(root), "--arch", "C4", "--schedule", "2x", "--trials", "2", "--seed", "5",
+    rc = run.main(["coco", "--datasets", str(root), "--arch", "C4", "--schedule", "2x", "--trials", "2", "--seed", "5",
                         "--weights", str(moco), "--output", str(out), "--", *R18, "SOLVER.MAX_ITER", "7"])
     text = capsys.readouterr().out
     assert rc == 0
@@ -388,7 +389,7 @@ def test_run_coco_full_protocol_picks_configs_per_row(tiny_root: Path, tmp_path:
     assert {arg(c["argv"], "MODEL.WEIGHTS") for c in calls if arg(c["argv"], "--kind") == "pretrained"} == \
         {str(p) for p in (out / "weights").glob("moco-*.pkl")} != set()
     # a second run skips every finished trial
-    assert run_coco.main(["--datasets", str(root), "--arch", "C4", "--schedule", "2x", "--trials", "2", "--seed", "5",
+    assert run.main(["coco", "--datasets", str(root), "--arch", "C4", "--schedule", "2x", "--trials", "2", "--seed", "5",
                           "--weights", str(moco), "--output", str(out), "--", *R18]) == 0
     assert len(read_calls(fake_train_net)) == 6
 
@@ -399,11 +400,11 @@ def test_run_coco_full_protocol_picks_configs_per_row(tiny_root: Path, tmp_path:
 def test_run_cityscapes_full_protocol_picks_configs_per_task(task: str, stem: str, run_dir: str, tiny_root: Path,
                                                              tmp_path: Path, fake_train_net: Path,
                                                              cached_msra: Path) -> None:
-    from benchmarks import run_cityscapes
+    from benchmarks import run
 
     root = _copy(tiny_root, tmp_path, "cityscapes")
     out = tmp_path / "out"
-    assert run_cityscapes.main(["--datasets", str(root), "--task", task, "--rows", "supervised,random", "--trials", "1",
+    assert run.main(["cityscapes", "--datasets", str(root), "--task", task, "--rows", "supervised,random", "--trials", "1",
                                 "--output", str(out), "--", *R18]) == 0
     calls = read_calls(fake_train_net)
     assert {Path(arg(c["argv"], "--config-file")).name for c in calls} == {f"{stem}.yaml", f"{stem}_random.yaml"}
@@ -414,7 +415,7 @@ def test_run_cityscapes_full_protocol_picks_configs_per_task(task: str, stem: st
                                          ("semantic", "cityscapes_semseg_R_18_FCN16s_tiny.yaml")])
 def test_run_cityscapes_tiny_reuses_checkpoints_and_uses_tiny_data(task: str, config: str, tmp_path: Path,
                                                                    fake_train_net: Path) -> None:
-    from benchmarks import run_cityscapes
+    from benchmarks import run
 
     out = tmp_path / "out"
     sup = out / "pretrain" / "supervised" / "checkpoint_0007.pth.tar"  # made by an earlier run: reused
@@ -422,7 +423,7 @@ def test_run_cityscapes_tiny_reuses_checkpoints_and_uses_tiny_data(task: str, co
     net = build_resnet("resnet18", 8)
     torch.save({"state_dict": net.state_dict(), "arch": "resnet18", "epoch": 8}, sup)
     moco = _moco_pth(tmp_path)
-    rc = run_cityscapes.main(["--tiny", "--task", task, "--weights", str(moco), "--output", str(out),
+    rc = run.main(["cityscapes", "--tiny", "--task", task, "--weights", str(moco), "--output", str(out),
                               "--datasets", str(tmp_path / "nowhere")])
     assert rc == 0
     calls = read_calls(fake_train_net)
@@ -452,7 +453,7 @@ def _edit_json(path: Path, edit) -> None:
 
 def test_run_coco_refuses_bad_annotations_before_training(tiny_root: Path, tmp_path: Path, fake_train_net: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
-    from benchmarks import run_coco
+    from benchmarks import run
 
     root = _copy(tiny_root, tmp_path, "coco")
     train = root / "coco" / "annotations" / "instances_train2017.json"
@@ -463,7 +464,7 @@ def test_run_coco_refuses_bad_annotations_before_training(tiny_root: Path, tmp_p
         doc["annotations"][2]["category_id"] = 12                # 12 is not a COCO category id
 
     _edit_json(train, edit)
-    rc = run_coco.main(["--datasets", str(root), "--rows", "random", "--output", str(tmp_path / "out")])
+    rc = run.main(["coco", "--datasets", str(root), "--rows", "random", "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and not fake_train_net.exists() and not (tmp_path / "out").exists()
     lines = [line.strip() for line in err.splitlines()[1:]]
@@ -477,12 +478,12 @@ def test_coco_images_without_annotations(tiny_root: Path, tmp_path: Path) -> Non
     val = root / "coco" / "annotations" / "instances_val2017.json"
     n_images = len(json.loads(val.read_text())["images"])
     notes: list[str] = []
-    assert dc.check_coco(root, notes=notes) == []
+    assert t_coco.check_coco(root, notes=notes) == []
     line = next(n for n in notes if n.startswith(str(val)))
     assert re.search(rf": \d+ of {n_images} images have no annotations; Detectron2 leaves them out of training "
                      r"\(DATALOADER.FILTER_EMPTY_ANNOTATIONS\)", line)
     _edit_json(val, lambda doc: doc.update(annotations=[]))
-    problems = dc.check_coco(root)
+    problems = t_coco.check_coco(root)
     assert problems == [f"{val}: none of its {n_images} images has an annotation; there is nothing to train on or "
                         "to evaluate"]
 
@@ -491,7 +492,7 @@ def test_cityscapes_bad_polygons_train_ids_and_empty_frames(tiny_root: Path, tmp
                                                             capsys: pytest.CaptureFixture) -> None:
     from PIL import Image
 
-    from benchmarks import run_cityscapes
+    from benchmarks import run
 
     root = _copy(tiny_root, tmp_path, "cityscapes")
     gt = root / "cityscapes" / "gtFine"
@@ -508,16 +509,16 @@ def test_cityscapes_bad_polygons_train_ids_and_empty_frames(tiny_root: Path, tmp
     arr[0, :3] = 33  # a label id, not a train id
     Image.fromarray(arr).save(train_ids)
 
-    problems = dc.check_cityscapes(root, "instance_seg")
+    problems = t_cityscapes.check_cityscapes(root, "instance_seg")
     assert len(problems) == 3
     assert problems[0].startswith(f"{polys[0]}: objects[") and "unknown label 'spaceship'" in problems[0]
     assert problems[1].startswith(f"{polys[1]}: objects[") and ">= 3 [x, y] points" in problems[1]
     assert problems[2].startswith(f"{polys[2]}: cannot read as JSON")
-    semantic = dc.check_cityscapes(root, "sem_seg")  # labels are not read for semantic segmentation
+    semantic = t_cityscapes.check_cityscapes(root, "sem_seg")  # labels are not read for semantic segmentation
     assert [p for p in semantic if str(train_ids) in p] == [
         f"{train_ids}: holds values [33] that are neither train ids 0-18 nor 255 (ignore); regenerate it with "
         "csCreateTrainIdLabelImgs (cityscapesscripts)"]
-    rc = run_cityscapes.main(["--datasets", str(root), "--task", "semantic", "--output", str(tmp_path / "out")])
+    rc = run.main(["cityscapes", "--datasets", str(root), "--task", "semantic", "--output", str(tmp_path / "out")])
     assert rc == 2 and str(train_ids) in capsys.readouterr().err and not (tmp_path / "out").exists()
 
     # frames without thing instances: a note when some, an error when all
@@ -528,10 +529,10 @@ def test_cityscapes_bad_polygons_train_ids_and_empty_frames(tiny_root: Path, tmp
     for path in polys[:3]:
         _edit_json(path, lambda doc: doc.update(objects=[o for o in doc["objects"] if o["label"] not in things]))
     notes: list[str] = []
-    assert dc.check_cityscapes(root, "instance_seg", notes=notes) == []
+    assert t_cityscapes.check_cityscapes(root, "instance_seg", notes=notes) == []
     assert notes == [f"{root / 'cityscapes' / 'gtFine' / 'train'}: 3 of {len(polys)} frames have no instance of the "
                      "8 thing classes; Detectron2 leaves them out of training (DATALOADER.FILTER_EMPTY_ANNOTATIONS) "
                      "and keeps them in evaluation"]
     for path in polys[3:]:
         _edit_json(path, lambda doc: doc.update(objects=[o for o in doc["objects"] if o["label"] not in things]))
-    assert any("none of its" in p and "frames has an instance" in p for p in dc.check_cityscapes(root, "instance_seg"))
+    assert any("none of its" in p and "frames has an instance" in p for p in t_cityscapes.check_cityscapes(root, "instance_seg"))

@@ -91,7 +91,7 @@ def test_a_sweep_folder_never_takes_another_spec(tmp_path: Path) -> None:
 
 def test_bad_custom_inputs_get_one_line_each_before_training(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks import run_custom
+    from benchmarks import run
 
     monkeypatch.setattr(runner, "TRAIN_NET", tmp_path / "never_run.py")
     paths = write_custom(tmp_path / "data", ["widget"], train=4, test=2)
@@ -102,7 +102,7 @@ def test_bad_custom_inputs_get_one_line_each_before_training(tmp_path: Path, cap
     train["annotations"][1]["bbox"][3] = 0                       # a zero-area box
     (coco / "annotations" / "train.json").write_text(json.dumps(train))
     out = tmp_path / "out"
-    rc = run_custom.main(["--train", f"{coco}/annotations/train.json:{coco}/images/train",
+    rc = run.main(["custom", "--train", f"{coco}/annotations/train.json:{coco}/images/train",
                           "--test", f"{coco}/annotations/test.json:{coco}/images/test", "--output", str(out)])
     err = capsys.readouterr().err
     assert rc == 2
@@ -115,7 +115,7 @@ def test_bad_custom_inputs_get_one_line_each_before_training(tmp_path: Path, cap
     voc = paths["voc"]
     xml = sorted((voc / "Annotations").glob("*.xml"))[0]
     xml.write_text(xml.read_text().replace("<name>widget</name>", "<name>gizmo</name>", 1))
-    rc = run_custom.main(["--voc", str(voc), "--classes", "widget", "--output", str(out)])
+    rc = run.main(["custom", "--voc", str(voc), "--classes", "widget", "--output", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and [line.strip() for line in err.splitlines()[1:]] == [
         f"{xml}: object 0 ('gizmo'): unknown class name (not one of the 1 class names)"], err
@@ -152,12 +152,12 @@ def test_run_custom_coco_json_single_class_end_to_end(tmp_path: Path) -> None:
 
 def test_run_custom_voc_layout_with_own_class_names_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks import run_custom
+    from benchmarks import run
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     voc = write_custom(tmp_path / "data", ["widget", "gadget"], train=6, test=3)["voc"]
     out = tmp_path / "out"
-    rc = run_custom.main(["--tiny", "--voc", str(voc), "--classes", "widget,gadget", "--rows", "random",
+    rc = run.main(["custom", "--tiny", "--voc", str(voc), "--classes", "widget,gadget", "--rows", "random",
                           "--output", str(out), "--max-iter", "2", "--", *FAST])
     text = capsys.readouterr().out
     assert rc == 0, text[-3000:]
@@ -167,22 +167,22 @@ def test_run_custom_voc_layout_with_own_class_names_end_to_end(tmp_path: Path, c
     assert set(rec["raw_results"]["bbox_per_class_AP50"]) == {"widget", "gadget"}  # VOC07 metric per class
     assert rec["dataset"]["loaded"]["custom_voc_voc_trainval"]["images"] == 6
     assert "Your data (VOC layout), detection" in text and "| random init | 1/1 |" in text
-    assert run_custom.main(["--tiny", "--voc", str(voc), "--classes", "widget,gadget", "--rows", "random",
+    assert run.main(["custom", "--tiny", "--voc", str(voc), "--classes", "widget,gadget", "--rows", "random",
                             "--output", str(out), "--max-iter", "2", "--", *FAST]) == 0  # the same sweep: skipped
     assert "already finished, skipped" in capsys.readouterr().out and len(_records(out)) == 1
-    assert run_custom.main(["--tiny", "--voc", str(voc), "--classes", "widget,gadget", "--rows", "random",
+    assert run.main(["custom", "--tiny", "--voc", str(voc), "--classes", "widget,gadget", "--rows", "random",
                             "--output", str(out), "--max-iter", "2"]) == 2  # other overrides: not this trial
     assert "finished trial made with other Detectron2 overrides (TEST.PRECISE_BN.NUM_ITER: 1 then, not set now;" \
         in capsys.readouterr().err and len(_records(out)) == 1
     (voc / "ImageSets" / "Main" / "trainval.txt").write_text("000001\n000002\n000003\n")  # the data changed
-    assert run_custom.main(["--tiny", "--voc", str(voc), "--classes", "widget,gadget", "--rows", "random",
+    assert run.main(["custom", "--tiny", "--voc", str(voc), "--classes", "widget,gadget", "--rows", "random",
                             "--output", str(out), "--max-iter", "2", "--", *FAST]) == 2
     assert "were set up for other data" in capsys.readouterr().err  # the finished trial is not mixed with new ones
 
 
 def test_train_fraction_tiny_voc_uses_the_recorded_subset_for_every_row(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks import run_voc
+    from benchmarks import run
     from benchmarks.tiny_data import generate
     from transfer.custom_data import ids_sha256
 
@@ -191,7 +191,7 @@ def test_train_fraction_tiny_voc_uses_the_recorded_subset_for_every_row(tmp_path
     generate(out / "datasets", voc2007_trainval=8, voc2007_test=3, voc2012_trainval=8, coco_train=2, coco_val=2,
              cityscapes_train=2, cityscapes_val=2, pretrain_train=8, pretrain_val=8)
     weights = d2_pkl(tmp_path / "r18.pkl", resnet_state("resnet18"), author="torchvision")
-    rc = run_voc.main(["--tiny", "--rows", "random,moco", "--weights", str(weights), "--output", str(out),
+    rc = run.main(["voc", "--tiny", "--rows", "random,moco", "--weights", str(weights), "--output", str(out),
                        "--train-fraction", "0.25", "--", "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", *FAST])
     text = capsys.readouterr().out
     assert rc == 0, text[-3000:]
@@ -217,7 +217,7 @@ def test_run_coco_train_fraction_scales_the_schedule_and_passes_the_spec(
         tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     import shutil
 
-    from benchmarks import run_coco
+    from benchmarks import run
 
     fake = tmp_path / "fake" / "train_net.py"  # records its command line, trains nothing
     fake.parent.mkdir()
@@ -230,7 +230,7 @@ def test_run_coco_train_fraction_scales_the_schedule_and_passes_the_spec(
     out = tmp_path / "out"
     argv = ["--datasets", str(root), "--rows", "random", "--trials", "1", "--output", str(out),
             "--train-fraction", "0.1", "--train-fraction-seed", "3"]
-    run_coco.main(argv)
+    run.main(["coco", *argv])
     (call,) = [json.loads(line) for line in (fake.parent / "calls.jsonl").read_text().splitlines()]
     spec_path = Path(call[call.index("--datasets-spec") + 1])
     assert spec_path == (out / "R50-FPN-1x-frac0.1-seed3" / "datasets_spec.json").resolve()
@@ -239,18 +239,18 @@ def test_run_coco_train_fraction_scales_the_schedule_and_passes_the_spec(
     assert call[call.index("--schedule") + 1] == "9k, 10% train (draw 3)"  # 90k x 4 / 40 images
     assert call[call.index("SOLVER.MAX_ITER") + 1] == "9000" and call[call.index("SOLVER.STEPS") + 1] == "(6000,8000,)"
     capsys.readouterr()
-    assert run_coco.main([*argv, "--dry-run", "--train-fraction-seed", "4"]) == 0  # another draw: its own folder
+    assert run.main(["coco", *argv, "--dry-run", "--train-fraction-seed", "4"]) == 0  # another draw: its own folder
     assert "(not written: dry run)" in capsys.readouterr().out and not (out / "R50-FPN-1x-frac0.1-seed4").exists()
 
 
 def test_run_custom_train_fraction_draws_from_your_training_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture) -> None:
-    from benchmarks import run_custom
+    from benchmarks import run
 
     monkeypatch.setattr(runner, "TRAIN_NET", tmp_path / "never_run.py")
     coco = write_custom(tmp_path / "data", ["widget", "gadget"], train=20, test=4)["coco"]
     out = tmp_path / "out"
-    assert run_custom.main(["--train", f"{coco}/annotations/train.json:{coco}/images/train", "--test",
+    assert run.main(["custom", "--train", f"{coco}/annotations/train.json:{coco}/images/train", "--test",
                             f"{coco}/annotations/test.json:{coco}/images/test", "--name", "Widgets & Gadgets",
                             "--train-fraction", "0.5", "--batch", "8", "--output", str(out), "--dry-run",
                             "--rows", "random"]) == 0

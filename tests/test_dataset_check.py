@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import dataset_check as dc
+from transfer.tasks import cityscapes as t_cityscapes, coco as t_coco, voc as t_voc
 
 
 def _copy(tiny_root: Path, tmp_path: Path, *layouts: str) -> Path:
@@ -26,10 +27,10 @@ def _mentions(problems: list[str], *needles: str) -> bool:
 
 
 def test_tiny_root_has_no_problems(tiny_root: Path) -> None:
-    assert dc.check_voc(tiny_root) == []
-    assert dc.check_coco(tiny_root) == []
-    assert dc.check_cityscapes(tiny_root, "instance_seg") == []
-    assert dc.check_cityscapes(tiny_root, "sem_seg") == []
+    assert t_voc.check_voc(tiny_root) == []
+    assert t_coco.check_coco(tiny_root) == []
+    assert t_cityscapes.check_cityscapes(tiny_root, "instance_seg") == []
+    assert t_cityscapes.check_cityscapes(tiny_root, "sem_seg") == []
 
 
 def test_voc_missing_jpeg_and_capping(tiny_root: Path, tmp_path: Path) -> None:
@@ -37,7 +38,7 @@ def test_voc_missing_jpeg_and_capping(tiny_root: Path, tmp_path: Path) -> None:
     ids = _voc_ids(root)
     for file_id in ids[:8]:
         (root / "VOC2007" / "JPEGImages" / f"{file_id}.jpg").unlink()
-    problems = dc.check_voc(root)
+    problems = t_voc.check_voc(root)
     named = [line for line in problems if "JPEGImages" in line and ": missing" in line]
     assert len(named) == dc.MAX_PER_KIND
     assert str(root / "VOC2007" / "JPEGImages" / f"{ids[0]}.jpg") in named[0]
@@ -59,7 +60,7 @@ def test_voc_broken_xml_unknown_class_and_bad_box(tiny_root: Path, tmp_path: Pat
     text = (ann / f"{d}.xml").read_text()
     bnd = text.split("<bndbox>")[1].split("</bndbox>")[0]
     (ann / f"{d}.xml").write_text(text.replace(f"<bndbox>{bnd}</bndbox>", "", 1))
-    problems = dc.check_voc(root)
+    problems = t_voc.check_voc(root)
     assert _mentions(problems, str(ann / f"{a}.xml"), "cannot parse XML")
     assert _mentions(problems, str(ann / f"{b}.xml"), "'unicorn'", "unknown class name")
     assert _mentions(problems, str(ann / f"{c}.xml"), "outside")
@@ -70,7 +71,7 @@ def test_voc_broken_xml_unknown_class_and_bad_box(tiny_root: Path, tmp_path: Pat
 def test_voc_missing_split_file_and_dir(tiny_root: Path, tmp_path: Path) -> None:
     root = _copy(tiny_root, tmp_path, "VOC2007")
     (root / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
-    problems = dc.check_voc(root)
+    problems = t_voc.check_voc(root)
     assert _mentions(problems, str(root / "VOC2007" / "ImageSets" / "Main" / "test.txt"), "missing")
     assert _mentions(problems, str(root / "VOC2012"), "directory missing")
     assert len(problems) == 2
@@ -93,12 +94,12 @@ def test_coco_unknown_category_and_image_ids(tiny_root: Path, tmp_path: Path) ->
         del doc["annotations"][2]["segmentation"]
 
     path = _edit_coco(root, "val2017", edit)
-    problems = dc.check_coco(root)
+    problems = t_coco.check_coco(root)
     assert _mentions(problems, str(path), "category_id 12", "not in 'categories'")
     assert _mentions(problems, str(path), "image_id 999", "not in 'images'")
     assert _mentions(problems, str(path), "no usable segmentation")
     assert len(problems) == 3
-    assert len(dc.check_coco(root, need_masks=False)) == 2
+    assert len(t_coco.check_coco(root, need_masks=False)) == 2
 
 
 def test_coco_missing_image_and_renamed_category(tiny_root: Path, tmp_path: Path) -> None:
@@ -110,7 +111,7 @@ def test_coco_missing_image_and_renamed_category(tiny_root: Path, tmp_path: Path
         doc["categories"][3]["name"] = "motorbike"
 
     path = _edit_coco(root, "train2017", edit)
-    problems = dc.check_coco(root)
+    problems = t_coco.check_coco(root)
     assert _mentions(problems, str(first), "missing")
     assert _mentions(problems, str(path), "'motorbike' instead of 'motorcycle'")
 
@@ -120,7 +121,7 @@ def test_coco_unparseable_json_and_missing_dir(tiny_root: Path, tmp_path: Path) 
     path = root / "coco" / "annotations" / "instances_train2017.json"
     path.write_text(path.read_text()[:100])
     shutil.rmtree(root / "coco" / "val2017")
-    problems = dc.check_coco(root)
+    problems = t_coco.check_coco(root)
     assert _mentions(problems, str(path), "not valid JSON")
     assert _mentions(problems, str(root / "coco" / "val2017"), "directory missing")
     assert _mentions(problems, str(root / "coco" / "val2017"), "missing")
@@ -131,8 +132,8 @@ def test_cityscapes_missing_train_ids_only_matters_for_sem_seg(tiny_root: Path, 
     removed = sorted((root / "cityscapes" / "gtFine").glob("*/*/*_labelTrainIds.png"))
     for path in removed:
         path.unlink()
-    assert dc.check_cityscapes(root, "instance_seg") == []
-    problems = dc.check_cityscapes(root, "sem_seg")
+    assert t_cityscapes.check_cityscapes(root, "instance_seg") == []
+    problems = t_cityscapes.check_cityscapes(root, "sem_seg")
     assert _mentions(problems, str(removed[0]), "csCreateTrainIdLabelImgs",
                      f"CITYSCAPES_DATASET={root / 'cityscapes'}")
     assert _mentions(problems, f"and {len(removed) - dc.MAX_PER_KIND} more")
@@ -144,13 +145,13 @@ def test_cityscapes_images_without_gt(tiny_root: Path, tmp_path: Path) -> None:
     gt.unlink()
     shutil.rmtree(root / "cityscapes" / "gtFine" / "val" / "frankfurt")
     (root / "cityscapes" / "leftImg8bit" / "train" / "aachen" / "notes.txt").write_text("x")
-    problems = dc.check_cityscapes(root, "instance_seg")
+    problems = t_cityscapes.check_cityscapes(root, "instance_seg")
     assert _mentions(problems, str(gt), "missing gtFine counterpart", "leftImg8bit.png")
     assert _mentions(problems, str(root / "cityscapes" / "gtFine" / "val" / "frankfurt"), "missing")
     assert _mentions(problems, "notes.txt", "remove it")
     assert len(problems) == 3
     with pytest.raises(ValueError):
-        dc.check_cityscapes(root, "panoptic")
+        t_cityscapes.check_cityscapes(root, "panoptic")
 
 
 def test_cli_and_require_layout(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -69,3 +69,15 @@ def test_each_section_gets_its_share_and_the_report_is_written_after_each(monkey
     assert abs(seen["tests"] - 100 * share) < 2  # the rest is kept for the sections after it
     assert seen["dist"] > 98  # and what the first one left over goes to the next
     assert "Incomplete" not in next(tmp_path.glob("*.md")).read_text()
+
+
+def test_a_gpu_test_run_cut_short_still_reports_each_test_and_the_one_running() -> None:
+    from benchmarks.gpu_check import parse_pytest_progress
+
+    out = ("tests/test_gpu_path.py::test_a FAILED [ 14%]\ntests/test_gpu_path.py::test_b SKIPPED (no DALI) [ 28%]\n"
+           "tests/test_gpu_path.py::test_c PASSED [ 42%]\ntests/test_pretrain_cli.py::test_gpu_run_with_speed_options\n")
+    seen, running = parse_pytest_progress(out)
+    assert seen == {"failed": ["tests/test_gpu_path.py::test_a"], "skipped": ["tests/test_gpu_path.py::test_b"],
+                    "passed": ["tests/test_gpu_path.py::test_c"]}
+    assert running == "tests/test_pretrain_cli.py::test_gpu_run_with_speed_options"
+    assert parse_pytest_progress(out + "tests/test_pretrain_cli.py::test_gpu_run_with_speed_options PASSED [100%]\n")[1] is None

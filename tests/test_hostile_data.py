@@ -38,7 +38,7 @@ def _coco_paths(coco: Path) -> list[str]:
 
 def test_coco_boxes_areas_and_ids_are_checked_against_the_image(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks import run_custom
+    from benchmarks import run
 
     monkeypatch.setattr(runner, "TRAIN_NET", tmp_path / "never_run.py")
     coco = write_custom(tmp_path / "data", ["widget"], train=10, test=6)["coco"]
@@ -55,7 +55,7 @@ def test_coco_boxes_areas_and_ids_are_checked_against_the_image(tmp_path: Path, 
     for a in anns[-2:]:
         a["image_id"] = doc["images"][0]["id"]
     path.write_text(json.dumps(doc))  # NaN and Infinity as JSON tokens, as Python writes them
-    rc = run_custom.main([*_coco_paths(coco), "--output", str(tmp_path / "out"), "--dry-run"])
+    rc = run.main(["custom", *_coco_paths(coco), "--output", str(tmp_path / "out"), "--dry-run"])
     err = capsys.readouterr().err
     lines = [ln.strip() for ln in err.splitlines()[1:]]
     assert rc == 2 and "Traceback" not in err
@@ -69,7 +69,7 @@ def test_coco_boxes_areas_and_ids_are_checked_against_the_image(tmp_path: Path, 
 
 
 def test_unusable_coco_ids_and_deep_json_get_one_line(tmp_path: Path) -> None:
-    from benchmarks.dataset_check import Problems, check_coco_json
+    from transfer.tasks.checks import Problems, check_coco_json
 
     coco = write_custom(tmp_path / "data", ["widget"], train=4, test=2)["coco"]
     src = json.loads((coco / "annotations" / "train.json").read_text())
@@ -88,7 +88,7 @@ def test_unusable_coco_ids_and_deep_json_get_one_line(tmp_path: Path) -> None:
     problems = Problems()
     assert check_coco_json(deep, coco / "images" / "train", problems, [], custom=True) is None
     assert problems.lines() == [f"{deep}: JSON nested too deeply to be an annotation file"]
-    res = subprocess.run([sys.executable, "-m", "benchmarks.run_custom", "--train", f"{deep}:{coco}/images/train",
+    res = subprocess.run([sys.executable, "-m", "benchmarks.run", "custom", "--train", f"{deep}:{coco}/images/train",
                           "--test", f"{coco}/annotations/test.json:{coco}/images/test", "--dry-run", "--output",
                           str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=300,
                          env={**runner.child_env(None), "OMP_NUM_THREADS": "1"})
@@ -171,12 +171,12 @@ def test_float_boxes_are_evaluated_exactly_and_classes_the_metric_cannot_count_a
 
 
 def test_duplicate_class_names_and_unreadable_files_are_named_first(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from benchmarks import run_custom
+    from benchmarks import run
     from benchmarks.own_data import check_voc_dir
 
     voc = write_custom(tmp_path / "data", ["widget", "gadget"], train=4, test=2)["voc"]
     with pytest.raises(SystemExit) as stop:
-        run_custom.main(["--voc", str(voc), "--classes", "widget,widget,gadget", "--dry-run", "--output",
+        run.main(["custom", "--voc", str(voc), "--classes", "widget,widget,gadget", "--dry-run", "--output",
                          str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1 and "--classes names widget more than once" in err
@@ -210,7 +210,7 @@ def test_fifos_and_devices_are_refused_not_waited_for(tmp_path: Path, tiny_root:
     os.mkfifo(coco / "annotations" / "test.json")
     weights = tmp_path / "w.pkl"
     os.mkfifo(weights)
-    code = ("import sys; from pathlib import Path; from benchmarks.dataset_check import Problems, _load_json\n"
+    code = ("import sys; from pathlib import Path; from transfer.tasks.checks import Problems, _load_json\n"
             "from transfer import safe_pickle\np = Problems(); _load_json(Path(sys.argv[1]), p); print(p.lines()[0])\n"
             "for w in (sys.argv[2], '/dev/zero'):\n"
             " try: safe_pickle.load(w)\n except safe_pickle.UnsafePickleError as e: print(e)")
@@ -239,8 +239,8 @@ def test_a_decompression_bomb_header_is_one_line(tmp_path: Path, tiny_root: Path
                                                  capsys: pytest.CaptureFixture) -> None:
     import shutil
 
-    from benchmarks import run_voc
-    from benchmarks.image_files import image_problem
+    from benchmarks import run
+    from transfer.tasks.images import image_problem
 
     assert "20000x20000 pixels, more than PIL" in image_problem(_bomb_jpeg(tmp_path / "b.jpg"))
     root = tmp_path / "datasets"
@@ -248,7 +248,7 @@ def test_a_decompression_bomb_header_is_one_line(tmp_path: Path, tiny_root: Path
         shutil.copytree(tiny_root / name, root / name)
     jpeg = sorted((root / "VOC2007" / "JPEGImages").glob("*.jpg"))[0]
     _bomb_jpeg(jpeg)
-    rc = run_voc.main(["--datasets", str(root), "--rows", "random", "--output", str(tmp_path / "out"), "--dry-run"])
+    rc = run.main(["voc", "--datasets", str(root), "--rows", "random", "--output", str(tmp_path / "out"), "--dry-run"])
     err = capsys.readouterr().err
     assert rc == 2 and f"{jpeg}: 20000x20000 pixels" in err and "Traceback" not in err
 

@@ -28,7 +28,7 @@ from weights_files import (
     structured_dtype_pkl,
 )
 
-from benchmarks import run_voc, runner
+from benchmarks import run, runner
 from core.records import RECORD_NAME, read_record
 from transfer import safe_pickle
 
@@ -169,11 +169,11 @@ def test_weight_values_are_checked_before_training(tmp_path: Path, tiny_root: Pa
     # the dry run says so per row (it used to show "100/100 tensors loaded" for every one of them) ...
     out = tiny_output(tmp_path / "out", tiny_root)
     for name, (_, why) in cases.items():
-        rc = run_voc.main(["--tiny", "--rows", "moco", "--weights", str(tmp_path / f"{name}.pkl"), "--output",
+        rc = run.main(["voc", "--tiny", "--rows", "moco", "--weights", str(tmp_path / f"{name}.pkl"), "--output",
                            str(out), "--dry-run"])
         text = capsys.readouterr()
         assert rc == 2 and "PROBLEM" in text.out and why in text.out and "tensors loaded" not in text.out, name
-    rc = run_voc.main(["--tiny", "--rows", "moco", "--weights", str(half), "--output", str(out), "--dry-run"])
+    rc = run.main(["voc", "--tiny", "--rows", "moco", "--weights", str(half), "--output", str(out), "--dry-run"])
     text = capsys.readouterr().out
     assert rc == 0 and "100/100 tensors loaded" in text and "widened to float32" in text
     # ... and a trial stops before its first iteration instead of recording AP 0 as finished
@@ -209,7 +209,7 @@ def test_files_that_are_not_weights_get_one_line_in_every_entry_point(tmp_path: 
     wants = {state_dict: "a pretraining checkpoint saved as .pkl", listed: "top level is a list",
              strings: "not tensors", **{c: "truncated or corrupt checkpoint" for c in cut}}
     for path, want in wants.items():
-        rc = run_voc.main(["--tiny", "--rows", "moco", "--weights", str(path), "--output", str(out), "--dry-run"])
+        rc = run.main(["voc", "--tiny", "--rows", "moco", "--weights", str(path), "--output", str(out), "--dry-run"])
         text = capsys.readouterr()
         assert rc == 2 and want in text.out + text.err, (path.name, text.out[-1500:], text.err)
         assert "Traceback" not in text.err
@@ -245,13 +245,13 @@ def test_a_trial_is_what_ran_not_its_label(tmp_path: Path, tiny_root: Path, caps
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     weights = {}
-    for run, seed in (("runA", 0), ("runB", 1)):  # two pretraining runs, one file name: one default label
-        (tmp_path / run).mkdir()
-        weights[run] = d2_pkl(tmp_path / run / "checkpoint_0199.pkl", resnet_state("resnet18", seed), "MOCO")
+    for folder, seed in (("runA", 0), ("runB", 1)):  # two pretraining runs, one file name: one default label
+        (tmp_path / folder).mkdir()
+        weights[folder] = d2_pkl(tmp_path / folder / "checkpoint_0199.pkl", resnet_state("resnet18", seed), "MOCO")
     out = tiny_output(tmp_path / "out", tiny_root)
 
-    def sweep(run: str, *extra: str, opts: list[str] = TRIAL) -> tuple[int, str]:
-        rc = run_voc.main(["--tiny", "--rows", "moco", "--weights", str(weights[run]), "--output", str(out), *extra,
+    def sweep(which: str, *extra: str, opts: list[str] = TRIAL) -> tuple[int, str]:
+        rc = run.main(["voc", "--tiny", "--rows", "moco", "--weights", str(weights[which]), "--output", str(out), *extra,
                            "--", *opts])
         text = capsys.readouterr()
         return rc, text.out + text.err

@@ -175,3 +175,20 @@ def test_nan_metric_counts_as_missing_and_empty_fields_stay_empty() -> None:
     assert row.errors == ["trial 2 failed: no error message"]
     frame = tables_frame([t])
     assert set(frame.weights) == {""} and set(frame.sha256) == {""}
+
+
+def test_every_registered_task_gets_its_title_and_metric_order() -> None:
+    """One registry (transfer/tasks): results has no task table of its own, so none can drift from the trainer's."""
+    from results.fixtures import make_record
+    from transfer import tasks
+
+    registered = tasks.tasks()
+    assert {"voc_det", "coco_maskrcnn", "coco_det", "cityscapes_instance", "cityscapes_semseg", "voc_semseg",
+            "coco_keypoints", "lvis_v0.5", "coco_densepose", "custom_voc"} <= set(registered)
+    for name, task in registered.items():
+        metrics = {m: 50.0 + i for i, m in enumerate(reversed(task.metrics))}  # recorded in another order
+        (table,) = build_tables([make_record(task=name, arch="R50-FPN", schedule="1x", trial=t, trials_requested=2,
+                                             metrics=metrics) | {"_path": f"/x/{name}/t{t}/trial_record.json"}
+                                 for t in range(2)])
+        assert task.title and table.title.startswith(f"{task.title}: R50-FPN, 1x"), name
+        assert table.metrics == list(task.metrics), name

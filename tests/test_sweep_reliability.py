@@ -164,9 +164,9 @@ def test_a_filesystem_that_fills_up_ends_in_one_line_and_a_rerun_completes(tmp_p
 
 
 def test_tiny_honours_rows_and_trials(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from benchmarks import run_voc
+    from benchmarks import run
 
-    rc = run_voc.main(["--tiny", "--rows", "moco", "--trials", "2", "--dry-run", "--output", str(tmp_path / "o")])
+    rc = run.main(["voc", "--tiny", "--rows", "moco", "--trials", "2", "--dry-run", "--output", str(tmp_path / "o")])
     out = capsys.readouterr().out
     assert rc == 0 and "plan: 1 row(s) x 2 trial(s)" in out and "MoCo v2 (tiny pretraining)" in out
     assert "random init" not in out and "supervised" not in out and "seeds 0..1" in out

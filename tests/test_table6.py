@@ -24,6 +24,7 @@ from config_asserts import check_flavour, count_cited_values
 from tiny_runs import arg, install_fake_train_net, read_calls
 
 from benchmarks import dataset_check as dc
+from transfer.tasks import coco_keypoints as t_coco_keypoints, densepose as t_densepose, lvis as t_lvis, voc_semseg as t_voc_semseg
 from benchmarks import runner
 from pretrain.resnets import build_resnet
 from core.records import RECORD_NAME, read_record
@@ -132,7 +133,7 @@ def test_table6_config_values_carry_their_source() -> None:
 
 def test_densepose_config_without_the_project_stops_in_one_line(tiny_root: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
-    from transfer import densepose_support
+    from transfer.tasks import densepose as densepose_support
 
     assert not densepose_support.available()  # this machine: no Detectron2 DensePose project
     assert densepose_support.is_densepose_config(TINY / "densepose_R_18_FPN_tiny.yaml")
@@ -205,7 +206,7 @@ def test_voc_semseg_trains_from_moco_weights_and_reports_miou(tiny_root: Path, t
     rec = _record(out, "voc_semseg", "R18-dilated-FCN16s", {"mIoU"})
     assert rec["pretrain"]["kind"] == "pretrained" and rec["dataset"]["train"] == ["voc_2012_sem_seg_train_aug"]
     raw = rec["raw_results"]["sem_seg"]
-    from transfer.voc_semseg import voc_semseg_classes
+    from transfer.tasks.voc_semseg import voc_semseg_classes
 
     assert len(voc_semseg_classes()) == 21 and {f"IoU-{c}" for c in voc_semseg_classes()} <= set(raw)
     # the val split is the official SegmentationClass (palette PNGs); train_aug excludes its images
@@ -255,8 +256,8 @@ def _copy(tiny_root: Path, tmp_path: Path, *names: str) -> Path:
 
 def test_sbd_converter_builds_train_aug(tiny_root: Path, tmp_path: Path) -> None:
     from benchmarks.voc_sbd import main as voc_sbd_main
-    from benchmarks.voc_sbd import read_sbd_cls
-    from transfer.voc_semseg import read_split
+    from transfer.tasks.voc_semseg import read_sbd_cls
+    from transfer.tasks.voc_semseg import read_split
 
     root = _copy(tiny_root, tmp_path, "VOC2012", "sbd")
     voc, sbd = root / "VOC2012", root / "sbd" / "dataset"
@@ -278,15 +279,15 @@ def test_sbd_converter_builds_train_aug(tiny_root: Path, tmp_path: Path) -> None
                 assert np.array_equal(labels, np.asarray(ref))
         else:
             assert np.array_equal(labels, read_sbd_cls(sbd / "cls" / f"{i}.mat"))
-    assert dc.check_voc_semseg(root) == []
+    assert t_voc_semseg.check_voc_semseg(root) == []
     (sbd / "cls" / f"{sbd_ids[-1]}.mat").write_bytes(b"not a mat file")
     assert voc_sbd_main(["--voc", str(voc), "--sbd", str(sbd)]) == 2
 
 
 def test_voc_semseg_check_finds_palette_labels_val_in_train_and_bad_values(tiny_root: Path, tmp_path: Path,
                                                                            capsys: pytest.CaptureFixture) -> None:
-    from benchmarks import run_voc_semseg
-    from transfer.voc_semseg import read_split
+    from benchmarks import run
+    from transfer.tasks.voc_semseg import read_split
 
     root = _copy(tiny_root, tmp_path, "VOC2012")
     voc = root / "VOC2012"
@@ -302,30 +303,30 @@ def test_voc_semseg_check_finds_palette_labels_val_in_train_and_bad_values(tiny_
     out.putpalette(pal)
     out.save(bad)
     (seg / "train_aug.txt").write_text("".join(f"{i}\n" for i in [*train_aug, val[1]]))
-    problems = dc.check_voc_semseg(root)
+    problems = t_voc_semseg.check_voc_semseg(root)
     assert len(problems) == 4, problems
     assert problems[0].startswith(f"{palette}: palette PNG") and "benchmarks.voc_sbd" in problems[0]
     assert problems[1] == f"{bad}: holds values [37] that are neither classes 0-20 nor 255 (ignore)"
     assert problems[2].startswith(f"{voc / 'SegmentationClassAug' / val[1]}.png: missing (listed in")
     assert problems[3].startswith(f"{seg / 'train_aug.txt'}: lists 1 val image(s) (e.g. {val[1]})")
-    rc = run_voc_semseg.main(["--datasets", str(root), "--rows", "random", "--output", str(tmp_path / "out")])
+    rc = run.main(["voc_semseg", "--datasets", str(root), "--rows", "random", "--output", str(tmp_path / "out")])
     assert rc == 2 and str(palette) in capsys.readouterr().err and not (tmp_path / "out").exists()
     (seg / "train_aug.txt").unlink()
-    assert any("split file missing; build it" in p and "--sbd" in p for p in dc.check_voc_semseg(root))
+    assert any("split file missing; build it" in p and "--sbd" in p for p in t_voc_semseg.check_voc_semseg(root))
 
 
 def test_keypoint_lvis_and_densepose_checks_find_bad_annotations(tiny_root: Path, tmp_path: Path) -> None:
     root = _copy(tiny_root, tmp_path, "coco", "lvis")
     notes: list[str] = []
-    assert dc.check_coco_keypoints(root, notes=notes) == [] and dc.check_lvis(root) == []
-    assert dc.check_densepose(root) == []
+    assert t_coco_keypoints.check_coco_keypoints(root, notes=notes) == [] and t_lvis.check_lvis(root) == []
+    assert t_densepose.check_densepose(root) == []
 
     kp = root / "coco" / "annotations" / "person_keypoints_val2017.json"
     doc = json.loads(kp.read_text())
     doc["annotations"][0]["keypoints"] = doc["annotations"][0]["keypoints"][:-3]
     doc["annotations"][1]["num_keypoints"] += 1
     kp.write_text(json.dumps(doc))
-    problems = dc.check_coco_keypoints(root)
+    problems = t_coco_keypoints.check_coco_keypoints(root)
     assert [p.split(": ", 2)[-1] for p in problems] == [
         "keypoints must be 17 x [x, y, v] with v 0, 1 or 2",
         f"num_keypoints {doc['annotations'][1]['num_keypoints']} but {doc['annotations'][1]['num_keypoints'] - 1} "
@@ -338,7 +339,7 @@ def test_keypoint_lvis_and_densepose_checks_find_bad_annotations(tiny_root: Path
     gone = root / "coco" / "train2017" / doc["images"][2]["coco_url"].split("/")[-1]
     gone.unlink()
     lvis.write_text(json.dumps(doc))
-    problems = dc.check_lvis(root)
+    problems = t_lvis.check_lvis(root)
     assert len(problems) == 3, problems
     assert problems[0].startswith(f"{gone}: missing") and "coco_url" in problems[0]
     assert any("category_id 5000 is not an LVIS v0.5 id" in p for p in problems)
@@ -349,7 +350,7 @@ def test_keypoint_lvis_and_densepose_checks_find_bad_annotations(tiny_root: Path
     doc["annotations"][0]["dp_I"][0] = 25.0
     doc["annotations"][1]["dp_masks"] = doc["annotations"][1]["dp_masks"][:13]
     dp.write_text(json.dumps(doc))
-    assert [p.split(": ", 2)[-1] for p in dc.check_densepose(root)] == [
+    assert [p.split(": ", 2)[-1] for p in t_densepose.check_densepose(root)] == [
         "dp_I must be part indices 1-24", "dp_masks must be 14 entries, each an RLE ({'size', 'counts'}) or []"]
 
 
@@ -384,40 +385,38 @@ def fake_train_net(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return install_fake_train_net(tmp_path, monkeypatch, FAKE_TRAIN_NET)
 
 
-@pytest.mark.parametrize("module,layouts,stem,run_dir", [
-    ("run_voc_semseg", ("VOC2012",), "voc_semseg_R_50_FCN16s_30k", "R50-dilated-FCN16s"),
-    ("run_coco_keypoints", ("coco",), "coco_keypoints_R_50_FPN_2x", "R50-FPN-2x"),
-    ("run_lvis", ("coco", "lvis"), "lvis_v0.5_R_50_FPN_2x", "R50-FPN-2x")])
-def test_table6_runners_pick_configs_per_row(module: str, layouts: tuple, stem: str, run_dir: str, tiny_root: Path,
+@pytest.mark.parametrize("task,layouts,stem,run_dir", [
+    ("voc_semseg", ("VOC2012",), "voc_semseg_R_50_FCN16s_30k", "R50-dilated-FCN16s"),
+    ("coco_keypoints", ("coco",), "coco_keypoints_R_50_FPN_2x", "R50-FPN-2x"),
+    ("lvis", ("coco", "lvis"), "lvis_v0.5_R_50_FPN_2x", "R50-FPN-2x")])
+def test_table6_runners_pick_configs_per_row(task: str, layouts: tuple, stem: str, run_dir: str, tiny_root: Path,
                                             tmp_path: Path, fake_train_net: Path) -> None:
-    import importlib
-
+    from benchmarks import run
     from benchmarks.common import full_rows
 
-    run = importlib.import_module(f"benchmarks.{module}")
     # the config flavour per row follows the weights (MSRA: BGR base; a MoCo .pth: _rgb; none: _random)
-    args = run.parse_args(["--weights", str(tmp_path / "moco.pth")])
-    rows = full_rows(args, run.benchmark(args).config, module)
+    args, spec = run.parse(task, ["--weights", str(tmp_path / "moco.pth")])
+    rows = full_rows(args, spec.config, spec.prog)
     assert {(r.kind, r.config.name) for r in rows} == {
         ("supervised", f"{stem}.yaml"), ("pretrained", f"{stem}_rgb.yaml"), ("random", f"{stem}_random.yaml")}
     # a full-protocol sweep (random init: no weights to fetch) trains on the checked dataset root
     root = _copy(tiny_root, tmp_path, *layouts)
     out = tmp_path / "out"
-    assert run.main(["--datasets", str(root), "--rows", "random", "--trials", "2", "--output", str(out)]) == 0
+    argv = [task, "--datasets", str(root), "--rows", "random", "--trials", "2", "--output", str(out)]
+    assert run.main(argv) == 0
     calls = read_calls(fake_train_net)
     assert [Path(arg(c["argv"], "--config-file")).name for c in calls] == [f"{stem}_random.yaml"] * 2
     assert {c["datasets"] for c in calls} == {str(root)} and all("--tiny" not in c["argv"] for c in calls)
     assert {Path(arg(c["argv"], "OUTPUT_DIR")).relative_to(out.resolve()).parts[0] for c in calls} == {run_dir}
-    assert run.main(["--datasets", str(root), "--rows", "random", "--trials", "2", "--output", str(out)]) == 0
+    assert run.main(argv) == 0
     assert len(read_calls(fake_train_net)) == 2  # finished trials are skipped
 
 
 def test_lvis_supervised_frozen_bn_row(tiny_root: Path, tmp_path: Path) -> None:
-    from benchmarks import run_lvis
+    from benchmarks import run
     from benchmarks.common import full_rows, tiny_rows
 
-    args = run_lvis.parse_args(["--supervised-frozen-bn", "--weights", str(tmp_path / "moco.pth")])
-    bench = run_lvis.benchmark(args)
+    args, bench = run.parse("lvis", ["--supervised-frozen-bn", "--weights", str(tmp_path / "moco.pth")])
     rows = full_rows(args, bench.config, "run_lvis.sh")
     bench.adjust_rows(rows, False)
     assert {(r.label, r.config.name) for r in rows} == {
@@ -426,18 +425,18 @@ def test_lvis_supervised_frozen_bn_row(tiny_root: Path, tmp_path: Path) -> None:
     sup = next(r for r in rows if r.kind == "supervised")
     assert load_cfg(str(sup.config), []).MODEL.RESNETS.NORM == "FrozenBN"
     # torchvision-style supervised weights (RGB) get the RGB flavour of the frozen-BN config
-    args = run_lvis.parse_args(["--supervised-frozen-bn", "--supervised-weights", str(tmp_path / "sup.pth"),
-                                "--supervised-format", "RGB", "--rows", "supervised"])
+    args, _ = run.parse("lvis", ["--supervised-frozen-bn", "--supervised-weights", str(tmp_path / "sup.pth"),
+                                 "--supervised-format", "RGB", "--rows", "supervised"])
     rows = full_rows(args, bench.config, "run_lvis.sh")
     bench.adjust_rows(rows, False)
     assert [r.config.name for r in rows] == ["lvis_v0.5_R_50_FPN_2x_frozenbn_rgb.yaml"]
     # the tiny default's supervised row: the tiny frozen-BN config
-    rows = tiny_rows(run_lvis.parse_args(["--tiny", "--rows", "supervised"]), tiny_root, tmp_path,
+    rows = tiny_rows(run.parse("lvis", ["--tiny", "--rows", "supervised"])[0], tiny_root, tmp_path,
                      bench.tiny_config, "lvis-tiny", "run_lvis.sh", dry_run=True)
     bench.adjust_rows(rows, True)
     assert [(r.label, r.config.name) for r in rows] == [
         ("supervised (tiny labels) (BN frozen)", "lvis_v0.5_R_18_FPN_tiny_frozenbn.yaml")]
-    assert run_lvis.benchmark(run_lvis.parse_args([])).adjust_rows is None  # the paper's protocol by default
+    assert run.parse("lvis", [])[1].adjust_rows is None  # the paper's protocol by default
 
 
 def test_run_densepose_refuses_in_one_line_without_the_project(tmp_path: Path, fake_train_net: Path) -> None:
@@ -446,7 +445,7 @@ def test_run_densepose_refuses_in_one_line_without_the_project(tmp_path: Path, f
                           str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
-        "run_densepose.sh: error: " + __import__("transfer.densepose_support", fromlist=["MISSING"]).MISSING]
+        "run_densepose.sh: error: " + __import__("transfer.tasks.densepose", fromlist=["MISSING"]).MISSING]
     assert not (tmp_path / "out").exists() and not fake_train_net.exists()
 
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 from weights_files import caffe2_pkl, d2_pkl, evil_pkl, evil_pth, resnet_state
 
-from benchmarks import run_voc, runner
-from benchmarks.image_files import image_problem
+from benchmarks import run, runner
+from transfer.tasks.images import image_problem
 from core.records import RECORD_NAME, read_record
 from transfer import safe_pickle
 from transfer.weights import decide_input_format
@@ -99,7 +99,7 @@ def test_input_format_is_read_from_the_file(tmp_path: Path, r18_state) -> None:
 
 
 def _dry_run(capsys, *argv: str) -> tuple[int, str]:
-    rc = run_voc.main(["--dry-run", *argv])
+    rc = run.main(["voc", "--dry-run", *argv])
     captured = capsys.readouterr()
     return rc, captured.out + captured.err
 
@@ -243,7 +243,7 @@ def _labelme_style(xml: Path) -> None:
 
 
 def test_real_world_voc_xml_trains_and_evaluates(tiny_root: Path, tmp_path: Path) -> None:
-    from benchmarks.dataset_check import check_voc
+    from transfer.tasks.voc import check_voc
 
     root = _copy_voc(tiny_root, tmp_path / "datasets")
     for xml in (root / "VOC2007" / "Annotations").glob("*.xml"):
@@ -264,7 +264,7 @@ def test_real_world_voc_xml_trains_and_evaluates(tiny_root: Path, tmp_path: Path
 
 def test_broken_annotations_and_images_stop_the_sweep_before_training(tiny_root: Path, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture) -> None:
-    from benchmarks.dataset_check import check_voc
+    from transfer.tasks.voc import check_voc
 
     root = _copy_voc(tiny_root, tmp_path / "datasets")
     xmls = sorted((root / "VOC2007" / "Annotations").glob("*.xml"))

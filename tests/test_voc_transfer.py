@@ -162,7 +162,7 @@ def test_train_net_runs_a_tiny_trial_records_it_and_resumes(tiny_root: Path, tmp
     assert (out / "converted" / "moco.pkl").exists() and "MAX_ITER: 4" in rec["config"]
     assert rec["timings"]["iterations_run"] == 4
     per_class = rec["raw_results"]["bbox_per_class_AP50"]
-    from benchmarks.tiny_data import VOC_CLASSES_USED
+    from transfer.tasks.voc import VOC_CLASSES_USED
 
     assert set(per_class) == set(VOC_CLASSES_USED)  # averaged over classes with ground truth only
     assert (out / "last_checkpoint").exists() and (out / "metrics.json").exists()
@@ -240,14 +240,14 @@ def test_runner_skips_finished_resumes_interrupted_and_keeps_going(tmp_path: Pat
 
 def test_run_voc_reports_a_broken_layout_before_training(tiny_root: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
-    from benchmarks import run_voc
+    from benchmarks import run
 
     root = tmp_path / "datasets"
     for name in ("VOC2007", "VOC2012"):
         shutil.copytree(tiny_root / name, root / name)
     victim = sorted((root / "VOC2007" / "Annotations").glob("*.xml"))[3]
     victim.write_text("<annotation><object><name>person</name>")
-    rc = run_voc.main(["--datasets", str(root), "--rows", "random", "--output", str(tmp_path / "out")])
+    rc = run.main(["voc", "--datasets", str(root), "--rows", "random", "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and victim.name in err
     assert not (tmp_path / "out").exists()

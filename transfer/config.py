@@ -18,19 +18,22 @@ def load_cfg(config_file: str, opts: list[str], read_only: bool = False) -> CfgN
     """Suite defaults + config file + command-line opts; CPU fallback when no GPU. A config of a Detectron2
     project (DensePose) gets the project's keys first, or stops in one line when the project is not
     installed (``read_only``: read its values anyway)."""
-    from transfer import densepose_support
+    from transfer.tasks import densepose
     from transfer.modeling import add_suite_config
 
+    from transfer import tasks
+
+    tasks.register_datasets(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")))
     cfg = add_suite_config(get_cfg())
     if not Path(config_file).is_file():
         raise SetupError(f"config file not found: {config_file}")
-    if densepose_support.is_densepose_config(config_file):
+    if densepose.is_densepose_config(config_file):
         try:
-            densepose_support.add_config(cfg, read_only=read_only)
-        except densepose_support.DensePoseMissing as e:
+            densepose.add_config(cfg, read_only=read_only)
+        except densepose.DensePoseMissing as e:
             raise SetupError(str(e)) from None
-        if densepose_support.available():
-            densepose_support.register_datasets(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")))
+        if densepose.available():
+            densepose.register_datasets(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")))
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(opts)
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":

@@ -1,6 +1,6 @@
 """Register the datasets of a sweep's dataset spec inside a trial (``train_net.py --datasets-spec FILE``).
 
-A runner (``benchmarks/run_custom.py``, or ``--train-fraction`` on any runner) writes one JSON spec into its
+A runner (``run_custom.sh``: ``benchmarks/own_data.py``, or ``--train-fraction`` on any runner) writes one JSON spec into its
 sweep folder; every trial of every row reads the same file, so registration happens in the trial's own
 process (also on another machine under SLURM) and all trials see the same data. A spec::
 

@@ -14,26 +14,6 @@ import platform
 import sys
 from pathlib import Path
 
-# benchmark -> (dataset dirs / files it needs, relative to $DETECTRON2_DATASETS)
-BENCHMARKS: dict[str, list[str]] = {
-    "voc (run_voc.sh)": ["VOC2007/JPEGImages", "VOC2007/Annotations", "VOC2007/ImageSets/Main/trainval.txt",
-                         "VOC2007/ImageSets/Main/test.txt", "VOC2012/JPEGImages", "VOC2012/Annotations",
-                         "VOC2012/ImageSets/Main/trainval.txt"],
-    "coco (run_coco.sh)": ["coco/train2017", "coco/val2017", "coco/annotations/instances_train2017.json",
-                           "coco/annotations/instances_val2017.json"],
-    "cityscapes (run_cityscapes.sh)": ["cityscapes/leftImg8bit/train", "cityscapes/leftImg8bit/val",
-                                       "cityscapes/gtFine/train", "cityscapes/gtFine/val"],
-    "voc_semseg (run_voc_semseg.sh)": ["VOC2012/JPEGImages", "VOC2012/SegmentationClass",
-                                       "VOC2012/SegmentationClassAug", "VOC2012/ImageSets/Segmentation/val.txt",
-                                       "VOC2012/ImageSets/Segmentation/train_aug.txt"],
-    "coco_keypoints (run_coco_keypoints.sh)": ["coco/train2017", "coco/val2017",
-                                               "coco/annotations/person_keypoints_train2017.json",
-                                               "coco/annotations/person_keypoints_val2017.json"],
-    "lvis (run_lvis.sh)": ["coco/train2017", "coco/val2017", "lvis/lvis_v0.5_train.json", "lvis/lvis_v0.5_val.json"],
-    "densepose (run_densepose.sh)": ["coco/train2014", "coco/val2014", "coco/annotations/densepose_train2014.json",
-                                     "coco/annotations/densepose_valminusminival2014.json",
-                                     "coco/annotations/densepose_minival2014.json"],
-}
 LIBRARIES = ("fvcore", "iopath", "pycocotools", "cityscapesscripts", "lvis", "densepose", "shapely", "pandas",
              "matplotlib", "submitit", "tqdm", "tensorboard")
 
@@ -89,7 +69,12 @@ def gpu_report() -> list[str]:
 def dataset_report(root: Path) -> list[str]:
     lines = [f"datasets root: {root} (from {'$DETECTRON2_DATASETS' if os.environ.get('DETECTRON2_DATASETS') else 'default ./datasets'})"
              + ("" if root.is_dir() else " -- does not exist")]
-    for bench, needs in BENCHMARKS.items():
+    from transfer import tasks
+
+    for name, b in tasks.benchmarks().items():
+        if not b.needs:
+            continue
+        bench, needs = f"{name} (run_{name}.sh)", b.needs
         missing = [n for n in needs if not (root / n).exists()]
         if not missing:
             lines.append(f"  {bench}: ready")

@@ -20,7 +20,7 @@ per image); the last ``lvis`` release on PyPI (0.5.3) still calls ``np.float``, 
 alias is provided while it evaluates (and removed after).
 
 Which evaluator a dataset gets, and how its output maps to the paper's metric names, is stated per
-task in ``transfer/tasks.py``.
+task module in ``transfer/tasks/``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
   ``MODEL.ROI_KEYPOINT_HEAD.NORM`` (SyncBN) after each conv: normalized fine-tuning puts BN in the heads too.
 
 Importing this module also registers the semantic-segmentation pieces of ``transfer/semseg.py`` and the
-PASCAL VOC semantic segmentation datasets of ``transfer/voc_semseg.py``.
+PASCAL VOC semantic segmentation datasets of ``transfer/tasks/voc_semseg.py``.
 """
 
 from __future__ import annotations
@@ -127,7 +127,3 @@ class KRCNNConvNormDeconvUpsampleHead(BaseKeypointRCNNHead, nn.Sequential):
 
 
 import transfer.semseg  # noqa: E402,F401  (registers the FCN head and the dilated-C5 backbone)
-from transfer.voc_semseg import default_root as _voc_root  # noqa: E402
-from transfer.voc_semseg import register_voc_semseg  # noqa: E402
-
-register_voc_semseg(_voc_root())

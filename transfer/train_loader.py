@@ -19,7 +19,7 @@ other images and crops than an uninterrupted one, and ends with other numbers. H
 The sampling is statistically the same as Detectron2's (uniform epochs, the same grouping rule); what
 differs is only which permutation a given seed produces. On GPUs, cuDNN algorithm choice and atomic
 additions in some kernels remain non-deterministic, so GPU trials resumed or not differ in the last digits
-(see README); on a CPU a resumed trial ends with the same numbers as an uninterrupted one.
+(see docs/trust.md); on a CPU a resumed trial ends with the same numbers as an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
         MODEL.WEIGHTS ckpt.pkl OUTPUT_DIR output/voc/moco/trial0
 
 Detectron2's ``DefaultTrainer`` and ``launch`` do the training; this adds the suite's modeling pieces
-(``transfer/modeling.py``), the evaluator per task (``transfer/tasks.py``), on-the-fly conversion of
+(``transfer/modeling.py``), the evaluator per task (``transfer/tasks/``), on-the-fly conversion of
 ``.pth`` weights (``transfer/convert.py``) and, before the first iteration:
 
 * weights are read without running code (``transfer/checkpointer.py``), their input format is decided
@@ -158,7 +158,7 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         mapper = scale_crop_flip_mapper(cfg) if cfg.INPUT.RANDOM_SCALE.ENABLED else None  # semantic segmentation
         if cfg.MODEL.get("DENSEPOSE_ON", False):
-            from transfer.densepose_support import train_mapper
+            from transfer.tasks.densepose import train_mapper
 
             mapper = train_mapper(cfg)
         return build_resumable_train_loader(cfg, mapper)
@@ -168,7 +168,7 @@ class Trainer(DefaultTrainer):
         if cfg.MODEL.get("DENSEPOSE_ON", False):
             from detectron2.data import build_detection_test_loader
 
-            from transfer.densepose_support import test_mapper
+            from transfer.tasks.densepose import test_mapper
 
             return build_detection_test_loader(cfg, dataset_name, mapper=test_mapper(cfg))
         return super().build_test_loader(cfg, dataset_name)
