@@ -176,14 +176,16 @@ def default_label(method: str, weights: str) -> str:
 
 
 def distinct_defaults(labels: list[str], given: list[bool], weights: list[str]) -> list[str]:
-    """Default labels shared by several rows get their weights' parent folder (``"MoCo v2 ckpt (runA)"``); labels
-    given explicitly are kept as they are (a clash left over is refused by ``sweep_checks.label_problems``)."""
+    """Default labels shared by several rows get their weights' parent folder (``"MoCo v2 ckpt (runA)"``) when that
+    tells them apart; labels given explicitly are kept as they are (a clash left over, e.g. one file given twice, is
+    refused by ``sweep_checks.label_problems``)."""
     out = list(labels)
-    for i, label in enumerate(labels):
-        if given[i]:
+    for label in set(labels):
+        group = [i for i, other in enumerate(labels) if other == label and not given[i]]
+        if len(group) < 2 or any(is_remote(weights[i]) for i in group):
             continue
-        if sum(1 for j, other in enumerate(labels) if other == label) > 1 and not is_remote(weights[i]):
-            parent = Path(weights[i]).parent.name
-            if parent:
+        parents = [Path(weights[i]).parent.name for i in group]
+        if all(parents) and len(set(parents)) == len(parents):
+            for i, parent in zip(group, parents):
                 out[i] = f"{label} ({parent})"
     return out

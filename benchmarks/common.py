@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from benchmarks import backbones
 from benchmarks.backbones import add_weights_args
@@ -26,6 +26,9 @@ from benchmarks.runner import REPO, Row, SweepStop, child_env, plan_trials, prin
 from benchmarks.scaleout import batch_overrides, submit, write_sweep
 from cluster.slurm import add_slurm_args
 from transfer.tasks.base import RGB_FLAVOUR, RunSpec
+
+if TYPE_CHECKING:
+    from transfer.methods import Method
 
 CONFIGS = REPO / "transfer" / "configs"
 MSRA_R50 = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
@@ -152,26 +155,52 @@ def make_row(label: str, kind: str, base: Path, weights: str, input_format: str 
     return Row(label, kind, base if fixed_config else config, weights, fmt, why)
 
 
-def pretrained_rows(args: argparse.Namespace, base: Path, fixed_config: bool = False) -> list[Row]:
-    """One row per backbone given (``--weights``, ``--weights-list``; ``benchmarks/backbones.py``), in that order: its
-    method read from the file, its label (given, or method + file stem), its own input format and config flavour."""
+def _labelled_backbones(args: argparse.Namespace) -> list[tuple[backbones.BackboneSpec, Method, str]]:
+    """Each backbone given, in order, with its method (read from the file; cached) and its row label (given, or
+    method + file stem, told apart by folder when two files share one)."""
     from transfer.methods import detect_method
-    from transfer.weights import WeightsFormatError
 
     specs = backbones.specs_of(args)
     methods = [detect_method(s.path) for s in specs]
     labels = backbones.distinct_defaults([s.label or backbones.default_label(m.name, s.path)
                                           for s, m in zip(specs, methods)],
                                          [s.label is not None for s in specs], [s.path for s in specs])
+    return list(zip(specs, methods, labels))
+
+
+def check_backbone_labels(args: argparse.Namespace, prog: str) -> None:
+    """Refuse clashing backbone labels (:func:`_refuse_clashing_labels`) before any data is written or trained."""
+    if "pretrained" in requested_rows(args, prog):
+        _refuse_clashing_labels([Row(label, "pretrained", Path(), spec.path, origin=spec.origin)
+                                 for spec, _, label in _labelled_backbones(args)])
+
+
+def pretrained_rows(args: argparse.Namespace, base: Path, fixed_config: bool = False) -> list[Row]:
+    """One row per backbone given (``--weights``, ``--weights-list``; ``benchmarks/backbones.py``), in that order: its
+    method read from the file, its label (given, or method + file stem), its own input format and config flavour."""
+    from transfer.weights import WeightsFormatError
+
     rows = []
-    for spec, method, label in zip(specs, methods, labels):
+    for spec, method, label in _labelled_backbones(args):
         try:
             row = make_row(label, "pretrained", base, spec.path, spec.input_format or args.weights_format, fixed_config)
         except WeightsFormatError as e:
             raise WeightsFormatError(f"{label} ({spec.origin}): {e}") from None
         row.method, row.method_reason, row.origin = method.name, method.reason, spec.origin
         rows.append(row)
+    _refuse_clashing_labels(rows)
     return rows
+
+
+def _refuse_clashing_labels(rows: list[Row]) -> None:
+    """Raise :class:`~benchmarks.backbones.BackboneError` (one line) when two given rows would share a folder, or one
+    would take a baseline row's: checked as soon as the rows are made, before any tiny pretraining or trial."""
+    from benchmarks import sweep_checks
+
+    problems = sweep_checks.label_problems(rows)
+    if problems:
+        more = f" ({len(problems) - 1} more such problem(s))" if len(problems) > 1 else ""
+        raise backbones.BackboneError(problems[0] + more)
 
 
 def _in_order(rows: list[Row]) -> list[Row]:
@@ -318,6 +347,7 @@ def run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
 
 
 def _run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
+    check_backbone_labels(args, bench.prog)  # one line, before any data is written
     root = dataset_root(args)
     missing = bench.requires() if bench.requires else None
     if missing:

@@ -4,8 +4,10 @@ sweep; rows in the order given; records with a generic kind and the method; outp
 
 The done-when: one ``run_voc.sh`` command with three pretrained files (this suite's ``.pth``, a reference-MoCo-converter
 ``.pkl``, a torchvision-converted ``.pkl``) plans with ``--dry-run`` and produces one table of five rows through
-``--launcher slurm`` (submitit's local executor: real trials, ResNet-18, one iteration) and through
-``--parallel-trials 2`` (the runner's real command lines, a stand-in ``train_net.py``)."""
+``--parallel-trials 2`` (real trials: ResNet-18, one iteration) and through ``--launcher slurm`` (submitit's debug
+executor, the runner's real command lines, a stand-in ``train_net.py``). A ``--tiny`` sweep of two methods (MoCo v2,
+PixPro) with the tiny supervised and random-init rows gives one table of four rows, the baselines trained once; clashing
+labels are refused in one line before anything is written."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_runs import FAST, install_fake_train_net, read_calls, run_voc
-from weights_files import caffe2_pkl, reference_moco_pkl, resnet_state, torchvision_d2_pkl, with_mlp_head
+from tiny_runs import FAST, install_fake_train_net, read_calls, run_voc, tiny_output
+from weights_files import (caffe2_pkl, d2_pkl, reference_moco_pkl, resnet_state, torchvision_d2_pkl,
+                          with_mlp_head)
 
 from benchmarks import backbones, run, sweep_checks
 from benchmarks.plan import Row
@@ -338,3 +341,84 @@ def test_five_rows_as_slurm_jobs_give_the_same_table(three_files, tiny_root: Pat
         ["0", "1", "2", "3", "4"]
     sweep = json.loads((tmp_path / "out" / "R50-C4" / "sweep.json").read_text())
     assert len(sweep["trials"]) == 5 and sweep["launcher"] == "slurm"
+
+
+# ----------------------------------------------------------------------------- a tiny sweep of two methods
+
+@pytest.fixture(scope="module")
+def two_methods(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A reference-converter MoCo v2 .pkl (--weights) and a PixPro .pkl listed with its label (--weights-list)."""
+    d = tmp_path_factory.mktemp("two_methods")
+    reference_moco_pkl(d / "moco_v2_800ep.pkl", resnet_state("resnet18", 4), mlp=True)
+    d2_pkl(d / "pixpro_100ep.pkl", resnet_state("resnet18", 5), "PixPro")
+    (d / "list.yaml").write_text("- label: PixPro 100ep\n  path: pixpro_100ep.pkl\n  input_format: RGB\n")
+    return {"moco": d / "moco_v2_800ep.pkl", "pixpro": d / "pixpro_100ep.pkl", "list": d / "list.yaml"}
+
+
+TINY_ROWS = ["random init", "supervised (tiny labels)", "MoCo v2 moco_v2_800ep", "PixPro 100ep"]
+
+
+def _legacy_record(like: dict, label: str) -> dict:
+    """``like`` as a release before rows had a method wrote it: kind "moco", no method, no order."""
+    rec = {k: v for k, v in like.items() if k != "schema"}
+    rec["pretrain"] = {"label": label, "kind": "moco", "weights": "/old/ckpt.pkl", "sha256": "cd" * 32}
+    rec["metrics"] = {k: v + 1.0 for k, v in like["metrics"].items()}
+    return rec
+
+
+def test_a_tiny_sweep_of_two_methods_is_one_table_with_the_baselines_trained_once(two_methods, tiny_root: Path,
+                                                                                  tmp_path: Path) -> None:
+    out = tiny_output(tmp_path / "out", tiny_root)
+    sup = out / "pretrain" / "supervised" / "checkpoint_0007.pth.tar"  # the tiny supervised counterpart, made before
+    sup.parent.mkdir(parents=True)
+    torch.save({"state_dict": resnet_state("resnet18", 6), "arch": "resnet18", "epoch": 8}, sup)
+    res = run_voc("--tiny", "--trials", "1", "--output", str(out), "--weights", str(two_methods["moco"]),
+                  "--weights-list", str(two_methods["list"]), "--parallel-trials", "2", "--", "SOLVER.MAX_ITER", "2", *FAST)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
+    # the plan: each backbone with its method, where it was given, and its own input-format decision
+    assert "MoCo v2 moco_v2_800ep (pretrained, --weights 1): 1 trial(s)" in res.stdout
+    assert "PixPro 100ep (pretrained, list.yaml entry 1): 1 trial(s)" in res.stdout
+    assert "method   MoCo v2: " in res.stdout and "method   PixPro: " in res.stdout
+    assert "input    RGB: set by --input-format" in res.stdout  # the list entry's input_format
+    assert "input    RGB: moco_v2_800ep.pkl: torchvision-style Detectron2 pickle (__author__ 'MOCO')" in res.stdout
+    assert "MoCo v2 (tiny pretraining)" not in res.stdout  # given backbones replace the tiny MoCo pretraining
+    # one table, four rows in the given order, each backbone with its method and its gap to the supervised row
+    cells = _main_table(res.stdout)
+    assert [c[0] for c in cells] == TINY_ROWS and [c[1] for c in cells] == ["", "", "MoCo v2", "PixPro"]
+    assert "In brackets: gap to supervised (tiny labels)" in res.stdout
+    assert all(re.search(r"\(([+-]|−)?\d+\.\d\)", cell) for c in cells[2:] for cell in c[3:]), cells
+    # the supervised and random-init rows ran once for the sweep: one record each, four in all
+    recs = [read_record(p) for p in out.rglob(RECORD_NAME)]
+    assert sorted(r["pretrain"]["label"] for r in recs) == sorted(TINY_ROWS)
+    by = {r["pretrain"]["label"]: r["pretrain"] for r in recs}
+    assert [by[label]["kind"] for label in TINY_ROWS] == ["random", "supervised", "pretrained", "pretrained"]
+    assert [by[label]["method"] for label in TINY_ROWS] == [None, None, "MoCo v2", "PixPro"]
+    assert [by[label]["order"] for label in TINY_ROWS] == [0, 1, 2, 3]
+    assert by["PixPro 100ep"]["input_format"] == "RGB" and by["PixPro 100ep"]["sha256"] != by["MoCo v2 moco_v2_800ep"][
+        "sha256"]
+    # a record an earlier version wrote beside them (kind "moco") still tabulates, after the rows of this sweep
+    like = next(r for r in recs if r["pretrain"]["kind"] == "random")
+    write_record(out / "R18-C4" / "moco-v1-old" / "trial0", _legacy_record(like, "MoCo v1 old"))
+    shown = subprocess.run([sys.executable, "-m", "results", "--runs", str(out)], cwd=REPO, capture_output=True,
+                           text=True)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    cells = _main_table(shown.stdout)
+    assert [c[0] for c in cells] == [*TINY_ROWS, "MoCo v1 old"] and cells[-1][1] == "MoCo v1", cells
+
+
+def test_clashing_labels_are_refused_in_one_line_before_anything_trains(two_methods, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    moco, pixpro = str(two_methods["moco"]), str(two_methods["pixpro"])
+    for weights, says in (([f"Mine={moco}", f"mine={pixpro}"], "rows 'Mine' (--weights 1) and 'mine' (--weights 2) "
+                                                                "would share the folder mine/"),
+                          ([f"Random Init={moco}"], "row 'Random Init' (--weights 1) names the folder of the "
+                                                    "'random init' row"),
+                          ([moco, moco], "would share the folder moco-v2-moco-v2-800ep/")):
+        out = tmp_path / f"out{len(says)}"
+        argv = ["voc", "--tiny", "--output", str(out)]
+        for w in weights:
+            argv += ["--weights", w]
+        assert run.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("run_voc.sh: error: ") and says in err[0], err
+        assert not out.exists()  # refused before the tiny data, the tiny pretraining or a trial

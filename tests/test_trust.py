@@ -212,7 +212,7 @@ def test_every_full_config_matches_the_paper_protocol() -> None:
         cfg = load_cfg(str(path), [], read_only=path.parent.name == "densepose")  # DensePose is not installed here
         task = task_of(cfg)
         key = (task, arch_of(cfg), schedule_of(cfg, task))
-        kind = "moco" if path.stem.endswith("_rgb") else "random" if path.stem.endswith("_random") else "supervised"
+        kind = "pretrained" if path.stem.endswith("_rgb") else "random" if path.stem.endswith("_random") else "supervised"
         assert paper_protocol(*key) is not None, key
         # the LVIS supervised variant with BN frozen (the paper's dagger row) is a named deviation
         expected = ["MODEL.RESNETS.NORM FrozenBN (paper SyncBN)"] if "_frozenbn" in path.stem else []

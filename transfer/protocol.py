@@ -139,7 +139,7 @@ def expected_input(kind: str, path: str | Path | None = None) -> dict[str, Any]:
 
 def expected_input_values(input_format: str, path: str | Path | None = None) -> dict[str, Any]:
     """The config values an input format means: BGR (Caffe2 weights) or RGB (torchvision-style)."""
-    return expected_input("supervised" if input_format == "BGR" else "moco", path)
+    return expected_input("supervised" if input_format == "BGR" else "pretrained", path)
 
 
 def deviations(values: dict[str, Any], task: str, arch: str, schedule: str, kind: str,
