@@ -350,21 +350,21 @@ def _voc(ckpt: Path, label: str, archs: list[str], trials: int, out: Path, seed:
 
         if archs != ["C4"]:
             raise SpecError("the tiny VOC transfer has a C4 detector only (pass --voc C4)")
-        row = Row(label, "moco", CONFIGS / "tiny" / "voc_R_18_C4_tiny.yaml", str(ckpt.resolve()))
+        row = Row(label, "pretrained", CONFIGS / "tiny" / "voc_R_18_C4_tiny.yaml", str(ckpt.resolve()))
         plan = plan_trials([row], trials, (out / "C4").resolve(), "R18-C4", seed, [])
         env = child_env(Path(datasets) if datasets else None)
         for k, v in run_all(plan, trials_requested=trials, env=env, gpus=gpus,
                             extra=["--tiny", "--schedule", "tiny"]).items():
             counts[k] += v
         return counts
-    from benchmarks import run_voc
+    from benchmarks import run
 
     for arch in archs:
-        argv = ["--weights", str(ckpt), "--label", label, "--rows", "moco", "--arch", arch, "--trials", str(trials),
-                "--seed", str(seed), "--gpus", str(gpus), "--output", str(out / arch)]
+        argv = ["--weights", str(ckpt), "--label", label, "--rows", "pretrained", "--arch", arch, "--trials",
+                str(trials), "--seed", str(seed), "--gpus", str(gpus), "--output", str(out / arch)]
         if datasets:
             argv += ["--datasets", datasets]
-        counts["failed" if run_voc.main(argv) else "finished"] += trials
+        counts["failed" if run.main(["voc", *argv]) else "finished"] += trials
     return counts
 
 

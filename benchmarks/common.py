@@ -2,9 +2,10 @@
 ``transfer/tasks/``).
 
 The command line (rows, trials, seeds, GPUs, output, dataset root, ``--tiny``, ``--dry-run``, input
-formats, Detectron2 overrides after ``--``), the choice of config flavour per row from the input format
+formats, Detectron2 overrides after ``--``), the rows (supervised, random init, and one pretrained row per
+``--weights`` / ``--weights-list`` entry: ``benchmarks/backbones.py``), the choice of config flavour per row from the input format
 its weights need (``transfer/weights.py``: Caffe2/MSRA weights -> the BGR base config; every
-torchvision-style file -> ``*_moco.yaml``; random init -> ``*_random.yaml``), the tiny MoCo v2 and supervised
+torchvision-style file -> ``*_rgb.yaml``; random init -> ``*_random.yaml``), the tiny MoCo v2 and supervised
 ResNet-18 checkpoints of the embedded small-scale default (made once under the output dir and reused),
 and the run itself: dataset check or tiny data, preflight (``benchmarks/preflight.py``), plan, trials
 through ``benchmarks/runner.py``, table.
@@ -17,16 +18,22 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from benchmarks import backbones
+from benchmarks.backbones import add_weights_args
 from benchmarks.runner import REPO, Row, SweepStop, child_env, plan_trials, print_table, run_all
 from benchmarks.scaleout import batch_overrides, submit, write_sweep
 from cluster.slurm import add_slurm_args
-from transfer.tasks.base import RunSpec
+from transfer.tasks.base import RGB_FLAVOUR, RunSpec
+
+if TYPE_CHECKING:
+    from transfer.methods import Method
 
 CONFIGS = REPO / "transfer" / "configs"
 MSRA_R50 = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-ROWS = ("supervised", "moco", "random")
+ROWS = ("supervised", "pretrained", "random")
+ROW_ALIASES = {"moco": "pretrained"}  # the pretrained rows' name before rows had a method (--rows moco still works)
 # Tiny pretraining of the embedded default: ResNet-18 on the 64 px tiny ImageFolder.
 TINY_SUPERVISED_EPOCHS = 8
 TINY_MOCO_EPOCHS = 20
@@ -47,15 +54,13 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     """Flags every runner has; runners add their own (``--arch``, ``--schedule``, ``--task``)."""
     p = argparse.ArgumentParser(prog=prog, description=description,
                                 epilog="Arguments after '--' are passed to Detectron2 as config overrides.")
-    p.add_argument("--weights", help="pretrained backbone for the MoCo row: .pth/.pth.tar checkpoint or converted .pkl")
-    p.add_argument("--label", help="row label for --weights (default: 'MoCo <file stem>')")
+    add_weights_args(p)  # --weights [LABEL=]PATH (repeatable), --weights-list, --label, --weights-format
     p.add_argument("--supervised-weights", default=MSRA_R50, help=f"supervised row weights (default {MSRA_R50})")
-    p.add_argument("--weights-format", choices=("RGB", "BGR"),
-                   help="input format --weights needs (default: decided from the file; see docs/trust.md)")
     p.add_argument("--supervised-format", choices=("RGB", "BGR"),
                    help="input format --supervised-weights needs (default: decided from the file)")
     p.add_argument("--rows", default=",".join(ROWS),
-                   help="rows to run, comma-separated from supervised,moco,random (moco needs --weights)")
+                   help="rows to run, comma-separated from supervised,pretrained,random (pretrained: every --weights; "
+                        "with --tiny and no --weights, the tiny MoCo v2 pretraining; 'moco' means pretrained)")
     p.add_argument("--trials", type=int, default=None, help="trials per row (default 5; 1 with --tiny)")
     p.add_argument("--seed", type=int, default=0, help="seed of trial 0 (trial i uses seed+i)")
     p.add_argument("--gpus", "--gpus-per-node", dest="gpus", type=int, default=1,
@@ -126,7 +131,7 @@ def dataset_root(args: argparse.Namespace) -> Path:
 
 
 def requested_rows(args: argparse.Namespace, prog: str) -> list[str]:
-    names = [r.strip() for r in args.rows.split(",") if r.strip()]
+    names = [ROW_ALIASES.get(r.strip(), r.strip()) for r in args.rows.split(",") if r.strip()]
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         raise SystemExit(f"{prog}: error: unknown row {unknown[0]!r} (choose from {','.join(ROWS)})")
@@ -136,14 +141,15 @@ def requested_rows(args: argparse.Namespace, prog: str) -> list[str]:
 # ----------------------------------------------------------------------------- rows
 
 def config_for(base: Path, weights: str, input_format: str | None = None) -> tuple[Path, str, str]:
-    """(config, input format, reason): the BGR base config for Caffe2/MSRA weights, its ``_moco`` flavour for
-    torchvision-style ones, ``_random`` without weights (rule in ``transfer/weights.py``)."""
+    """(config, input format, reason): the BGR base config for Caffe2/MSRA weights, its ``_rgb`` flavour for
+    torchvision-style ones (RGB, ImageNet mean/std, stride in the 3x3 conv), ``_random`` without weights (rule in
+    ``transfer/weights.py``). Flavours are named by what differs, their input format, not by a method."""
     from transfer.weights import decide_input_format
 
     fmt = decide_input_format(weights, input_format)
     if not weights:
         return base.with_name(base.stem + "_random.yaml"), fmt.format, fmt.reason
-    config = base if fmt.format == "BGR" else base.with_name(base.stem + "_moco.yaml")
+    config = base if fmt.format == "BGR" else base.with_name(base.stem + RGB_FLAVOUR + ".yaml")
     return config, fmt.format, fmt.reason
 
 
@@ -160,8 +166,59 @@ def make_row(label: str, kind: str, base: Path, weights: str, input_format: str 
     return Row(label, kind, base if fixed_config else config, weights, fmt, why, opts=opts)
 
 
-def moco_label(args: argparse.Namespace) -> str:
-    return args.label or f"MoCo {Path(args.weights).name.split('.')[0]}"
+def _labelled_backbones(args: argparse.Namespace) -> list[tuple[backbones.BackboneSpec, Method, str]]:
+    """Each backbone given, in order, with its method (read from the file; cached) and its row label (given, or
+    method + file stem, told apart by folder when two files share one)."""
+    from transfer.methods import detect_method
+
+    specs = backbones.specs_of(args)
+    methods = [detect_method(s.path) for s in specs]
+    labels = backbones.distinct_defaults([s.label or backbones.default_label(m.name, s.path)
+                                          for s, m in zip(specs, methods)],
+                                         [s.label is not None for s in specs], [s.path for s in specs])
+    return list(zip(specs, methods, labels))
+
+
+def check_backbone_labels(args: argparse.Namespace, prog: str) -> None:
+    """Refuse clashing backbone labels (:func:`_refuse_clashing_labels`) before any data is written or trained."""
+    if "pretrained" in requested_rows(args, prog):
+        _refuse_clashing_labels([Row(label, "pretrained", Path(), spec.path, origin=spec.origin)
+                                 for spec, _, label in _labelled_backbones(args)])
+
+
+def pretrained_rows(args: argparse.Namespace, base: Path, fixed_config: bool = False) -> list[Row]:
+    """One row per backbone given (``--weights``, ``--weights-list``; ``benchmarks/backbones.py``), in that order: its
+    method read from the file, its label (given, or method + file stem), its own input format and config flavour."""
+    from transfer.weights import WeightsFormatError
+
+    rows = []
+    for spec, method, label in _labelled_backbones(args):
+        try:
+            row = make_row(label, "pretrained", base, spec.path, spec.input_format or args.weights_format, fixed_config)
+        except WeightsFormatError as e:
+            raise WeightsFormatError(f"{label} ({spec.origin}): {e}") from None
+        row.method, row.method_reason, row.origin = method.name, method.reason, spec.origin
+        rows.append(row)
+    _refuse_clashing_labels(rows)
+    return rows
+
+
+def _refuse_clashing_labels(rows: list[Row]) -> None:
+    """Raise :class:`~benchmarks.backbones.BackboneError` (one line) when two given rows would share a folder, or one
+    would take a baseline row's: checked as soon as the rows are made, before any tiny pretraining or trial."""
+    from benchmarks import sweep_checks
+
+    problems = sweep_checks.label_problems(rows)
+    if problems:
+        more = f" ({len(problems) - 1} more such problem(s))" if len(problems) > 1 else ""
+        raise backbones.BackboneError(problems[0] + more)
+
+
+def _in_order(rows: list[Row]) -> list[Row]:
+    """Number the rows in the order they were made (recorded: the tables keep it)."""
+    for i, row in enumerate(rows):
+        row.order = i
+    return rows
 
 
 def full_rows(args: argparse.Namespace, base: Path, prog: str) -> list[Row]:
@@ -171,12 +228,11 @@ def full_rows(args: argparse.Namespace, base: Path, prog: str) -> list[Row]:
         if name == "supervised":
             rows.append(make_row("supervised IN-1M", "supervised", base, args.supervised_weights,
                                  args.supervised_format))
-        elif name == "moco" and args.weights:
-            rows.append(make_row(moco_label(args), "moco", base, str(Path(args.weights).resolve()),
-                                 args.weights_format))
+        elif name == "pretrained":
+            rows += pretrained_rows(args, base)
         elif name == "random":
             rows.append(make_row("random init", "random", base, ""))
-    return rows
+    return _in_order(rows)
 
 
 def _pretrain(fn: Callable[[list[str]], Path], argv: list[str], what: str, tag: str, prog: str) -> Path:
@@ -208,14 +264,15 @@ def tiny_pretrain_dir(out: Path, what: str, seed: int) -> Path:
 
 def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag: str, prog: str,
               dry_run: bool = False) -> list[Row]:
-    """The requested rows among random init, the tiny supervised counterpart and tiny MoCo v2 (or ``--weights``)
-    for ``config``. Their checkpoints live in ``out/pretrain/{supervised,moco}-seed<seed>`` and are made only when
+    """The requested rows among random init, the tiny supervised counterpart and tiny MoCo v2 (or the ``--weights``
+    rows) for ``config``. Their checkpoints live in ``out/pretrain/{supervised,moco}-seed<seed>`` and are made only when
     missing (not with ``dry_run``: the row then names the checkpoint it will make)."""
     from pretrain import main_moco, supervised
     from pretrain.checkpoint import checkpoint_name
 
     names = requested_rows(args, prog)
     train, val = data / "pretrain" / "train", data / "pretrain" / "val"
+    given = pretrained_rows(args, config, fixed_config=True) if "pretrained" in names else []  # checked first
     rows = []
     if "random" in names:
         rows.append(make_row("random init", "random", config, "", fixed_config=True))
@@ -230,10 +287,9 @@ def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag
         rows.append(make_row("supervised (tiny labels)", "supervised", config, str(sup), args.supervised_format,
                              fixed_config=True))
         rows[-1].pending = "made by the tiny supervised pretraining"
-    if "moco" in names and args.weights:
-        rows.append(make_row(moco_label(args), "moco", config, str(Path(args.weights).resolve()),
-                             args.weights_format, fixed_config=True))
-    elif "moco" in names:
+    if given:
+        rows += given
+    elif "pretrained" in names:
         moco_dir, what = tiny_pretrain_dir(out, "moco", args.seed), "MoCo v2 pretraining"
         moco = moco_dir / checkpoint_name(TINY_MOCO_EPOCHS - 1)
         if not dry_run:
@@ -243,9 +299,10 @@ def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag
                                  str(args.seed), "-j", "0", "--output-dir", str(moco_dir), "--resume", "auto",
                                  "--keep-checkpoints", "1", "--knn-val", str(val), "--knn-every", "10",
                                  "--no-tensorboard"], what, tag, prog)
-        rows.append(make_row("MoCo v2 (tiny pretraining)", "moco", config, str(moco), fixed_config=True))
+        rows.append(make_row("MoCo v2 (tiny pretraining)", "pretrained", config, str(moco), fixed_config=True))
         rows[-1].pending = "made by the tiny MoCo v2 pretraining"
-    return rows
+        rows[-1].method, rows[-1].method_reason = "MoCo v2", "this suite's MoCo v2 pretraining (--preset v2)"
+    return _in_order(rows)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -307,6 +364,7 @@ def run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
 
 
 def _run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
+    check_backbone_labels(args, bench.prog)  # one line, before any data is written
     root = dataset_root(args)
     missing = bench.requires() if bench.requires else None
     if missing:
@@ -348,14 +406,14 @@ def _run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
         bench.adjust_rows(rows, tiny)
     from benchmarks import sweep_checks
 
-    problems = sweep_checks.label_problems(rows, args.label if args.weights else None)
+    problems = sweep_checks.label_problems(rows)
     if problems:
         return _fail(bench.prog, problems[0], problems[1:])
     run_dir += "-amp" if getattr(args, "amp", False) else ""  # fp32 and AMP trials never mix in one row
     run_dir += "-tf32" if getattr(args, "tf32", False) else ""
     args.opts = [*bench.opts, *args.opts]  # a named variant's values (e.g. run_densepose.sh --recipe 2020)
     if not rows:
-        return _fail(bench.prog, "no rows to run (pass --weights for the MoCo row)")
+        return _fail(bench.prog, "no rows to run (pass --weights for a pretrained row)")
     if args.allow_partial_weights:
         extra = [*extra, "--allow-partial-weights"]
     if bench.prepare is not None:

@@ -1,6 +1,6 @@
 """Fine-tuning speed and memory: seconds per iteration and peak GPU memory of a Detectron2 config.
 
-    python -m benchmarks.finetune_speed --config voc/voc_R_50_C4_24k_moco.yaml [--batch 16] [--iters 8] [--json]
+    python -m benchmarks.finetune_speed --config voc/voc_R_50_C4_24k_rgb.yaml [--batch 16] [--iters 8] [--json]
     python -m benchmarks.finetune_speed --config tiny/voc_R_18_C4_tiny.yaml --device cpu --smoke
 
 For each mode -- ``fp32-tf32off`` (the paper's arithmetic), ``fp32-tf32on`` (PyTorch's default for
@@ -149,7 +149,7 @@ def format_lines(res: dict) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="finetune_speed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="voc/voc_R_50_C4_24k_moco.yaml", help="config under transfer/configs/ (or a path)")
+    p.add_argument("--config", default="voc/voc_R_50_C4_24k_rgb.yaml", help="config under transfer/configs/ (or a path)")
     p.add_argument("--batch", type=int, default=16, help="images per iteration on this one device (paper: 16)")
     p.add_argument("--iters", type=int, default=8)
     p.add_argument("--warmup", type=int, default=3)

@@ -49,7 +49,7 @@ SHARES = {"env": 0.02, "tests": 0.22, "pretrain": 0.30, "finetune": 0.24, "dist"
 VOC_TABLE = {"rows": 3, "trials": 5, "iters": 24000}
 COCO_ITERS = {"1x": 90000, "2x": 180000}
 COCO_TRIALS = 5
-FINETUNE_CONFIGS = {"VOC R50-C4": "voc/voc_R_50_C4_24k_moco.yaml", "COCO R50-FPN Mask R-CNN": "coco/coco_R_50_FPN_1x_moco.yaml"}
+FINETUNE_CONFIGS = {"VOC R50-C4": "voc/voc_R_50_C4_24k_rgb.yaml", "COCO R50-FPN Mask R-CNN": "coco/coco_R_50_FPN_1x_rgb.yaml"}
 SMOKE_CONFIGS = {"VOC R18-C4 (tiny)": "tiny/voc_R_18_C4_tiny.yaml"}
 
 

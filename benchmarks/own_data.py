@@ -309,7 +309,7 @@ class CustomSweep:
     def tiny_data(self, out: Path, tag: str) -> Path:
         data = out / "datasets"
         names = requested_rows(self.args, PROG)
-        pretrains = "supervised" in names or ("moco" in names and not self.args.weights)
+        pretrains = "supervised" in names or ("pretrained" in names and not self.args.backbones)
         if pretrains and not self.args.dry_run and not (data / ".complete").exists():
             from benchmarks.tiny_data import generate
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 @dataclass
 class Row:
-    """One pre-train row of a benchmark table (e.g. supervised, MoCo, random init)."""
+    """One pre-train row of a benchmark table (supervised, random init, and any number of pretrained backbones)."""
 
     label: str
-    kind: str  # moco | supervised | random
+    kind: str  # pretrained | supervised | random
     config: Path
     weights: str = ""  # .pkl / .pth / detectron2:// URL; "" for random init
     input_format: str = ""  # RGB | BGR, decided from the weights (transfer/weights.py)
@@ -20,6 +20,10 @@ class Row:
     checkpoint_bytes: int = 0  # size of one Detectron2 checkpoint of this row's model (0: unknown)
     pending: str = ""  # why the weights do not exist yet (e.g. made by the tiny pretraining)
     opts: tuple[str, ...] = ()  # this row's config overrides (e.g. the FAIR weights' std and stride)
+    method: str = ""  # what made the weights, read from their layout (transfer/methods.py); "" for the baselines
+    method_reason: str = ""
+    order: int | None = None  # the row's place in the sweep, recorded: tables keep the order rows were given in
+    origin: str = ""  # where the row was given ("--weights 2", "backbones.yaml entry 1"); "" for the runner's own rows
 
 
 @dataclass

@@ -171,7 +171,10 @@ def describe_rows(checks: list[RowCheck], trials: int, seed: int) -> list[str]:
     lines = []
     for rc in checks:
         r = rc.row
-        lines.append(f"{r.label} ({r.kind}): {trials} trial(s), seeds {seed}..{seed + trials - 1}")
+        lines.append(f"{r.label} ({r.kind}{', ' + r.origin if r.origin else ''}): {trials} trial(s), "
+                     f"seeds {seed}..{seed + trials - 1}")
+        if r.method:
+            lines.append(f"    method   {r.method}" + (f": {r.method_reason}" if r.method_reason else ""))
         lines.append(f"    config   {r.config}")
         if r.input_format:
             lines.append(f"    input    {r.input_format}: {r.input_reason}")

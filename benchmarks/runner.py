@@ -102,6 +102,10 @@ def _command(trial: Trial, trials_requested: int, launch: Launch, extra: list[st
     cmd = [sys.executable, str(train_net or TRAIN_NET), "--config-file", str(row.config), *launch.args(),
            "--seed", str(trial.seed), "--trial", str(trial.index), "--trials-requested", str(trials_requested),
            "--label", row.label, "--kind", row.kind, *extra]
+    if row.method:
+        cmd += ["--method", row.method]
+    if row.order is not None:
+        cmd += ["--row-order", str(row.order)]
     if row.input_format:
         cmd += ["--input-format", row.input_format]
     if resume:
@@ -329,8 +333,8 @@ def record_failure(trial: Trial, why: str, trials_requested: int, extra: list[st
         task = _flag(extra, "--task") or task_of(cfg)
         rec = {"task": task, "arch": _flag(extra, "--arch-name") or arch_of(cfg),
                "schedule": _flag(extra, "--schedule") or schedule_of(cfg, task),
-               "pretrain": {"label": trial.row.label, "kind": trial.row.kind, "weights": trial.row.weights or None,
-                            "sha256": None},
+               "pretrain": {"label": trial.row.label, "kind": trial.row.kind, "method": trial.row.method or None,
+                            "order": trial.row.order, "weights": trial.row.weights or None, "sha256": None},
                "trial": trial.index, "seed": trial.seed, "trials_requested": trials_requested, "status": "failed",
                "error": why, "metrics": {}, "tiny": "--tiny" in extra, "written_by": "runner",
                "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}

@@ -1,7 +1,8 @@
 """Checks of a planned sweep against what its output folder already holds, before anything trains.
 
-* **Labels**: a row's folder is its label's slug, so two rows (``--label "Random init"`` and the random init
-  row) must not share one; a label is refused in one line when its folder is another row's.
+* **Labels**: a row's folder is its label's slug, so no two rows (two backbones with one label, or
+  ``--weights "Random init=x.pkl"`` and the random init row) may share one; a pretrained row whose folder is another
+  row's, or a baseline row's, is refused in one line naming where it was given.
 * **Trial identity** (``transfer/identity.py``): each planned trial gets the identity of what it would run;
   a trial folder that holds a finished or interrupted trial of another identity (other weights, overrides,
   seed or data) is refused in one line naming what changed. A finished trial of the same identity is
@@ -14,25 +15,34 @@ from typing import Any
 
 from benchmarks.plan import Row, Trial, slug
 
-# Labels of the rows the runners make themselves; --label may not take their folders.
+# Labels of the rows the runners make themselves; a row given on the command line may not take their folders.
 BASELINE_LABELS = ("random init", "supervised IN-1M", "supervised IN-1M (BN frozen)", "supervised (tiny labels)",
                    "MoCo v2 (tiny pretraining)")
 
 
+def _where(row: Row) -> str:
+    return f" ({row.origin})" if row.origin else ""
+
+
 def label_problems(rows: list[Row], own_label: str | None = None) -> list[str]:
-    """One line per row whose folder (its label's slug) is another row's, or a baseline row's."""
+    """One line per row whose folder (its label's slug) is another row's, or, for a row given on the command line
+    (``Row.origin``; ``own_label``: a label given some other way), a baseline row's."""
     out, seen = [], {}
     for row in rows:
         folder = slug(row.label)
         if folder in seen:
-            out.append(f"rows {seen[folder]!r} and {row.label!r} would share the folder {folder}/; give --label "
-                       "another name")
-        seen.setdefault(folder, row.label)
+            first = seen[folder]
+            out.append(f"rows {first.label!r}{_where(first)} and {row.label!r}{_where(row)} would share the folder "
+                       f"{folder}/; give each its own label (--weights LABEL=PATH, or label: in --weights-list)")
+        seen.setdefault(folder, row)
+    given = [(r.label, f"row {r.label!r}{_where(r)}") for r in rows if r.origin]
     if own_label:
+        given.append((own_label, f"--label {own_label!r}"))
+    for label, what in given:
         for base in BASELINE_LABELS:
-            if slug(own_label) == slug(base):
-                out.append(f"--label {own_label!r} names the folder of the {base!r} row ({slug(base)}/); its trials "
-                           "would be taken for that row's: choose another label")
+            if slug(label) == slug(base):
+                out.append(f"{what} names the folder of the {base!r} row ({slug(base)}/); its trials would be taken "
+                           "for that row's: choose another label")
                 break
     return out
 

@@ -11,7 +11,8 @@ Schema ``SCHEMA`` (version 1)::
       "task": "voc_det" | "coco_maskrcnn" | "cityscapes_instance" | "cityscapes_semseg" | "voc_semseg",
       "arch": "R50-C4" | "R50-dilated-C5" | "R50-FPN" | "R50-dilated-FCN16s" | e.g. "R18-C4" (tiny),
       "schedule": "24k" | "1x" | "2x" | "d2-cityscapes" | "90k" | "30k" | e.g. "tiny-40",
-      "pretrain": {"label": "MoCo IN-1M", "kind": "moco" | "supervised" | "random",
+      "pretrain": {"label": "MoCo IN-1M", "kind": "pretrained" | "supervised" | "random",
+                   "method": "MoCo v2" | ... | "unknown" | null, "order": 2 | null,
                    "weights": "path or null", "sha256": "hex or null"},
       "trial": 0, "seed": 1234, "trials_requested": 5,
       "status": "finished" | "failed",
@@ -22,6 +23,11 @@ Schema ``SCHEMA`` (version 1)::
       "timings": {"train_s": ..., "eval_s": ..., "s_per_iter": ...},
       "tiny": false, "created": "ISO-8601 UTC", "host": "...", "versions": {...}
     }
+
+``kind`` is generic: ``pretrained`` (a backbone under test, whatever its method), ``supervised`` (the reference row
+of the gaps) or ``random``; ``method`` is what the weights' layout says made them (``transfer/methods.py``) and
+``order`` the row's place in the sweep (tables list pretrained rows in that order). Records written before these
+existed read through :func:`pretrain_of`: kind ``moco`` is ``pretrained``, its method guessed from the label.
 
 Metric names follow the paper tables (``results/data/paper_tables.csv``): VOC ``AP50/AP/AP75``;
 COCO ``APbb, APbb50, APbb75, APmk, APmk50, APmk75`` (+ ``APbbS/M/L``, ``APmkS/M/L``);
@@ -40,6 +46,9 @@ from core.atomic import write_atomic
 SCHEMA = "moco-transfer-bench/trial-record/1"
 RECORD_NAME = "trial_record.json"
 REQUIRED_KEYS = ("schema", "task", "arch", "schedule", "pretrain", "trial", "seed", "status", "metrics")
+KINDS = ("random", "supervised", "pretrained")
+LEGACY_KINDS = {"moco": "pretrained"}  # written by versions before rows had a method: every pretrained row was "moco"
+UNKNOWN_METHOD = "unknown"
 
 
 class RecordError(ValueError):
@@ -107,3 +116,27 @@ def is_finished(output_dir: str | os.PathLike) -> bool:
         return read_record(Path(output_dir) / RECORD_NAME)["status"] == "finished"
     except RecordError:
         return False
+
+
+def method_from_label(label: str) -> str:
+    """The method an older record's label names: ``MoCo v1``/``v2``/``v3``, ``MoCo``, else ``unknown`` (older versions
+    gave every pretrained row kind ``moco`` whatever made its weights, so the kind alone proves nothing)."""
+    import re
+
+    low = str(label).lower()
+    version = re.search(r"moco[\s_-]*(v[123])\b", low)
+    if version:
+        return f"MoCo {version.group(1)}"
+    return "MoCo" if "moco" in low else UNKNOWN_METHOD
+
+
+def pretrain_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's ``pretrain`` block as this version reads it: a legacy kind renamed (``moco`` -> ``pretrained``), with
+    the method its label names (:func:`method_from_label`) when it recorded none."""
+    pre = dict(record.get("pretrain") or {})
+    kind = pre.get("kind")
+    if kind in LEGACY_KINDS:
+        pre["kind"] = LEGACY_KINDS[kind]
+        if not (isinstance(pre.get("method"), str) and pre["method"]):
+            pre["method"] = method_from_label(str(pre.get("label", "")))
+    return pre

@@ -87,7 +87,7 @@ def _cell(metric: str, values: list[float], requested: int | None = None, failed
     return Cell(metric, mean, std, len(values), requested if requested is not None else len(values) + failed, failed)
 
 
-def _measured_row(label: str, cells: dict[str, Cell], records: list[dict[str, Any]], kind: str = "moco") -> Row:
+def _measured_row(label: str, cells: dict[str, Cell], records: list[dict[str, Any]], kind: str = "pretrained") -> Row:
     finished = sum(r["status"] == "finished" for r in records)
     failed = len(records) - finished
     errors = [f"{r['point']} seed {r['seed']}: {r['error']}" for r in records if r.get("error")]

@@ -17,11 +17,12 @@ from typing import Any, Iterable
 
 from core.ablation_records import RECORD_NAME as ABLATION_RECORD
 from core.ablation_records import AblationRecordError, read_ablation_record
-from core.records import RECORD_NAME, RecordError, read_record
+from core.records import KINDS as RECORD_KINDS
+from core.records import LEGACY_KINDS, RECORD_NAME, RecordError, pretrain_of, read_record
 
 # Keys that decide which trials are averaged together (see results.tables).
 RUN_KEYS = ("task", "arch", "schedule", "tiny", "label", "sha256")
-KINDS = ("random", "supervised", "moco")
+KINDS = (*RECORD_KINDS, *LEGACY_KINDS)  # "moco": written by older versions, read as "pretrained" (core/records.py)
 METRIC_RANGE = (0.0, 100.0)  # every metric is a percentage
 MAX_DEPTH = 64  # folders below a run root that are searched for records
 
@@ -139,7 +140,7 @@ def collect(roots: Iterable[str | os.PathLike]) -> Collection:
         out.skipped += [(str(path), reason) for reason in drop_out_of_range(record)]
         if record["status"] == "finished" and not any(isinstance(v, (int, float)) for v in record["metrics"].values()):
             continue  # every metric was out of range: said above
-        record = {**record, "_path": str(path)}
+        record = {**record, "pretrain": pretrain_of(record), "_path": str(path)}
         key = (*run_key(record), record["trial"])
         other = best.get(key)
         if other is None:

@@ -23,13 +23,19 @@ COLUMNS = ("source", "table", "task", "backbone", "schedule", "pretrain", "metri
 
 
 def kind_of(label: str) -> str:
-    """Pretrain kind of a paper row label: ``random``, ``supervised`` or ``moco``."""
+    """Pretrain kind of a paper row label: ``random``, ``supervised`` or ``pretrained`` (the papers' MoCo rows)."""
     low = label.lower()
     if low.startswith("random"):
         return "random"
     if low.startswith(("supervised", "super.")):
         return "supervised"
-    return "moco"
+    return "pretrained"
+
+
+def method_of_source(source: str, kind: str) -> str:
+    """The method of a paper row: its paper's (``"MoCo v1 (He et al., CVPR 2020)"`` -> ``"MoCo v1"``) for the pretrained
+    rows, none for the baselines."""
+    return " ".join(source.split()[:2]) if kind == "pretrained" else ""
 
 
 def short_source(source: str, table: str) -> str:

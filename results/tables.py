@@ -10,6 +10,11 @@ table's printed numbers always add up), rounded half-up to 1 decimal; a gap ≥ 
 ``pretrain.kind == "supervised"``; with several, the one with the most finished trials (the choice is
 noted); with none, no gaps. Paper rows (``with_paper``) get gaps to the paper's supervised row.
 
+Rows: random init and supervised first (the paper's order), then the pretrained rows in the order the sweep gave
+them (``pretrain.order``; records without one, by label), each with its method (``pretrain.method``, a ``method``
+column when any row has one); records of older versions (kind ``moco``) read as pretrained
+(``core.records.pretrain_of``).
+
 Beside each gap, the uncertainty of the difference (``results.stats``): for every measured row against the
 supervised row and against the random-init row, the mean paired difference over the seeds both ran with
 its 95% t interval, and whether the interval excludes 0 (Welch's interval when the rows share fewer than
@@ -28,6 +33,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from core.records import pretrain_of
 from results import paper as paper_mod
 from results.stats import LEVEL, Diff, difference
 
@@ -136,6 +142,8 @@ class Row:
     pretrain_precision: dict | None = None  # the pretraining checkpoint's arithmetic (pretrain/speed.py), if it says
     seed_values: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> {seed: value}
     diffs: dict[str, dict[str, Diff]] = field(default_factory=dict)  # "supervised"/"random" -> metric -> Diff
+    method: str = ""                       # what made the weights (transfer/methods.py); "" for the baselines
+    order: int | None = None               # the row's place in its sweep (None: not recorded)
 
     @property
     def measured(self) -> bool:
@@ -191,13 +199,21 @@ class Table:
         return any(not r.measured for r in self.rows)
 
     @property
+    def has_methods(self) -> bool:
+        """Some measured row records its method (records of older versions do not: no column then)."""
+        return any(r.method for r in self.measured_rows())
+
+    @property
     def lead_columns(self) -> list[str]:
-        """Headers of the text columns before the metrics: pre-train, source (with paper rows), trials."""
-        return ["pre-train"] + (["source"] if self.has_paper_rows else []) + ["trials"]
+        """Headers of the text columns before the metrics: pre-train, method (when recorded), source (with paper
+        rows), trials."""
+        return (["pre-train"] + (["method"] if self.has_methods else []) + (["source"] if self.has_paper_rows else [])
+                + ["trials"])
 
     def lead_cells(self, row: Row) -> list[str]:
         """``row``'s text under :attr:`lead_columns`."""
-        return [row.display] + ([row.source_text] if self.has_paper_rows else []) + [row.trials_text()]
+        return ([row.display] + ([row.method] if self.has_methods else [])
+                + ([row.source_text] if self.has_paper_rows else []) + [row.trials_text()])
 
     def measured_rows(self) -> list[Row]:
         return [r for r in self.rows if r.measured]
@@ -254,23 +270,26 @@ def _order_key(values: Iterable[str], order: tuple[str, ...]) -> dict[str, tuple
     return {v: (order.index(v) if v in order else len(order), v) for v in values}
 
 
-def _row_sort_key(row: Row) -> tuple[int, str, str]:
-    """Paper order: random init, supervised, then the others (by label, then weights hash)."""
-    return (KIND_ORDER.get(row.kind, 2), row.label.lower(), row.sha256)
+def _row_sort_key(row: Row) -> tuple[int, float, str, str]:
+    """Paper order: random init, supervised, then the others in the order their sweep gave them (rows without a
+    recorded order after, by label, then weights hash)."""
+    return (KIND_ORDER.get(row.kind, 2), math.inf if row.order is None else row.order, row.label.lower(), row.sha256)
 
 
 def records_frames(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per record, one row per finished record × finite metric value)."""
     recs, vals = [], []
     for r in records:
-        pre = r["pretrain"]
+        pre = pretrain_of(r)
         label = str(pre["label"])
         fp = r.get("fingerprint") if isinstance(r.get("fingerprint"), dict) else {}
         base = {"task": r["task"], "arch": r["arch"], "schedule": r["schedule"], "tiny": bool(r.get("tiny", False)),
                 "label": label, "sha256": pre.get("sha256") or "", "fingerprint": str(fp.get("hash") or "")}
         seed = r.get("seed") if isinstance(r.get("seed"), int) and not isinstance(r.get("seed"), bool) else None
         resumed = r.get("resumed") if isinstance(r.get("resumed"), dict) else {}
+        order = pre.get("order") if isinstance(pre.get("order"), int) and not isinstance(pre.get("order"), bool) else None
         recs.append({**base, "kind": pre.get("kind") or paper_mod.kind_of(label),
+                     "method": str(pre.get("method") or "")[:60], "order": order,
                      "weights": str(pre.get("weights") or ""), "trial": r["trial"], "status": r["status"],
                      "requested": r.get("trials_requested"), "error": str(r.get("error") or ""),
                      "dir": str(Path(r["_path"]).parent) if r.get("_path") else "",
@@ -294,6 +313,8 @@ def _measured_rows(recs: pd.DataFrame, stats: dict[tuple, dict[str, tuple[float,
         req = grp.requested.dropna()
         requested = max(int(req.max()) if len(req) else 0, finished + failed)
         kind = Counter(grp.kind).most_common(1)[0][0]
+        methods = Counter(m for m in grp.method if m)
+        orders = [int(o) for o in grp.order if o is not None and not (isinstance(o, float) and math.isnan(o))]
         weights = next((str(w) for w in grp.weights if isinstance(w, str) and w), None)
         st = stats.get((label, sha, fp), {})
         cells = {}
@@ -307,6 +328,7 @@ def _measured_rows(recs: pd.DataFrame, stats: dict[tuple, dict[str, tuple[float,
         rows.append(Row(label=label, kind=kind, sha256=sha, cells=cells, weights=weights, finished=finished,
                         failed=failed, requested=requested, trial_dirs=sorted(d for d in grp.dir if d),
                         errors=errors, fingerprint=fp, resumed=resumed,
+                        method=methods.most_common(1)[0][0] if methods else "", order=min(orders) if orders else None,
                         fingerprint_values=next((v for v in grp.fp_values if isinstance(v, dict)), None),
                         pretrain_precision=next((v for v in grp.pre_precision if isinstance(v, dict)), None)))
     by_label: dict[str, list[Row]] = {}
@@ -431,7 +453,8 @@ def _paper_rows(task: str, arch: str, schedule: str, metrics: list[str], paper_c
     for pr in paper_mod.paper_rows(task, arch, schedule, paper_csv):
         cells = {m: Cell(m, pr["metrics"].get(m)) for m in metrics}
         rows.append(Row(label=pr["label"], kind=pr["kind"], sha256="", cells=cells, source=pr["source"],
-                        paper_table=pr["table"], display=pr["label"]))
+                        paper_table=pr["table"], display=pr["label"],
+                        method=paper_mod.method_of_source(pr["source"], pr["kind"])))
     return rows
 
 
@@ -506,7 +529,8 @@ def tables_frame(tables: list[Table]) -> pd.DataFrame:
                 c = r.cells[m]
                 out.append({"table": t.id, "task": t.task, "arch": t.arch, "schedule": t.schedule, "tiny": t.tiny,
                             "source": r.source, "paper_table": r.paper_table or "", "pretrain": r.display,
-                            "label": r.label, "kind": r.kind, "sha256": r.sha256, "weights": r.weights or "",
+                            "label": r.label, "kind": r.kind, "method": r.method, "sha256": r.sha256,
+                            "weights": r.weights or "",
                             "metric": m, "mean": c.mean, "mean_1d": round1(c.mean) if c.mean is not None else None,
                             "std": c.std, "n": c.n, "requested": c.requested if r.measured else None,
                             "failed": c.failed if r.measured else None, "gap": c.gap, "mark": c.mark or "",

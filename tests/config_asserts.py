@@ -11,7 +11,7 @@ MOCO_MEAN, MOCO_STD = [123.675, 116.280, 103.530], [58.395, 57.120, 57.375]
 
 
 def check_flavour(cfg, flavour: str) -> None:
-    """``""``: supervised MSRA weights (caffe-style BGR, stride in the 1x1 conv); ``_moco``/``_random``:
+    """``""``: supervised MSRA weights (caffe-style BGR, stride in the 1x1 conv); ``_rgb``/``_random``:
     torchvision-style RGB input with ImageNet pixel statistics and no weights in the file."""
     if flavour == "":
         assert cfg.MODEL.WEIGHTS == MSRA and cfg.INPUT.FORMAT == "BGR" and cfg.MODEL.RESNETS.STRIDE_IN_1X1

@@ -168,7 +168,7 @@ def test_a_requeued_job_asks_its_trial_for_a_checkpoint(monkeypatch: pytest.Monk
 def test_accumulation_keeps_the_batch_and_scale_schedule_follows_the_linear_rule(capsys) -> None:
     from benchmarks.scaleout import batch_overrides
 
-    cfg = REPO / "transfer" / "configs" / "voc" / "voc_R_50_C4_24k_moco.yaml"
+    cfg = REPO / "transfer" / "configs" / "voc" / "voc_R_50_C4_24k_rgb.yaml"
     assert batch_overrides(cfg, parse_args(["--gpus", "8"]), "t") == []
     assert batch_overrides(cfg, parse_args(["--gpus", "4", "--ims-per-gpu", "2"]), "t") == \
         ["SOLVER.ACCUMULATE_STEPS", "2"]

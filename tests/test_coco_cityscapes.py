@@ -30,7 +30,7 @@ from transfer.trainer import arch_of, cli, load_cfg, schedule_of, task_of
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "transfer" / "configs"
 COCO, CITYSCAPES, TINY = CONFIGS / "coco", CONFIGS / "cityscapes", CONFIGS / "tiny"
-FLAVOURS = ["", "_moco", "_random"]
+FLAVOURS = ["", "_rgb", "_random"]
 
 
 def _check_fpn_bn(cfg) -> None:
@@ -310,7 +310,7 @@ def test_cityscapes_semseg_trains_from_moco_weights_and_reports_miou(tiny_root: 
             "MODEL.WEIGHTS", str(_moco_pth(tmp_path)), *_fast_opts(out)]
     assert cli(argv) == 0
     rec = _finished_record(out, "cityscapes_semseg", "R18-dilated-FCN16s", {"mIoU"})
-    assert rec["pretrain"]["kind"] == "moco" and (out / "converted" / "moco.pkl").is_file()
+    assert rec["pretrain"]["kind"] == "pretrained" and (out / "converted" / "moco.pkl").is_file()
     raw = rec["raw_results"]["sem_seg"]
     from detectron2.data import MetadataCatalog
 
@@ -379,14 +379,14 @@ def test_run_coco_full_protocol_picks_configs_per_row(tiny_root: Path, tmp_path:
     calls = read_calls(fake_train_net)
     assert len(calls) == 6 and {c["datasets"] for c in calls} == {str(root)}
     configs = {(arg(c["argv"], "--kind"), Path(arg(c["argv"], "--config-file")).name) for c in calls}
-    assert configs == {("supervised", "coco_R_50_C4_2x.yaml"), ("moco", "coco_R_50_C4_2x_moco.yaml"),
+    assert configs == {("supervised", "coco_R_50_C4_2x.yaml"), ("pretrained", "coco_R_50_C4_2x_rgb.yaml"),
                        ("random", "coco_R_50_C4_2x_random.yaml")}
     assert sorted(int(arg(c["argv"], "--seed")) for c in calls) == [5, 5, 5, 6, 6, 6]
     assert all(c["argv"][-2:] == ["SOLVER.MAX_ITER", "7"] and "--tiny" not in c["argv"] for c in calls)
     assert all(Path(arg(c["argv"], "OUTPUT_DIR")).relative_to(out.resolve()).parts[0] == "R50-C4-2x" for c in calls)
     assert "supervised IN-1M" in text and "random init" in text  # the comparison table
     # the .pth was converted once for the sweep; every MoCo trial gets that .pkl
-    assert {arg(c["argv"], "MODEL.WEIGHTS") for c in calls if arg(c["argv"], "--kind") == "moco"} == \
+    assert {arg(c["argv"], "MODEL.WEIGHTS") for c in calls if arg(c["argv"], "--kind") == "pretrained"} == \
         {str(p) for p in (out / "weights").glob("moco-*.pkl")} != set()
     # a second run skips every finished trial
     assert run.main(["coco", "--datasets", str(root), "--arch", "C4", "--schedule", "2x", "--trials", "2", "--seed", "5",

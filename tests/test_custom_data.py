@@ -54,10 +54,10 @@ def test_custom_c4_configs_are_the_paper_voc_protocol_at_voc_size() -> None:
     from transfer.config import load_cfg
 
     opts = [*epoch_rule_schedule(16551).opts(), "MODEL.ROI_HEADS.NUM_CLASSES", "20"]
-    for flavour, kind in (("", "supervised"), ("_moco", "moco"), ("_random", "random")):
+    for flavour, kind in (("", "supervised"), ("_rgb", "pretrained"), ("_random", "random")):
         cfg = load_cfg(str(CONFIGS / "custom" / f"custom_R_50_C4{flavour}.yaml"), opts)
         assert deviations(fingerprint(cfg, 8, "x")["values"], "voc_det", "R50-C4", "24k", kind) == [], flavour
-    fpn = load_cfg(str(CONFIGS / "custom" / "custom_R_50_FPN_moco.yaml"), [])
+    fpn = load_cfg(str(CONFIGS / "custom" / "custom_R_50_FPN_rgb.yaml"), [])
     assert (fpn.MODEL.RESNETS.NORM, fpn.MODEL.FPN.NORM, fpn.MODEL.ROI_BOX_HEAD.NORM) == ("naiveSyncBN",) * 3
 
 
@@ -201,7 +201,7 @@ def test_train_fraction_tiny_voc_uses_the_recorded_subset_for_every_row(tmp_path
     assert spec["fingerprint"]["epoch_rule_epochs"] == 25.0  # the tiny config's 100 it x 4 / 16 images, kept
     assert "SOLVER.MAX_ITER 25 SOLVER.STEPS (20,)" in text  # ... by a quarter of the iterations (then overridden)
     records = _records(out)
-    assert len(records) == 2 and {r["pretrain"]["kind"] for r in records} == {"random", "moco"}
+    assert len(records) == 2 and {r["pretrain"]["kind"] for r in records} == {"random", "pretrained"}
     for rec in records:  # every row trained on exactly the recorded list, loaded in its own process
         assert rec["dataset"]["train"] == spec["train"]
         for entry in spec["datasets"]:

@@ -40,7 +40,7 @@ def test_pretrain_precision_reaches_the_trial_record(tmp_path: Path) -> None:
     assert pretrain["provenance"]["pretrain_data_backend"] == "dali"
     args = build_parser().parse_args(["--config-file", str(TINY_CFG)])
     record = make_record(cfg, args, pretrain, "finished", {}, {})
-    assert record["pretrain"]["precision"] == precision and record["pretrain"]["kind"] == "moco"
+    assert record["pretrain"]["precision"] == precision and record["pretrain"]["kind"] == "pretrained"
     # a checkpoint that does not say (reference MoCo, torchvision): None, not a guess
     from transfer.convert import pretrain_facts
 

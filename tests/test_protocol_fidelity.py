@@ -47,17 +47,17 @@ def test_the_norm_class_that_ran_is_what_the_config_name_builds_today() -> None:
     from transfer.trainer import Trainer, norm_classes
 
     opts = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]
-    cfg = load_cfg(str(CONFIGS / "voc" / "voc_R_50_C4_24k_moco.yaml"), opts)
+    cfg = load_cfg(str(CONFIGS / "voc" / "voc_R_50_C4_24k_rgb.yaml"), opts)
     assert "NaiveSyncBatchNorm" in norm_classes(Trainer.build_model(cfg))
-    cfg = load_cfg(str(CONFIGS / "voc" / "voc_R_50_C4_24k_moco.yaml"), [*opts, "MODEL.RESNETS.NORM", "SyncBN"])
+    cfg = load_cfg(str(CONFIGS / "voc" / "voc_R_50_C4_24k_rgb.yaml"), [*opts, "MODEL.RESNETS.NORM", "SyncBN"])
     assert "SyncBatchNorm" in norm_classes(Trainer.build_model(cfg))  # today's "SyncBN": torch's, not the naive one
 
 
 def test_norm_classes_are_recorded_but_never_a_deviation() -> None:
-    cfg = load_cfg(str(CONFIGS / "voc" / "voc_R_50_C4_24k_moco.yaml"), [])
+    cfg = load_cfg(str(CONFIGS / "voc" / "voc_R_50_C4_24k_rgb.yaml"), [])
     values = protocol.fingerprint(cfg, 8, "x", extra={"norm_classes": ["NaiveSyncBatchNorm"]})["values"]
     assert values["norm_classes"] == ["NaiveSyncBatchNorm"]
-    assert protocol.deviations(values, "voc_det", "R50-C4", "24k", "moco") == []
+    assert protocol.deviations(values, "voc_det", "R50-C4", "24k", "pretrained") == []
 
 
 def test_the_protocol_states_its_readings_with_sources() -> None:
@@ -128,8 +128,8 @@ def test_lvis_protocol_is_per_row_kind() -> None:
     cfg = load_cfg(str(CONFIGS / "lvis" / "lvis_v0.5_R_50_FPN_2x_frozenbn.yaml"), [])
     frozen = protocol.fingerprint(cfg, 8, "x")["values"]
     assert protocol.deviations(frozen, "lvis_v0.5", "R50-FPN", "2x", "supervised") == []  # the paper's supervised row
-    rgb = load_cfg(str(CONFIGS / "lvis" / "lvis_v0.5_R_50_FPN_2x_frozenbn_moco.yaml"), [])
-    assert protocol.deviations(protocol.fingerprint(rgb, 8, "x")["values"], "lvis_v0.5", "R50-FPN", "2x", "moco") == [
+    rgb = load_cfg(str(CONFIGS / "lvis" / "lvis_v0.5_R_50_FPN_2x_frozenbn_rgb.yaml"), [])
+    assert protocol.deviations(protocol.fingerprint(rgb, 8, "x")["values"], "lvis_v0.5", "R50-FPN", "2x", "pretrained") == [
         "MODEL.RESNETS.NORM FrozenBN (paper naiveSyncBN)"]  # its MoCo rows tuned BN
     tuned = protocol.fingerprint(load_cfg(str(CONFIGS / "lvis" / "lvis_v0.5_R_50_FPN_2x.yaml"), []), 8, "x")["values"]
     assert protocol.deviations(tuned, "lvis_v0.5", "R50-FPN", "2x", "supervised") == [
@@ -140,7 +140,7 @@ def test_lvis_protocol_is_per_row_kind() -> None:
 
 def _cfg(*opts: str):
     """The VOC C4 config as a GPU run would have it (load_cfg puts MODEL.DEVICE on the CPU on this machine)."""
-    cfg = load_cfg(str(CONFIGS / "voc" / "voc_R_50_C4_24k_moco.yaml"), list(opts))
+    cfg = load_cfg(str(CONFIGS / "voc" / "voc_R_50_C4_24k_rgb.yaml"), list(opts))
     if "MODEL.DEVICE" not in opts:
         cfg.MODEL.DEVICE = "cuda"
     return cfg
@@ -153,8 +153,8 @@ def test_finetuning_precision_is_explicit_and_recorded() -> None:
     assert protocol.finetune_precision(_cfg("SOLVER.AMP.ENABLED", "True")) == "amp-fp16"
     values = protocol.fingerprint(_cfg("SOLVER.TF32", "True"), 8, "x")["values"]
     assert values["precision"] == "tf32"
-    assert protocol.deviations(values, "voc_det", "R50-C4", "24k", "moco") == ["precision tf32 (paper fp32)"]
-    assert protocol.deviations(protocol.fingerprint(_cfg(), 8, "x")["values"], "voc_det", "R50-C4", "24k", "moco") == []
+    assert protocol.deviations(values, "voc_det", "R50-C4", "24k", "pretrained") == ["precision tf32 (paper fp32)"]
+    assert protocol.deviations(protocol.fingerprint(_cfg(), 8, "x")["values"], "voc_det", "R50-C4", "24k", "pretrained") == []
 
 
 def test_trainer_turns_tf32_off_unless_asked() -> None:
@@ -236,7 +236,7 @@ def test_fair_weights_get_their_std_and_stride() -> None:
 def test_the_input_check_compares_pixel_std() -> None:
     from transfer.trainer import input_format_mismatch
 
-    cfg = load_cfg(str(CONFIGS / "voc" / "voc_R_50_C4_24k_moco.yaml"), ["MODEL.PIXEL_STD", "[1.0,1.0,1.0]"])
+    cfg = load_cfg(str(CONFIGS / "voc" / "voc_R_50_C4_24k_rgb.yaml"), ["MODEL.PIXEL_STD", "[1.0,1.0,1.0]"])
     assert input_format_mismatch(cfg, InputFormat("RGB", "test"), None) == ["MODEL.PIXEL_STD [1.0, 1.0, 1.0]"]
 
 
@@ -252,5 +252,5 @@ def test_tiny_pretraining_is_reused_only_for_its_own_seed(tiny_root: Path, tmp_p
         return {r.kind: r.weights for r in rows if r.weights}
 
     zero, three = weights(0), weights(3)
-    assert set(zero) == {"supervised", "moco"}
+    assert set(zero) == {"supervised", "pretrained"}
     assert all(zero[k] != three[k] for k in zero) and all("seed3" in w for w in three.values())

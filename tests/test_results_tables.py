@@ -139,7 +139,7 @@ def test_row_order_random_supervised_others() -> None:
     m = {"AP50": 80.0, "AP": 50.0, "AP75": 55.0}
     recs = _trials("A-method", [m]) + _trials("supervised IN-1M", [m]) + _trials("random init", [m])
     (t,) = build_tables(recs)
-    assert [r.kind for r in t.rows] == ["random", "supervised", "moco"]
+    assert [r.kind for r in t.rows] == ["random", "supervised", "pretrained"]
 
 
 def test_with_paper_adds_reference_rows_with_their_own_gaps() -> None:

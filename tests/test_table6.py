@@ -33,7 +33,7 @@ from transfer.trainer import arch_of, cli, load_cfg, schedule_of, task_of
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "transfer" / "configs"
 TINY = CONFIGS / "tiny"
-FLAVOURS = ["", "_moco", "_random"]
+FLAVOURS = ["", "_rgb", "_random"]
 FAMILIES = {"voc_semseg": "voc_semseg/voc_semseg_R_50_FCN16s_30k", "keypoints": "keypoints/coco_keypoints_R_50_FPN_2x",
             "lvis": "lvis/lvis_v0.5_R_50_FPN_2x", "densepose": "densepose/densepose_R_50_FPN_s1x"}
 
@@ -90,7 +90,7 @@ def test_keypoint_configs_follow_the_paper(flavour: str) -> None:
     assert (task_of(cfg), arch_of(cfg), schedule_of(cfg, "coco_keypoints")) == ("coco_keypoints", "R50-FPN", "2x")
 
 
-@pytest.mark.parametrize("flavour", [*FLAVOURS, "_frozenbn", "_frozenbn_moco"])
+@pytest.mark.parametrize("flavour", [*FLAVOURS, "_frozenbn", "_frozenbn_rgb"])
 def test_lvis_configs_follow_the_paper(flavour: str) -> None:
     cfg = _cfg("lvis", flavour)
     _check_fpn_syncbn(cfg)
@@ -206,7 +206,7 @@ def test_voc_semseg_trains_from_moco_weights_and_reports_miou(tiny_root: Path, t
             "MODEL.WEIGHTS", str(ckpt), *_fast_opts(out)]
     assert cli(argv) == 0
     rec = _record(out, "voc_semseg", "R18-dilated-FCN16s", {"mIoU"})
-    assert rec["pretrain"]["kind"] == "moco" and rec["dataset"]["train"] == ["voc_2012_sem_seg_train_aug"]
+    assert rec["pretrain"]["kind"] == "pretrained" and rec["dataset"]["train"] == ["voc_2012_sem_seg_train_aug"]
     raw = rec["raw_results"]["sem_seg"]
     from transfer.tasks.voc_semseg import voc_semseg_classes
 
@@ -397,11 +397,11 @@ def test_table6_runners_pick_configs_per_row(task: str, layouts: tuple, stem: st
     from benchmarks import run
     from benchmarks.common import full_rows
 
-    # the config flavour per row follows the weights (MSRA: BGR base; a MoCo .pth: _moco; none: _random)
+    # the config flavour per row follows the weights (MSRA: BGR base; a MoCo .pth: _rgb; none: _random)
     args, spec = run.parse(task, ["--weights", str(tmp_path / "moco.pth")])
     rows = full_rows(args, spec.config, spec.prog)
     assert {(r.kind, r.config.name) for r in rows} == {
-        ("supervised", f"{stem}.yaml"), ("moco", f"{stem}_moco.yaml"), ("random", f"{stem}_random.yaml")}
+        ("supervised", f"{stem}.yaml"), ("pretrained", f"{stem}_rgb.yaml"), ("random", f"{stem}_random.yaml")}
     # a full-protocol sweep (random init: no weights to fetch) trains on the checked dataset root
     root = _copy(tiny_root, tmp_path, *layouts)
     out = tmp_path / "out"
@@ -424,7 +424,7 @@ def test_lvis_supervised_row_has_bn_frozen_by_default_as_the_paper(tiny_root: Pa
     bench.adjust_rows(rows, False)
     assert {(r.label, r.config.name) for r in rows} == {
         ("supervised IN-1M (BN frozen)", "lvis_v0.5_R_50_FPN_2x_frozenbn.yaml"),
-        ("MoCo moco", "lvis_v0.5_R_50_FPN_2x_moco.yaml"), ("random init", "lvis_v0.5_R_50_FPN_2x_random.yaml")}
+        ("moco", "lvis_v0.5_R_50_FPN_2x_rgb.yaml"), ("random init", "lvis_v0.5_R_50_FPN_2x_random.yaml")}
     sup = next(r for r in rows if r.kind == "supervised")
     assert load_cfg(str(sup.config), []).MODEL.RESNETS.NORM == "FrozenBN"
     # torchvision-style supervised weights (RGB) get the RGB flavour of the frozen-BN config
@@ -432,7 +432,7 @@ def test_lvis_supervised_row_has_bn_frozen_by_default_as_the_paper(tiny_root: Pa
                                  "--supervised-format", "RGB", "--rows", "supervised"])
     rows = full_rows(args, bench.config, "run_lvis.sh")
     bench.adjust_rows(rows, False)
-    assert [r.config.name for r in rows] == ["lvis_v0.5_R_50_FPN_2x_frozenbn_moco.yaml"]
+    assert [r.config.name for r in rows] == ["lvis_v0.5_R_50_FPN_2x_frozenbn_rgb.yaml"]
     # the tiny default's supervised row: the tiny frozen-BN config
     rows = tiny_rows(run.parse("lvis", ["--tiny", "--rows", "supervised"])[0], tiny_root, tmp_path,
                      bench.tiny_config, "lvis-tiny", "run_lvis.sh", dry_run=True)

@@ -26,7 +26,7 @@ TINY = REPO / "transfer" / "configs" / "tiny" / "voc_R_18_C4_tiny.yaml"
 # ----------------------------------------------------------------------------- config fidelity
 
 @pytest.mark.parametrize("arch", ["C4", "DC5"])
-@pytest.mark.parametrize("flavour", ["", "_moco", "_random"])
+@pytest.mark.parametrize("flavour", ["", "_rgb", "_random"])
 def test_voc_configs_follow_the_paper(arch: str, flavour: str) -> None:
     cfg = load_cfg(str(VOC / f"voc_R_50_{arch}_24k{flavour}.yaml"), [])
     assert cfg.SOLVER.IMS_PER_BATCH == 16 and cfg.SOLVER.BASE_LR == 0.02
@@ -101,7 +101,7 @@ def test_dilated_c5_backbone_trains_one_step() -> None:
     from detectron2.modeling import build_model
     from detectron2.structures import Boxes, Instances
 
-    cfg = load_cfg(str(VOC / "voc_R_50_DC5_24k_moco.yaml"),
+    cfg = load_cfg(str(VOC / "voc_R_50_DC5_24k_rgb.yaml"),
                    ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "BN", "MODEL.DC5_REDUCE.CHANNELS", "64",
                     "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16"])
     model = build_model(cfg)
@@ -153,7 +153,9 @@ def test_train_net_runs_a_tiny_trial_records_it_and_resumes(tiny_root: Path, tmp
     assert all(0.0 <= v <= 100.0 for v in rec["metrics"].values())
     assert rec["metrics"]["AP50"] >= rec["metrics"]["AP75"]
     assert rec["seed"] == 7 and rec["trials_requested"] == 3 and rec["tiny"] is True
-    assert rec["pretrain"]["kind"] == "moco" and rec["pretrain"]["label"] == "MoCo test"
+    assert rec["pretrain"]["kind"] == "pretrained" and rec["pretrain"]["label"] == "MoCo test"
+    assert rec["pretrain"]["method"] == "MoCo" and "this suite's checkpoint" in rec["pretrain"]["method_reason"]
+    assert rec["pretrain"]["order"] is None  # run outside a sweep
     from transfer.checkpoint_io import sha256_of
 
     assert rec["pretrain"]["sha256"] == sha256_of(ckpt)

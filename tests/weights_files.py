@@ -45,11 +45,39 @@ def d2_name(key: str) -> str:
     return key.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
 
 
-def d2_pkl(path: Path, state: dict[str, torch.Tensor], author: str, prefix: str = "") -> Path:
-    model = {prefix + d2_name(k): v.numpy() for k, v in state.items() if not k.startswith("fc.")}
+def d2_pkl(path: Path, state: dict[str, torch.Tensor], author: str, prefix: str = "", head: bool = False) -> Path:
+    """``head``: keep the classifier/projection head as the converters do (``fc.*`` -> ``stem.fc.*``)."""
+    model = {prefix + d2_name(k): v.numpy() for k, v in state.items() if head or not k.startswith("fc.")}
     with open(path, "wb") as f:
         pickle.dump({"model": model, "__author__": author, "matching_heuristics": True}, f)
     return path
+
+
+def with_mlp_head(state: dict[str, torch.Tensor], hidden: int = 32, out: int = 16) -> dict[str, torch.Tensor]:
+    """MoCo v2's ``--mlp``: ``fc`` becomes ``Sequential(Linear(d, d'), ReLU, Linear(d', out))`` (``fc.0``, ``fc.2``)."""
+    d = state["fc.weight"].shape[1]
+    rest = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    return {**rest, "fc.0.weight": torch.randn(hidden, d), "fc.0.bias": torch.zeros(hidden),
+            "fc.2.weight": torch.randn(out, hidden), "fc.2.bias": torch.zeros(out)}
+
+
+def reference_moco_checkpoint(state: dict[str, torch.Tensor], mlp: bool = True) -> dict:
+    """What the reference MoCo ``main_moco.py`` saves: ``module.encoder_q/encoder_k`` (DDP), the queue, epoch, arch."""
+    enc = with_mlp_head(state) if mlp else dict(state)
+    sd = {**{f"module.encoder_q.{k}": v for k, v in enc.items()}, **{f"module.encoder_k.{k}": v for k, v in enc.items()},
+          "module.queue": torch.randn(16, 64), "module.queue_ptr": torch.zeros(1, dtype=torch.long)}
+    return {"epoch": 200, "arch": "resnet18", "state_dict": sd, "optimizer": {}}
+
+
+def reference_moco_pkl(path: Path, state: dict[str, torch.Tensor], mlp: bool = True) -> Path:
+    """What the reference converter (``detection/convert-pretrain-to-detectron2.py``) writes from that checkpoint:
+    the query encoder with its head under ``stem.fc``, ``__author__ "MOCO"``."""
+    return d2_pkl(path, with_mlp_head(state) if mlp else state, "MOCO", head=True)
+
+
+def torchvision_d2_pkl(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    """What Detectron2's ``tools/convert-torchvision-to-d2.py`` writes from a torchvision ImageNet model (its fc kept)."""
+    return d2_pkl(path, state, "torchvision", head=True)
 
 
 def _caffe2_name(key: str) -> str | None:

@@ -10,7 +10,7 @@ ResNet-18/34/50/101/152 and wide R50 (torchvision ``wide_resnet50_2`` or fully w
 Output (default ``ckpt.pkl`` beside the input), in Detectron2's model-zoo pickle format::
 
     {"model": {d2_name: numpy array}, "__author__": ..., "matching_heuristics": True,
-     "provenance": {source, sha256, format, arch, epoch, prefix, dropped, verification,
+     "provenance": {source, sha256, format, method, arch, epoch, prefix, dropped, verification,
                     pretrain_precision, pretrain_data_backend}}
 
 The file is written atomically and only after verification passes (when Detectron2 is importable):
@@ -34,12 +34,13 @@ import torch  # noqa: E402
 from transfer import safe_pickle  # noqa: E402
 from transfer.checkpoint_formats import find_encoder  # noqa: E402
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of, write_atomic  # noqa: E402
+from transfer.methods import SUITE_AUTHOR, method_of  # noqa: E402
 from transfer.resnet_spec import backbone_tensors, detectron2_name, infer_spec  # noqa: E402
 from transfer.plain import plain  # noqa: E402
 from transfer.verify import detectron2_available, verify_pkl  # noqa: E402
 from transfer.weight_checks import WeightValuesError, check_tensors  # noqa: E402
 
-AUTHOR = "moco-transfer-bench transfer/convert.py"
+AUTHOR = SUITE_AUTHOR
 
 
 def default_output(src: Path) -> Path:
@@ -94,6 +95,7 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
         raise ConvertError(f"{out}: output must end in .pkl (Detectron2 reads model-zoo pickles by extension)")
     obj = load_source(src)
     enc = find_encoder(obj, str(src), prefix)
+    method = method_of(obj)  # from the source's layout, before its heads are dropped (transfer/methods.py)
     tensors, dropped = backbone_tensors(enc.tensors)
     spec = infer_spec(tensors, str(src))
     try:  # the backbone's values (the head is dropped): finite, floating point, not all zero
@@ -108,6 +110,7 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
         "source": str(src.resolve()),
         "sha256": sha256_of(src),
         "format": enc.format,
+        "method": method.name,
         "prefix": enc.prefix,
         "arch": spec.name,
         "arch_hint": enc.arch_hint[:80] if enc.arch_hint else enc.arch_hint,
@@ -120,7 +123,7 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
         "stride_in_1x1": False,
         **pretrain_facts(obj),
     }
-    log(f"[convert] {src.name}: format {enc.format} (prefix {enc.prefix!r}), arch {spec.name}, "
+    log(f"[convert] {src.name}: format {enc.format} (prefix {enc.prefix!r}), method {method.name}, arch {spec.name}, "
         f"epoch {enc.epoch}, {len(model)} tensors kept, {len(dropped)} dropped (head/counters)")
     if enc.arch_hint and enc.arch_hint != spec.name:
         log(f"[convert] note: checkpoint says arch {enc.arch_hint!r}, tensor shapes say {spec.name!r}")

@@ -160,7 +160,7 @@ def expected_input_values(input_format: str, path: str | Path | None = None, sty
     std and stride) or RGB (torchvision-style)."""
     if input_format == "BGR" and style == "fair":
         return dict(protocol_document(path)["input_formats"]["fair"]["values"])
-    return expected_input("supervised" if input_format == "BGR" else "moco", path)
+    return expected_input("supervised" if input_format == "BGR" else "pretrained", path)
 
 
 def input_style_values(input_format: str, style: str, path: str | Path | None = None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fine-tune a backbone with Detectron2 and record the trial (the trainer is ``transfer/trainer.py``).
 
-    python transfer/train_net.py --config-file transfer/configs/voc/voc_R_50_C4_24k_moco.yaml \
+    python transfer/train_net.py --config-file transfer/configs/voc/voc_R_50_C4_24k_rgb.yaml \
         [--num-gpus 8 --num-machines 1 --dist-url auto] [--resume] [--seed 1] [--trial 0] \
         [--label "MoCo IN-1M"] [--input-format RGB|BGR] MODEL.WEIGHTS ckpt.pkl OUTPUT_DIR output/voc/moco/trial0
 """

@@ -1,8 +1,9 @@
 """Fine-tune a backbone with Detectron2 and record the trial: the trainer behind ``transfer/train_net.py``.
 
-    python transfer/train_net.py --config-file transfer/configs/voc/voc_R_50_C4_24k_moco.yaml \
+    python transfer/train_net.py --config-file transfer/configs/voc/voc_R_50_C4_24k_rgb.yaml \
         [--num-gpus 8 --num-machines 1 --dist-url auto] [--resume] [--seed 1] [--trial 0] \
-        [--label "MoCo IN-1M"] [--input-format RGB|BGR] MODEL.WEIGHTS ckpt.pkl OUTPUT_DIR output/voc/moco/trial0
+        [--label "MoCo IN-1M"] [--kind pretrained] [--method "MoCo v2"] [--row-order 2] [--input-format RGB|BGR] \
+        MODEL.WEIGHTS ckpt.pkl OUTPUT_DIR output/voc/moco/trial0
 
 Detectron2's ``DefaultTrainer`` and ``launch`` do the training; this adds the suite's modeling pieces
 (``transfer/modeling.py``), the evaluator per task (``transfer/tasks/``), on-the-fly conversion of
@@ -16,7 +17,8 @@ Detectron2's ``DefaultTrainer`` and ``launch`` do the training; this adds the su
 Training reads a resumable, seeded data stream (``transfer/train_loader.py``), so a trial resumed from
 a checkpoint ends as an uninterrupted one would on a CPU; checkpoints are written atomically. Each trial
 leaves one JSON record (``core/records.py``) with metrics, the protocol fingerprint
-(``transfer/protocol.py``), the load report, the input-format decision, whether it resumed, timings.
+(``transfer/protocol.py``), the load report, the input-format decision, whether it resumed, timings, and the row:
+its label, generic kind (pretrained / supervised / random), method (``transfer/methods.py``) and place in the sweep.
 """
 
 from __future__ import annotations
@@ -52,13 +54,14 @@ from detectron2.utils.logger import setup_logger
 import transfer.modeling  # noqa: F401  (registers the extra-norm head, DC5 backbone, FCN head)
 from cluster.signals import default_dispositions_in_forks, stop_signals
 from core.process import die_with_parent
-from core.records import is_finished, write_json_atomic, write_record
+from core.records import LEGACY_KINDS, UNKNOWN_METHOD, is_finished, write_json_atomic, write_record
 from transfer import checkpointer, custom_data, identity, voc_xml
 from transfer.accumulate import AccumulatingTrainer
 from transfer.safe_pickle import UnsafePickleError
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of
 from transfer.checkpointer import SuiteCheckpointer, WeightsError
 from transfer.load_report import LoadReport
+from transfer.methods import Method, detect_method
 from transfer.protocol import detectron2_id, expected_input_values, fingerprint, input_style_values
 from transfer.semseg import scale_crop_flip_mapper
 from transfer.tasks import evaluator_for, paper_metrics, task_of  # noqa: F401  (task_of: re-exported)
@@ -221,13 +224,16 @@ def input_format_mismatch(cfg: CfgNode, fmt: InputFormat, prov: dict | None) -> 
     return wrong
 
 
-def prepare_weights(cfg: CfgNode, input_format: str | None = None) -> dict[str, Any]:
-    """Convert .pth weights, decide and check the input format; return the pretrain description."""
+def prepare_weights(cfg: CfgNode, input_format: str | None = None, detect: bool = True) -> dict[str, Any]:
+    """Convert .pth weights, decide and check the input format; return the pretrain description (with the weights'
+    method read from their layout unless ``detect`` is false: the runner passes it, or the row is not pretrained)."""
     weights = cfg.MODEL.WEIGHTS
     if not weights:
         fmt = decide_input_format("", input_format)
         return {"kind": "random", "weights": None, "sha256": None, **fmt.as_record()}
     prov = None
+    method = detect_method(weights) if detect else Method(UNKNOWN_METHOD, "not read")  # a .pth before conversion:
+    # its heads still tell
     if weights.endswith(CONVERTIBLE) and not is_detectron2_checkpoint(weights):
         from transfer.convert import convert
 
@@ -251,19 +257,19 @@ def prepare_weights(cfg: CfgNode, input_format: str | None = None) -> dict[str, 
     fmt = decide_input_format(local, input_format)
     wrong = input_format_mismatch(cfg, fmt, prov)
     if wrong:
-        flavour = ("*_moco.yaml config" if fmt.format == "RGB" else "supervised (BGR) config with "
+        flavour = ("*_rgb.yaml config" if fmt.format == "RGB" else "supervised (BGR) config with "
                    + " ".join(f"{k} {v}" for k, v in input_style_values(fmt.format, fmt.style).items()) if fmt.style
                    else "supervised (BGR) config")
         raise SetupError(f"{Path(local).name} needs {fmt.format} input ({fmt.reason}) but the config sets "
                          f"{', '.join(wrong)}; use the {flavour} of this benchmark, or --input-format if the "
                          "decision is wrong")
     logger.info(f"input format {fmt.format}: {fmt.reason}")
-    kind = "supervised"
-    if prov and str(prov.get("format", "")).startswith("moco"):
-        kind = "moco"
+    kind = "supervised"  # without --kind: pretrained when the file says a self-supervised method made it
+    if (prov and str(prov.get("format", "")).startswith("moco")) or (method.known and "supervised" not in method.name):
+        kind = "pretrained"
     sha = (prov or {}).get("sha256") or (sha256_of(local) if not is_remote(local) else None)
-    return {"kind": kind, "weights": weights, "sha256": sha, "converted": local if local != weights else None,
-            "provenance": prov, **fmt.as_record()}
+    return {"kind": kind, "method": method.name, "method_reason": method.reason, "weights": weights, "sha256": sha,
+            "converted": local if local != weights else None, "provenance": prov, **fmt.as_record()}
 
 
 def check_identity(cfg: CfgNode, args, pretrain: dict[str, Any]) -> dict[str, Any]:
@@ -324,7 +330,8 @@ def setup(args) -> tuple[CfgNode, dict[str, Any]]:
         cfg.SEED = random.SystemRandom().randrange(2**31)
     # the suite's own messages (input format, load report, lenient VOC XML) go to the console and log.txt
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="transfer", abbrev_name="transfer")
-    pretrain = prepare_weights(cfg, args.input_format)
+    kind = LEGACY_KINDS.get(args.kind, args.kind)
+    pretrain = prepare_weights(cfg, args.input_format, detect=not args.method and kind in (None, "pretrained"))
     pretrain["identity"] = check_identity(cfg, args, pretrain)
     cfg.freeze()
     default_setup(cfg, args)
@@ -345,13 +352,16 @@ def make_record(cfg: CfgNode, args, pretrain: dict[str, Any], status: str, metri
                 timings: dict[str, float], error: str | None = None, raw: dict | None = None,
                 load: dict | None = None, resumes: list[int] | None = None) -> dict[str, Any]:
     task = args.task or task_of(cfg)
-    kind = args.kind or pretrain["kind"]
-    default_label = {"random": "random init", "supervised": "supervised", "moco": "MoCo"}.get(kind, kind)
+    kind = LEGACY_KINDS.get(args.kind, args.kind) or pretrain["kind"]
+    method = (args.method or pretrain.get("method") or UNKNOWN_METHOD) if kind == "pretrained" else None
+    default_label = {"random": "random init", "supervised": "supervised", "pretrained": method}.get(kind, kind)
     return {
         "task": task,
         "arch": args.arch_name or arch_of(cfg),
         "schedule": args.schedule or schedule_of(cfg, task),
-        "pretrain": {"label": args.label or default_label, "kind": kind, "weights": pretrain.get("weights"),
+        "pretrain": {"label": args.label or default_label, "kind": kind, "method": method,
+                     "method_reason": pretrain.get("method_reason") if method and not args.method else None,
+                     "order": args.row_order, "weights": pretrain.get("weights"),
                      "sha256": pretrain.get("sha256"), "converted": pretrain.get("converted"),
                      "input_format": pretrain.get("input_format"),
                      "input_format_reason": pretrain.get("input_format_reason"),
@@ -509,7 +519,11 @@ def build_parser():
     parser.add_argument("--trial", type=int, default=0, help="trial index, recorded")
     parser.add_argument("--trials-requested", type=int, default=1, help="how many trials the benchmark asked for")
     parser.add_argument("--label", help="pre-train row label in tables, e.g. 'MoCo IN-1M'")
-    parser.add_argument("--kind", choices=["moco", "supervised", "random"], help="pre-train kind (default: inferred)")
+    parser.add_argument("--kind", choices=["pretrained", "supervised", "random", *LEGACY_KINDS],
+                        help="pre-train kind (default: inferred; 'moco' is read as 'pretrained')")
+    parser.add_argument("--method", help="pretraining method of the weights, recorded (default: read from the weights' "
+                                         "layout, transfer/methods.py)")
+    parser.add_argument("--row-order", type=int, help="the row's place in its sweep, recorded (tables keep that order)")
     parser.add_argument("--task", help="task name in records (default: inferred from datasets)")
     parser.add_argument("--arch-name", help="architecture name in records (default: inferred, e.g. R50-C4)")
     parser.add_argument("--schedule", help="schedule name in records (default: inferred, e.g. 24k)")

@@ -4,7 +4,7 @@
 baselines use) read BGR images in 0-255 with per-channel means only, and put the stride in the 1x1 conv:
 Detectron2's default config. Every torchvision-style network (MoCo and other self-supervised methods,
 torchvision's supervised models, this suite's converter) reads RGB normalized by the ImageNet mean/std
-with the stride in the 3x3 conv: the ``*_moco.yaml`` configs. The format is read from the file:
+with the stride in the 3x3 conv: the ``*_rgb.yaml`` configs. The format is read from the file:
 
 * a ``.pkl`` with ``blobs``, with ``__author__ == "Caffe2"``, or without Detectron2's ``model`` +
   ``__author__`` keys (Detectron2 reads such a file as Caffe2 and renames it) -> **BGR**;

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 Metrics = dict[str, float]
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RGB_FLAVOUR = "_rgb"  # config suffix of torchvision-style (RGB) weights; the base config is the Caffe2/BGR one
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 
 from transfer.tasks.registry import register
-from transfer.tasks.base import CONFIGS, Benchmark, Metrics, RunSpec, Task
+from transfer.tasks.base import CONFIGS, RGB_FLAVOUR, Benchmark, Metrics, RunSpec, Task
 from transfer.tasks.categories import _d2_data_module
 from transfer.tasks.checks import _ANN_KEYS, Problems, _load_lists
 from transfer.tasks.draw import README_MARKER
@@ -189,7 +189,8 @@ def frozen_bn_supervised(rows: list, tiny: bool) -> None:
         if row.kind != "supervised":
             continue
         stem = row.config.stem
-        stem = stem[: -len("_moco")] + FROZEN_BN_SUFFIX + "_moco" if stem.endswith("_moco") else stem + FROZEN_BN_SUFFIX
+        stem = (stem[: -len(RGB_FLAVOUR)] + FROZEN_BN_SUFFIX + RGB_FLAVOUR if stem.endswith(RGB_FLAVOUR)
+                else stem + FROZEN_BN_SUFFIX)
         row.config = row.config.with_name(stem + ".yaml")
         row.label += FROZEN_BN_LABEL
 

@@ -1,0 +1,191 @@
+"""Backbones as rows: the pretrained rows of a sweep, from ``--weights`` (repeatable) and ``--weights-list``.
+
+    --weights PATH                     a row labelled "<method> <file stem>" (method: transfer/methods.py)
+    --weights "LABEL=PATH"             a row labelled LABEL
+    --weights-list backbones.yaml      the rows the file lists, where it stands on the command line
+
+``backbones.yaml`` lists entries, each a mapping (or a ``LABEL=PATH`` / ``PATH`` string as on the command line);
+relative paths are read from the file's folder::
+
+    - path: checkpoints/moco_v2_800ep.pth.tar     # required (a .pth/.pth.tar checkpoint or a Detectron2 .pkl)
+      label: MoCo v2 800ep                        # optional: default "<method> <file stem>"
+      input_format: RGB                           # optional: RGB | BGR (default: decided from the file)
+    - DenseCL=converted/densecl_r50_200ep.pkl
+    - converted/swav_800ep.pkl
+
+(a mapping ``{backbones: [...]}`` is read the same way). Rows keep the order they were given in, across both flags;
+the supervised and random-init rows run once per sweep and serve them all. Each pretrained row gets its own
+input-format decision (``--weights-format`` for every row that does not set one), preflight, load report,
+fingerprint and trials (its folder is its label's slug). Two rows whose default labels are equal get their
+parent folder's name appended; rows that would still share a label (or a baseline row's folder) are refused in
+one line (``benchmarks/sweep_checks.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transfer.weights import FORMATS, WeightsFormatError, is_remote
+
+MAX_LIST_BYTES = 1 << 20  # a backbones list is a few lines; a bigger file is not one
+LIST_KEYS = {"path": "path", "weights": "path", "label": "label", "input_format": "input_format",
+             "format": "input_format"}
+
+
+class BackboneError(WeightsFormatError):
+    """A pretrained row that cannot be made as given; one line (the runners report it like a weights-format error)."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One pretrained row as given: its weights, its label and input format when given, and where it was given."""
+
+    path: str
+    label: str | None = None
+    input_format: str | None = None
+    origin: str = "--weights"
+
+
+def split_label(text: str) -> tuple[str | None, str]:
+    """``"LABEL=PATH"`` -> (LABEL, PATH); a plain path (also one holding ``=``, when that file exists, or a URL)
+    -> (None, PATH). Raises ``ValueError`` for an empty label or path."""
+    text = text.strip()
+    head, sep, tail = text.partition("=")
+    if not sep or Path(text).expanduser().exists() or "://" in head:
+        if not text:
+            raise ValueError("an empty weights path")
+        return None, text
+    if not head.strip() or not tail.strip():
+        raise ValueError(f"{text!r}: expected LABEL=PATH with a label and a path")
+    return head.strip(), tail.strip()
+
+
+def _resolve(path: str, folder: Path | None) -> str:
+    if is_remote(path):
+        return path
+    p = Path(path).expanduser()
+    return str(((folder / p) if folder is not None and not p.is_absolute() else p).resolve())
+
+
+def read_weights_list(path: str | Path) -> list[BackboneSpec]:
+    """The rows ``path`` lists (module doc); raises ``ValueError`` with one line naming the file and entry."""
+    import yaml
+
+    f = Path(path).expanduser()
+    try:
+        if f.stat().st_size > MAX_LIST_BYTES:
+            raise ValueError(f"{f}: {f.stat().st_size} bytes is not a list of weights files")
+        doc = yaml.safe_load(f.read_text())
+    except OSError as e:
+        raise ValueError(f"{f}: cannot read it ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{f}: not YAML ({str(e).splitlines()[0]})") from None
+    if isinstance(doc, dict) and set(doc) == {"backbones"}:
+        doc = doc["backbones"]
+    if not isinstance(doc, list) or not doc:
+        raise ValueError(f"{f}: expected a list of entries (path, optional label and input_format)")
+    specs = []
+    for i, entry in enumerate(doc, 1):
+        where = f"{f.name} entry {i}"
+        specs.append(_entry(entry, where, f.resolve().parent))
+    return specs
+
+
+def _entry(entry: Any, where: str, folder: Path) -> BackboneSpec:
+    if isinstance(entry, str):
+        try:
+            label, path = split_label(entry)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        return BackboneSpec(_resolve(path, folder), label, None, where)
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: expected a mapping (path, label, input_format) or 'LABEL=PATH', "
+                         f"not a {type(entry).__name__}")
+    unknown = [str(k) for k in entry if k not in LIST_KEYS]
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} (expected path, label, input_format)")
+    got = {LIST_KEYS[k]: v for k, v in entry.items()}
+    path, label, fmt = got.get("path"), got.get("label"), got.get("input_format")
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"{where}: no path")
+    if label is not None and (not isinstance(label, (str, int, float)) or not str(label).strip()):
+        raise ValueError(f"{where}: the label must be a non-empty string")
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"{where}: input_format must be RGB or BGR, not {fmt!r}")
+    return BackboneSpec(_resolve(path.strip(), folder), str(label).strip() if label is not None else None, fmt, where)
+
+
+class BackboneArgs(argparse.Action):
+    """``--weights`` / ``--weights-list``: the raw values in ``dest`` (as ``append`` would), and every row as a
+    :class:`BackboneSpec` in ``backbones``, in command-line order across both flags. A list that cannot be read
+    is a usage error naming it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), values])
+        given = list(getattr(namespace, "backbones", None) or [])
+        try:
+            if option_string == "--weights-list":
+                given += read_weights_list(values)
+            else:
+                label, path = split_label(values)
+                n = sum(1 for s in given if s.origin.startswith("--weights ")) + 1
+                given.append(BackboneSpec(_resolve(path, None), label, None, f"--weights {n}"))
+        except ValueError as e:
+            parser.error(f"{option_string}: {e}")
+        namespace.backbones = given
+
+
+def add_weights_args(p: argparse.ArgumentParser) -> None:
+    """``--weights`` (repeatable, ``[LABEL=]PATH``), ``--weights-list``, ``--label``, ``--weights-format``."""
+    p.set_defaults(backbones=[])
+    p.add_argument("--weights", action=BackboneArgs, metavar="[LABEL=]PATH",
+                   help="a pretrained backbone, one row each (repeatable): .pth/.pth.tar checkpoint or converted .pkl; "
+                        "LABEL= names its row (default: '<method> <file stem>', the method read from the file)")
+    p.add_argument("--weights-list", action=BackboneArgs, metavar="FILE",
+                   help="a YAML list of backbones, one row each: path, optional label and input_format (RGB|BGR); "
+                        "rows keep the order given")
+    p.add_argument("--label", help="row label of a single --weights PATH (same as --weights LABEL=PATH)")
+    p.add_argument("--weights-format", choices=FORMATS,
+                   help="input format of every pretrained row that does not set its own (default: decided from each "
+                        "file; see docs/trust.md)")
+
+
+def specs_of(args: argparse.Namespace) -> list[BackboneSpec]:
+    """The pretrained rows the command line gives, ``--label`` applied to a single unlabelled ``--weights``."""
+    specs = list(getattr(args, "backbones", None) or [])
+    label = getattr(args, "label", None)
+    if label:
+        unlabelled = [i for i, s in enumerate(specs) if s.origin.startswith("--weights ") and s.label is None]
+        if len(specs) != 1 or len(unlabelled) != 1:
+            raise BackboneError("--label names the row of a single --weights PATH; with several backbones give each "
+                                "its label as --weights LABEL=PATH (or label: in --weights-list)")
+        s = specs[0]
+        specs = [BackboneSpec(s.path, label, s.input_format, s.origin)]
+    return specs
+
+
+def default_label(method: str, weights: str) -> str:
+    """``"<method> <file stem>"`` (the stem alone when the method is unknown)."""
+    from transfer.methods import UNKNOWN
+
+    stem = Path(weights).name.split(".")[0] or Path(weights).name
+    return stem if method == UNKNOWN else f"{method} {stem}"
+
+
+def distinct_defaults(labels: list[str], given: list[bool], weights: list[str]) -> list[str]:
+    """Default labels shared by several rows get their weights' parent folder (``"MoCo v2 ckpt (runA)"``) when that
+    tells them apart; labels given explicitly are kept as they are (a clash left over, e.g. one file given twice, is
+    refused by ``sweep_checks.label_problems``)."""
+    out = list(labels)
+    for label in set(labels):
+        group = [i for i, other in enumerate(labels) if other == label and not given[i]]
+        if len(group) < 2 or any(is_remote(weights[i]) for i in group):
+            continue
+        parents = [Path(weights[i]).parent.name for i in group]
+        if all(parents) and len(set(parents)) == len(parents):
+            for i, parent in zip(group, parents):
+                out[i] = f"{label} ({parent})"
+    return out

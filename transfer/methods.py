@@ -1,0 +1,242 @@
+"""Which pretraining method made a weights file, read from its layout: key names and metadata only.
+
+A weights file is read with the suite's safe loaders (``.pth`` through ``transfer/checkpoint_io.py``, ``.pkl``
+through ``transfer/safe_pickle.py``); nothing in it runs, and only the names of its tensors, a few shapes and
+plain metadata strings are looked at. The method names a row in the plan and in the tables, and starts its default
+label; it never changes how a row is trained (the input format does: ``transfer/weights.py``). A layout that no
+rule below matches is ``"unknown"`` (give the row a label: ``--weights LABEL=PATH``).
+
+Rules, first match wins. Key names are compared after a DDP ``module.`` prefix is dropped; the tensors are those
+at the top level and under ``state_dict``/``model``/``teacher``/``student`` (how the projects save them):
+
+==========================  ==========================================================  ===========================
+method                      what the file holds                                         source of the layout
+==========================  ==========================================================  ===========================
+(this suite's own)          ``suite`` marker: ``moco_version`` and ``args.mechanism``   ``pretrain/checkpoint.py``
+MoCo (by this converter)    ``provenance.method`` (or ``format``) of ``convert.py``     ``transfer/convert.py``
+MoCo v1 / v2 (.pkl)         ``__author__ "MOCO"``; ``stem.fc.0.weight`` (the v2 MLP      facebookresearch/moco
+                            head) -> v2, ``stem.fc.weight`` -> v1                       ``detection/convert-pretrain-
+                                                                                        to-detectron2.py``
+PixPro (.pkl)               ``__author__ "PixPro"``                                     zdaxie/PixPro ``transfer/
+                                                                                        detection/convert_pretrain_
+                                                                                        to_d2.py``
+torchvision supervised      ``__author__ "torchvision"`` with a 1000-class              facebookresearch/detectron2
+(.pkl)                      ``stem.fc.weight``                                          ``tools/convert-torchvision-
+                                                                                        to-d2.py``
+DenseCL                     ``author "DenseCL"`` (extracted backbone), or ``queue2`` +  WXinlong/DenseCL ``tools/
+                            ``encoder_q.*`` (the dense-feature queue)                   extract_backbone_weights.py``,
+                                                                                        ``openselfsup/models/
+                                                                                        densecl.py``
+DINO                        ``teacher`` + ``student`` at the top level, or              facebookresearch/dino
+                            ``head.last_layer.weight_g`` (DINOHead's weight norm)       ``main_dino.py``
+MoCo v3                     ``base_encoder.*`` (+ ``momentum_encoder.*``)               facebookresearch/moco-v3
+                                                                                        ``moco/builder.py``
+MoCo v1 / v2                ``encoder_q.*``: ``encoder_q.fc.0/2.weight`` (``--mlp``)     facebookresearch/moco
+                            -> v2, ``encoder_q.fc.weight`` -> v1                        ``moco/builder.py``
+PixPro                      ``encoder.*`` + ``encoder_k.*`` + ``projector_k.*``         zdaxie/PixPro ``contrast/
+                                                                                        models/PixPro.py``
+SwAV                        ``prototypes.weight`` + ``projection_head.*``               facebookresearch/swav
+                                                                                        ``src/resnet50.py``
+BYOL                        ``online_net.*`` + ``target_net.*`` (OpenSelfSup), or       WXinlong/DenseCL ``openself
+                            ``online_encoder.*`` + ``online_predictor.*``               sup/models/byol.py``; lucid
+                                                                                        rains/byol-pytorch
+Barlow Twins                ``backbone.*`` + ``projector.*`` + ``bn.running_mean``      facebookresearch/barlowtwins
+                            without ``bn.weight`` (the affine-free BatchNorm1d)         ``main.py``
+SimCLR                      ``backbone.*`` + ``neck.fc0.weight`` (OpenSelfSup's         WXinlong/DenseCL ``openself
+                            NonLinearNeckSimCLR), or ``encoder.*`` + ``projector.0/2``  sup/models/necks.py``;
+                            (no BatchNorm, no momentum encoder)                         Spijkervet/SimCLR
+                                                                                        ``simclr/simclr.py``
+torchvision supervised      a plain torchvision ResNet state dict whose only head is a  pytorch/vision ``torchvision/
+                            1000-class ``fc``                                           models/resnet.py``
+==========================  ==========================================================  ===========================
+
+What no rule can tell: a backbone saved alone (the released SwAV/DINO/Barlow Twins ``resnet50.pth`` files, DenseCL's
+``.pkl`` from its converter, ``__author__ "OpenSelfSup"``) holds torchvision keys and nothing of its method:
+``"unknown"``. A self-supervised network saved with a 1000-class linear-probe ``fc`` (e.g. SimCLR's TF-to-PyTorch
+conversions) reads as torchvision supervised: give such a row its label. DINO's full ``checkpoint.pth`` also pickles
+its ``argparse.Namespace``, which the safe loader refuses (one line, like any object in a weights file).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+UNKNOWN = "unknown"
+METHODS = ("MoCo v1", "MoCo v2", "MoCo v3", "MoCo", "DenseCL", "PixPro", "SwAV", "DINO", "BYOL", "Barlow Twins",
+           "SimCLR", "torchvision supervised", "end-to-end", "memory bank")
+_CONTAINERS = ("state_dict", "model", "teacher", "student", "model_state", "network")
+_RESNET_ROOTS = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "fc.")
+SUITE_NAME = "moco-transfer-bench"  # the "suite" marker of this suite's checkpoints (pretrain/checkpoint.py)
+SUITE_AUTHOR = f"{SUITE_NAME} transfer/convert.py"  # the __author__ transfer/convert.py writes
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str    # one of METHODS, or "unknown"
+    reason: str  # what in the file said so (or why nothing could)
+
+    @property
+    def known(self) -> bool:
+        return self.name != UNKNOWN
+
+
+def _is_array(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def _rows(x: Any) -> int | None:
+    shape = getattr(x, "shape", None)
+    try:
+        return int(shape[0]) if shape is not None and len(shape) >= 1 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _tensors(obj: dict) -> dict[str, Any]:
+    """Tensor-like entries of ``obj`` and of its containers, keys without a DDP ``module.`` prefix."""
+    out: dict[str, Any] = {}
+    for where in (obj, *(obj.get(k) for k in _CONTAINERS)):
+        if isinstance(where, dict):
+            for k, v in where.items():
+                if isinstance(k, str) and _is_array(v):
+                    out.setdefault(k[len("module."):] if k.startswith("module.") else k, v)
+    return out
+
+
+def _has(keys: dict[str, Any], prefix: str) -> bool:
+    return any(k.startswith(prefix) for k in keys)
+
+
+def _mlp_version(sd: dict[str, Any], fc: str, where: str) -> Method | None:
+    """MoCo v2 (an MLP head: ``fc.0``/``fc.2``) or v1 (a linear ``fc``) from the query encoder's head."""
+    if f"{fc}.0.weight" in sd and f"{fc}.2.weight" in sd:
+        return Method("MoCo v2", f"{where} with the MLP head {fc}.0/{fc}.2 (MoCo v2's --mlp)")
+    if f"{fc}.weight" in sd:
+        return Method("MoCo v1", f"{where} with a linear head {fc} (MoCo v1)")
+    return None
+
+
+def _from_d2_pickle(data: dict) -> Method:
+    author = data.get("__author__")
+    author = author if isinstance(author, str) else ""
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    if author == SUITE_AUTHOR:
+        prov = data.get("provenance") if isinstance(data.get("provenance"), dict) else {}
+        method, fmt = prov.get("method"), str(prov.get("format") or "")
+        if isinstance(method, str) and method in METHODS:
+            return Method(method, f"converted by transfer/convert.py from a {method} checkpoint")
+        if fmt == "moco-v3":
+            return Method("MoCo v3", "converted by transfer/convert.py from a MoCo v3 checkpoint")
+        if fmt.startswith("moco"):
+            return Method("MoCo", f"converted by transfer/convert.py from a MoCo checkpoint (format {fmt})")
+        return Method(UNKNOWN, f"converted by transfer/convert.py from a {fmt or 'plain'} state dict, which does "
+                               "not say its method")
+    if author == "MOCO":
+        return _mlp_version(model, "stem.fc", "__author__ 'MOCO' (reference MoCo converter)") or \
+            Method("MoCo", "__author__ 'MOCO' (reference MoCo converter), without its head")
+    if author == "PixPro":
+        return Method("PixPro", "__author__ 'PixPro' (PixPro's converter)")
+    if author == "torchvision":
+        if _rows(model.get("stem.fc.weight")) == 1000:
+            return Method("torchvision supervised", "__author__ 'torchvision' (Detectron2's convert-torchvision-to-d2) "
+                                                    "with a 1000-class fc")
+        return Method(UNKNOWN, "__author__ 'torchvision' (Detectron2's convert-torchvision-to-d2) without a 1000-class "
+                               "fc: any torchvision-layout network")
+    shown = f"__author__ {author[:40]!r}" if author else "no __author__"
+    return Method(UNKNOWN, f"a Detectron2 pickle with {shown}, which does not say its method")
+
+
+def _from_suite(suite: dict) -> Method:
+    args = suite.get("args") if isinstance(suite.get("args"), dict) else {}
+    mechanism = args.get("mechanism") or "moco"
+    if mechanism != "moco":
+        name = {"end-to-end": "end-to-end", "memory-bank": "memory bank"}.get(str(mechanism), UNKNOWN)
+        return Method(name, f"this suite's checkpoint (mechanism {str(mechanism)[:40]})")
+    version = suite.get("moco_version")
+    name = f"MoCo {version}" if version in ("v1", "v2") else "MoCo"
+    return Method(name, f"this suite's checkpoint (MoCo {version or 'version not recorded'})")
+
+
+def method_of(obj: Any) -> Method:
+    """The method of a loaded checkpoint or weights pickle (module doc for the rules)."""
+    if not isinstance(obj, dict):
+        return Method(UNKNOWN, f"its top level is a {type(obj).__name__}, not a dict")
+    if "model" in obj and "__author__" in obj:
+        return _from_d2_pickle(obj)
+    suite = obj.get("suite")
+    if isinstance(suite, dict) and suite.get("name") == SUITE_NAME:
+        return _from_suite(suite)
+    if obj.get("author") == "DenseCL":
+        return Method("DenseCL", "author 'DenseCL' (DenseCL's extract_backbone_weights.py)")
+    sd = _tensors(obj)
+    if isinstance(obj.get("teacher"), dict) and isinstance(obj.get("student"), dict):
+        return Method("DINO", "teacher and student networks at the top level (DINO's checkpoint)")
+    if _has(sd, "head.last_layer.weight_g") or _has(sd, "backbone.head.last_layer.weight_g"):
+        return Method("DINO", "head.last_layer.weight_g (DINO's weight-normalised head)")
+    if _has(sd, "base_encoder."):
+        return Method("MoCo v3", "base_encoder.*" + (" and momentum_encoder.*" if _has(sd, "momentum_encoder.") else "")
+                      + " (MoCo v3)")
+    if "queue2" in sd and _has(sd, "encoder_q."):
+        return Method("DenseCL", "encoder_q.* with the dense-feature queue queue2 (DenseCL)")
+    if _has(sd, "encoder_q."):
+        return _mlp_version(sd, "encoder_q.fc", "encoder_q.*") or \
+            Method("MoCo", "encoder_q.* without its head (MoCo, version not told)")
+    if _has(sd, "encoder.") and _has(sd, "encoder_k.") and _has(sd, "projector_k."):
+        return Method("PixPro", "encoder.*, encoder_k.* and projector_k.* (PixPro)")
+    if "prototypes.weight" in sd and _has(sd, "projection_head."):
+        return Method("SwAV", "prototypes.weight and projection_head.* (SwAV)")
+    if _has(sd, "online_net.") and _has(sd, "target_net."):
+        return Method("BYOL", "online_net.* and target_net.* (OpenSelfSup's BYOL)")
+    if _has(sd, "online_encoder.") and _has(sd, "online_predictor."):
+        return Method("BYOL", "online_encoder.* and online_predictor.* (byol-pytorch)")
+    if _has(sd, "backbone.") and _has(sd, "projector.") and "bn.running_mean" in sd and "bn.weight" not in sd:
+        return Method("Barlow Twins", "backbone.*, projector.* and an affine-free bn (Barlow Twins)")
+    if _has(sd, "backbone.") and "neck.fc0.weight" in sd:
+        return Method("SimCLR", "backbone.* with the SimCLR neck neck.fc0 (OpenSelfSup's SimCLR)")
+    if (_has(sd, "encoder.") and "projector.0.weight" in sd and "projector.2.weight" in sd
+            and not _has(sd, "projector.1.") and not _has(sd, "encoder_k.")):
+        return Method("SimCLR", "encoder.* with the two-layer projector projector.0/2 (SimCLR)")
+    if "conv1.weight" in sd and "layer1.0.conv1.weight" in sd and all(k.startswith(_RESNET_ROOTS) for k in sd):
+        if _rows(sd.get("fc.weight")) == 1000:
+            return Method("torchvision supervised", "a torchvision ResNet with its 1000-class fc")
+        return Method(UNKNOWN, "a torchvision ResNet without a 1000-class fc: the backbone alone does not say its "
+                               "method")
+    sample = ", ".join(list(sd)[:3]) or ", ".join(map(str, list(obj)[:3]))
+    return Method(UNKNOWN, f"no rule matches its layout (keys like {sample[:120]})")
+
+
+def load_for_method(path: str | os.PathLike) -> Any:
+    """A weights file loaded without running code (raises the loaders' one-line errors)."""
+    from transfer import safe_pickle
+    from transfer.checkpoint_io import load_untrusted
+
+    return safe_pickle.load(path) if str(path).endswith(".pkl") else load_untrusted(path)
+
+
+@lru_cache(maxsize=32)
+def _detect(path: str, mtime: float, size: int) -> Method:
+    from transfer import safe_pickle
+    from transfer.checkpoint_io import ConvertError
+
+    try:
+        obj = load_for_method(path)
+    except (safe_pickle.UnsafePickleError, ConvertError, OSError) as e:
+        return Method(UNKNOWN, f"not readable ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})")
+    return method_of(obj)
+
+
+def detect_method(weights: str) -> Method:
+    """The method of ``weights`` (a local file, or a remote name read from its cached copy); never raises."""
+    from transfer.weights import is_remote, local_file
+
+    if not weights:
+        return Method(UNKNOWN, "no weights (random init)")
+    path = local_file(weights)
+    if path is None:
+        return Method(UNKNOWN, "remote weights, not cached" if is_remote(weights) else f"{weights}: no such file")
+    st = os.stat(path)
+    return _detect(str(Path(path).resolve()), st.st_mtime, st.st_size)
