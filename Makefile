@@ -13,7 +13,7 @@ demo: setup
 	@bash benchmarks/run_voc.sh --tiny
 
 test: setup
-	@$(PY) -m pytest -n 2 --dist loadfile -q
+	@$(PY) -m pytest -n 2 --dist loadgroup -q
 
 doctor: setup
 	@$(PY) -m transfer.doctor

@@ -163,7 +163,7 @@ def submit_trials(trials: list, spec: SlurmSpec, folder: Path, cluster: str | No
 
 # ----------------------------------------------------------------------------- --wait
 
-def wait_for_trials(trials: list, jobs: list, cluster: str, poll_s: float = 5.0) -> dict[str, JobState]:
+def wait_for_trials(trials: list, jobs: list, cluster: str, poll_s: float | None = None) -> dict[str, JobState]:
     """Block until no job of these trials is queued or running and no trial is held by a runner; return the
     last SLURM state of each recorded job (``{}`` for submitit's local cluster)."""
     from benchmarks.locks import is_locked
@@ -173,7 +173,7 @@ def wait_for_trials(trials: list, jobs: list, cluster: str, poll_s: float = 5.0)
 
     if cluster != "slurm":
         while not all(job.done() for job in jobs) or held():
-            time.sleep(min(poll_s, 1.0))
+            time.sleep(min(poll_s or 1.0, 1.0))
         return {}
     ids = {str(j.job_id) for j in jobs} | {str(r["job_id"]) for t in trials
                                            if (r := recorded_job(t.output)) and r.get("cluster") == "slurm"}

@@ -95,14 +95,30 @@ def job_state(job_id: str) -> JobState:
     return JobState(GONE)
 
 
-def wait_until_ended(job_ids: Iterable[str], poll_s: float = 5.0, state: Callable[[str], JobState] = job_state,
+def poll_seconds() -> float:
+    """How often ``--wait`` asks SLURM about its jobs: 5 s, or ``$MOCO_BENCH_POLL_S`` (0.2-60; e.g. a test cluster)."""
+    try:
+        return min(max(float(os.environ.get("MOCO_BENCH_POLL_S", "5")), 0.2), 60.0)
+    except ValueError:
+        return 5.0
+
+
+def wait_until_ended(job_ids: Iterable[str], poll_s: float | None = None, state: Callable[[str], JobState] = job_state,
                      still_running: Callable[[], bool] = lambda: False) -> dict[str, JobState]:
     """Block until none of ``job_ids`` is queued or running (a requeued job is still queued) and
     ``still_running()`` is false; return the last state of each job."""
     ids = list(job_ids)
+    poll_s = poll_seconds() if poll_s is None else poll_s
     last: dict[str, JobState] = {}
+    gone_before: set[str] = set()
     while True:
         last = {j: state(j) for j in ids}
-        if not any(s.active for s in last.values()) and not still_running():
+        # A job neither squeue nor sacct knows counts as ended only when it is still unknown one poll later: an
+        # array task that is just being split off its array (pending -> starting) can be unknown to both for a
+        # moment (seen on a one-node cluster scheduling every second).
+        gone = {j for j, s in last.items() if s.state == GONE}
+        settled = gone <= gone_before
+        gone_before = gone
+        if settled and not any(s.active for s in last.values()) and not still_running():
             return last
         time.sleep(poll_s)

@@ -88,7 +88,7 @@ def _submit(a: argparse.Namespace) -> submitit.Job:
     return job
 
 
-def wait(job: submitit.Job, poll_s: float = 5.0) -> int:
+def wait(job: submitit.Job, poll_s: float | None = None) -> int:
     """Wait until the job is no longer queued or running (a requeued job is waited for); 0 when it finished."""
     state = None
     if isinstance(job, submitit.SlurmJob):

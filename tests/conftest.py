@@ -32,7 +32,20 @@ def tiny_root() -> Path:
     return _TINY_ROOT
 
 
+# Files whose module-scoped fixtures are expensive (a reference sweep, a Slurm job chain, generated data): their
+# tests stay on one xdist worker (`--dist loadgroup`); every other test is handed out on its own, so the two
+# workers end together instead of one waiting for the other's longest file.
+GROUPED_FILES = {"test_cluster_on_slurm", "test_sweep_resume", "test_ablation_sweep", "test_hostile_weights",
+                 "test_backbone_rows", "test_trust", "test_pretrain_cli", "test_data_backends", "test_methods",
+                 "test_pretrain_mechanisms", "test_results_browser", "test_tiny_data", "test_pretrain_data",
+                 "test_results_render", "test_gpu_path"}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if name in GROUPED_FILES:
+            item.add_marker(pytest.mark.xdist_group(name))
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device; its CPU twin runs instead")

@@ -370,7 +370,7 @@ def _legacy_record(like: dict, label: str) -> dict:
 def test_a_tiny_sweep_of_two_methods_is_one_table_with_the_baselines_trained_once(two_methods, tiny_root: Path,
                                                                                   tmp_path: Path) -> None:
     out = tiny_output(tmp_path / "out", tiny_root)
-    sup = out / "pretrain" / "supervised" / "checkpoint_0007.pth.tar"  # the tiny supervised counterpart, made before
+    sup = out / "pretrain" / "supervised-seed0" / "checkpoint_0007.pth.tar"  # the tiny supervised counterpart, made before
     sup.parent.mkdir(parents=True)
     torch.save({"state_dict": resnet_state("resnet18", 6), "arch": "resnet18", "epoch": 8}, sup)
     res = run_voc("--tiny", "--trials", "1", "--output", str(out), "--weights", str(two_methods["moco"]),
@@ -387,7 +387,7 @@ def test_a_tiny_sweep_of_two_methods_is_one_table_with_the_baselines_trained_onc
     cells = _main_table(res.stdout)
     assert [c[0] for c in cells] == TINY_ROWS and [c[1] for c in cells] == ["", "", "MoCo v2", "PixPro"]
     assert "In brackets: gap to supervised (tiny labels)" in res.stdout
-    assert all(re.search(r"\(([+-]|−)?\d+\.\d\)", cell) for c in cells[2:] for cell in c[3:]), cells
+    assert all(re.search(r"\(([+-]|−)?\d+\.\d( [▲▼])?\)", cell) for c in cells[2:] for cell in c[3:]), cells
     # the supervised and random-init rows ran once for the sweep: one record each, four in all
     recs = [read_record(p) for p in out.rglob(RECORD_NAME)]
     assert sorted(r["pretrain"]["label"] for r in recs) == sorted(TINY_ROWS)

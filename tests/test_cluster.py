@@ -343,3 +343,19 @@ def test_a_trial_failing_before_training_leaves_a_failed_record(tmp_path: Path, 
     assert (status.trial_status("MoCo", 0, trial.output).state, status.trial_status("MoCo", 0, trial.output).detail) \
         == ("failed", rec["error"])
     assert any("FAILED after" in line and rec["error"] in line for line in lines)
+
+
+def test_wait_does_not_end_on_a_job_that_is_unknown_for_one_poll() -> None:
+    from cluster.jobs import GONE, JobState, wait_until_ended
+
+    # an array task being split off its array: pending, then unknown to squeue and sacct for a moment, then running
+    seen = iter(["PENDING", GONE, "RUNNING", "COMPLETED", "COMPLETED"])
+    calls = []
+
+    def state(job_id: str) -> JobState:
+        calls.append(job_id)
+        return JobState(next(seen))
+
+    assert wait_until_ended(["7_1"], poll_s=0, state=state)["7_1"].state == "COMPLETED" and len(calls) == 4
+    # a job that stays unknown (ended long ago) ends the wait one poll later
+    assert wait_until_ended(["8"], poll_s=0, state=lambda j: JobState(GONE))["8"].state == GONE

@@ -145,9 +145,6 @@ class Trainer(DefaultTrainer):
         if steps > 1:  # the paper's batch on GPUs that cannot hold it at once (transfer/accumulate.py)
             t = self._trainer
             self._trainer = AccumulatingTrainer(t.model, t.data_loader, t.optimizer, steps, cfg.SOLVER.AMP.ENABLED)
-        # DefaultTrainer builds a DetectionCheckpointer; the suite's adds safe reading, atomic saving and
-        # the load report. Same state, so the hooks that already hold it keep working.
-        self.checkpointer.__class__ = SuiteCheckpointer
         self.checkpointer.report_source = Path(cfg.MODEL.WEIGHTS).name if cfg.MODEL.WEIGHTS else "weights"
 
     @classmethod
@@ -174,6 +171,12 @@ class Trainer(DefaultTrainer):
         return super().build_test_loader(cfg, dataset_name)
 
     def build_hooks(self):
+        # DefaultTrainer made a DetectionCheckpointer just before asking for the hooks; the suite's (safe reading,
+        # atomic saving, the load report) takes its place, with the same model, folder and state, before any hook
+        # holds it.
+        made = self.checkpointer
+        self.checkpointer = SuiteCheckpointer(made.model, made.save_dir, save_to_disk=made.save_to_disk,
+                                              **made.checkpointables)
         hooks = [SeedEachStep(self.cfg.SEED), *super().build_hooks(), StopOnSignal()]
         keep = self.cfg.SOLVER.KEEP_CHECKPOINTS
         for h in hooks:
