@@ -82,10 +82,6 @@ DefMemPerCPU=$((mem / cpus))
 JobRequeue=1
 ReturnToService=2
 SchedulerType=sched/backfill
-# a one-node test cluster: look at pending jobs every second, not every 60 s (array tasks start as soon as a CPU
-# is free), and give a cancelled job 5 s, not 30, between SIGTERM and SIGKILL
-SchedulerParameters=sched_interval=1,bf_interval=1
-KillWait=5
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1

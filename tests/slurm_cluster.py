@@ -17,9 +17,6 @@ from typing import Callable
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# --wait asks the test cluster every second (the default 5 s is for real clusters' controllers); the runners the
-# tests start inherit it
-os.environ.setdefault("MOCO_BENCH_POLL_S", "1")
 LOCAL_CONF = Path(os.environ.get("LOCAL_SLURM_DIR", "/tmp/moco-bench-slurm")) / "etc" / "slurm.conf"
 
 
