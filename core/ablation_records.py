@@ -36,7 +36,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.records import write_json_atomic
+from core.records import check_envelope, write_json_atomic
 
 SCHEMA = "moco-transfer-bench/ablation-record/1"
 RECORD_NAME = "ablation_record.json"
@@ -51,13 +51,7 @@ class AblationRecordError(ValueError):
 
 def validate(record: Any, where: str = "record") -> dict[str, Any]:
     """Raise :class:`AblationRecordError` unless ``record`` follows the schema."""
-    if not isinstance(record, dict):
-        raise AblationRecordError(f"{where}: not a JSON object")
-    if record.get("schema") != SCHEMA:
-        raise AblationRecordError(f"{where}: unknown schema {record.get('schema')!r} (expected {SCHEMA!r})")
-    missing = [k for k in REQUIRED_KEYS if k not in record]
-    if missing:
-        raise AblationRecordError(f"{where}: partial record, missing {', '.join(missing)}")
+    check_envelope(record, where, SCHEMA, REQUIRED_KEYS, AblationRecordError)
     if record["view"] not in VIEWS:
         raise AblationRecordError(f"{where}: unknown view {record['view']!r} (choose from {', '.join(VIEWS)})")
     if record["eval"] not in EVALS:

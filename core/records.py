@@ -73,15 +73,22 @@ def write_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
     return write_json_atomic(Path(output_dir) / RECORD_NAME, record)
 
 
+def check_envelope(record: Any, where: str, schema: str, required: tuple[str, ...],
+                   error: type[Exception]) -> None:
+    """Raise ``error`` with a one-line reason unless ``record`` is a JSON object of ``schema`` with every
+    ``required`` key (the part every record kind shares)."""
+    if not isinstance(record, dict):
+        raise error(f"{where}: not a JSON object")
+    if record.get("schema") != schema:
+        raise error(f"{where}: unknown schema {record.get('schema')!r} (expected {schema!r})")
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise error(f"{where}: partial record, missing {', '.join(missing)}")
+
+
 def validate_record(record: Any, where: str = "record") -> dict[str, Any]:
     """Raise :class:`RecordError` with a one-line reason unless ``record`` follows the schema."""
-    if not isinstance(record, dict):
-        raise RecordError(f"{where}: not a JSON object")
-    if record.get("schema") != SCHEMA:
-        raise RecordError(f"{where}: unknown schema {record.get('schema')!r} (expected {SCHEMA!r})")
-    missing = [k for k in REQUIRED_KEYS if k not in record]
-    if missing:
-        raise RecordError(f"{where}: partial record, missing {', '.join(missing)}")
+    check_envelope(record, where, SCHEMA, REQUIRED_KEYS, RecordError)
     if record["status"] not in ("finished", "failed"):
         raise RecordError(f"{where}: unknown status {record['status']!r}")
     if not isinstance(record["metrics"], dict):
