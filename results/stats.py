@@ -12,7 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats as _st
+
+def _t_quantile(p: float, df: float) -> float:
+    """Student's t quantile (scipy, imported here: it takes ~1.5 s and most tables have no pairs to compare)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(p, df))
+
 
 LEVEL = 0.95
 
@@ -46,7 +52,7 @@ def paired(a: list[float], b: list[float], level: float = LEVEL) -> Diff:
     if len(d) < 2:
         return Diff(d[0] if d else math.nan, None, None, len(d), "none")
     m, sd = _mean_sd(d)
-    half = float(_st.t.ppf(0.5 + level / 2, len(d) - 1)) * sd / math.sqrt(len(d))
+    half = _t_quantile(0.5 + level / 2, len(d) - 1) * sd / math.sqrt(len(d))
     return Diff(m, m - half, m + half, len(d), "paired")
 
 
@@ -61,7 +67,7 @@ def welch(a: list[float], b: list[float], level: float = LEVEL) -> Diff:
     if se == 0:
         return Diff(ma - mb, ma - mb, ma - mb, min(len(a), len(b)), "welch")
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = float(_st.t.ppf(0.5 + level / 2, df)) * se
+    half = _t_quantile(0.5 + level / 2, df) * se
     return Diff(ma - mb, ma - mb - half, ma - mb + half, min(len(a), len(b)), "welch")
 
 

@@ -3,6 +3,7 @@
 #
 #   bash scripts/local_slurm.sh start   install Debian's packages when missing, write the configuration, start
 #                                       munged, MariaDB, slurmdbd, slurmctld and slurmd (as root, no systemd)
+#   bash scripts/local_slurm.sh install only install Debian's packages when missing (CI does it beside `make setup`)
 #   bash scripts/local_slurm.sh stop    cancel its jobs, stop every daemon it started (by its PID file)
 #   bash scripts/local_slurm.sh status  the daemons and `sinfo`
 #   bash scripts/local_slurm.sh conf    print the path of its slurm.conf (export SLURM_CONF=$(... conf))
@@ -192,8 +193,9 @@ status() {
 
 case "${1:-}" in
   start) start ;;
+  install) install_packages ;;
   stop) stop ;;
   status) status ;;
   conf) echo "$CONF" ;;
-  *) echo "usage: bash $0 start|stop|status|conf" >&2; exit 2 ;;
+  *) echo "usage: bash $0 start|install|stop|status|conf" >&2; exit 2 ;;
 esac

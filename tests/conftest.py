@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -32,20 +33,26 @@ def tiny_root() -> Path:
     return _TINY_ROOT
 
 
-# Files whose module-scoped fixtures are expensive (a reference sweep, a Slurm job chain, generated data): their
-# tests stay on one xdist worker (`--dist loadgroup`); every other test is handed out on its own, so the two
-# workers end together instead of one waiting for the other's longest file.
-GROUPED_FILES = {"test_cluster_on_slurm", "test_sweep_resume", "test_ablation_sweep", "test_hostile_weights",
-                 "test_backbone_rows", "test_trust", "test_pretrain_cli", "test_data_backends", "test_methods",
-                 "test_pretrain_mechanisms", "test_results_browser", "test_tiny_data", "test_pretrain_data",
-                 "test_results_render", "test_gpu_path"}
+def pytest_configure(config):
+    # A shell that starts a job in the background (`make test &`, nohup) starts it with SIGINT ignored, and
+    # the processes the tests start would inherit that: the Ctrl-C tests need Python's own SIGINT handler.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``: the file groups of ``xdist_groups`` (xdist's own marker grouping fails on pytest 9)."""
+    if config.getvalue("dist") == "loadgroup":
+        from xdist_groups import FileGroupScheduling
+
+        return FileGroupScheduling(config, log)
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        name = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if name in GROUPED_FILES:
-            item.add_marker(pytest.mark.xdist_group(name))
+    from xdist_groups import order_key
+
+    items.sort(key=lambda item: order_key(item.nodeid))
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device; its CPU twin runs instead")

@@ -6,7 +6,8 @@ The done-when: one ``run_voc.sh`` command with three pretrained files (this suit
 ``.pkl``, a torchvision-converted ``.pkl``) plans with ``--dry-run`` and produces one table of five rows through
 ``--parallel-trials 2`` (real trials: ResNet-18, one iteration) and through ``--launcher slurm`` (submitit's debug
 executor, the runner's real command lines, a stand-in ``train_net.py``). A ``--tiny`` sweep of two methods (MoCo v2,
-PixPro) with the tiny supervised and random-init rows gives one table of four rows, the baselines trained once; clashing
+PixPro) with the tiny supervised and random-init rows (a stand-in ``train_net.py``) gives one table of four rows, the
+baselines trained once; clashing
 labels are refused in one line before anything is written."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -307,8 +309,9 @@ order = get("--row-order")
 write_record(out, {"task": "voc_det", "arch": "R18-C4", "schedule": "24k", "seed": int(get("--seed")),
              "trial": int(get("--trial")), "trials_requested": 1, "status": "finished",
              "pretrain": {"label": get("--label"), "kind": get("--kind"), "method": get("--method"),
-                          "order": None if order is None else int(order), "sha256": get("MODEL.WEIGHTS") or None},
-             "metrics": {"AP50": 50.0 + len(get("--label")), "AP": 30.0, "AP75": 25.0}})
+                          "order": None if order is None else int(order), "sha256": get("MODEL.WEIGHTS") or None,
+                          "input_format": get("--input-format")},
+             "tiny": "--tiny" in argv, "metrics": {"AP50": 50.0 + len(get("--label")), "AP": 30.0, "AP75": 25.0}})
 '''
 
 
@@ -368,14 +371,22 @@ def _legacy_record(like: dict, label: str) -> dict:
 
 
 def test_a_tiny_sweep_of_two_methods_is_one_table_with_the_baselines_trained_once(two_methods, tiny_root: Path,
-                                                                                  tmp_path: Path) -> None:
+                                                                                  tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                                  capsys: pytest.CaptureFixture) -> None:
+    """The --tiny runner with given backbones (preflight, plan, rows, records, table) around a stand-in train_net.py
+    (real trials of given backbones: test_five_rows_plan_and_run_as_one_table)."""
+    calls = install_fake_train_net(tmp_path, monkeypatch, FAKE)
     out = tiny_output(tmp_path / "out", tiny_root)
     sup = out / "pretrain" / "supervised-seed0" / "checkpoint_0007.pth.tar"  # the tiny supervised counterpart, made before
     sup.parent.mkdir(parents=True)
     torch.save({"state_dict": resnet_state("resnet18", 6), "arch": "resnet18", "epoch": 8}, sup)
-    res = run_voc("--tiny", "--trials", "1", "--output", str(out), "--weights", str(two_methods["moco"]),
-                  "--weights-list", str(two_methods["list"]), "--parallel-trials", "2", "--", "SOLVER.MAX_ITER", "2", *FAST)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
+    rc = run.main(["voc", "--tiny", "--trials", "1", "--output", str(out), "--weights", str(two_methods["moco"]),
+                   "--weights-list", str(two_methods["list"]), "--parallel-trials", "2", "--", "SOLVER.MAX_ITER", "2"])
+    text = capsys.readouterr()
+    res = SimpleNamespace(stdout=text.out)
+    assert rc == 0, text.out[-4000:] + text.err[-3000:]
+    assert len(read_calls(calls)) == 4 and all("--tiny" in c["argv"] for c in read_calls(calls))
     # the plan: each backbone with its method, where it was given, and its own input-format decision
     assert "MoCo v2 moco_v2_800ep (pretrained, --weights 1): 1 trial(s)" in res.stdout
     assert "PixPro 100ep (pretrained, list.yaml entry 1): 1 trial(s)" in res.stdout

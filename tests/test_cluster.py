@@ -34,19 +34,19 @@ def parse_args(argv: list[str]):
 
 def test_the_slurm_path_runs_a_tiny_sweep_through_submitit_and_never_resubmits(tmp_path: Path, tiny_root: Path) -> None:
     out = tiny_output(tmp_path / "out", tiny_root)
-    args = ["--tiny", "--rows", "random", "--trials", "2", "--output", str(out), "--launcher", "slurm",
+    # one trial: arrays of several are tested on a real SLURM (test_cluster_on_slurm.py)
+    args = ["--tiny", "--rows", "random", "--trials", "1", "--output", str(out), "--launcher", "slurm",
             "--cluster", "local", "--", *SHORT]
     res = run_voc(*args)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert res.stdout.count("submitted as job") == 2 and "| 2/2 |" in res.stdout
-    trials = sorted(out.glob("R18-C4/random-init/trial*"))
-    assert len(trials) == 2 and all(read_record(t / RECORD_NAME)["status"] == "finished" for t in trials)
-    assert all(launcher.recorded_job(t)["cluster"] == "local" for t in trials)
+    assert res.stdout.count("submitted as job") == 1 and "| 1/1 |" in res.stdout
+    (trial,) = out.glob("R18-C4/random-init/trial*")
+    assert read_record(trial / RECORD_NAME)["status"] == "finished" and launcher.recorded_job(trial)["cluster"] == "local"
     again = run_voc(*args)
     assert again.returncode == 0 and "submitted as job" not in again.stdout
-    assert again.stdout.count("finished, not submitted") == 2 and "| 2/2 |" in again.stdout
+    assert again.stdout.count("finished, not submitted") == 1 and "| 1/1 |" in again.stdout
     report = "\n".join(status.report(out))
-    assert "launcher slurm" in report and report.count("finished") >= 2
+    assert "launcher slurm" in report and "finished" in report
 
 
 def test_job_scripts_for_a_two_node_trial_ask_for_what_the_trial_needs(tmp_path: Path) -> None:

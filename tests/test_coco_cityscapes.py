@@ -253,9 +253,9 @@ def test_evaluators_and_paper_metrics(tiny_root: Path) -> None:
 # ----------------------------------------------------------------------------- one short real training per family
 
 def _fast_opts(out: Path) -> list[str]:
-    # few proposals/detections at test time: C4 runs res5 once per box, the main CPU cost of its inference
+    # few proposals at test time: C4 runs res5 once per box, the main CPU cost of its inference
     return ["SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "(2,)", "SOLVER.WARMUP_ITERS", "1", "SOLVER.IMS_PER_BATCH", "2",
-            "SOLVER.CHECKPOINT_PERIOD", "100", "TEST.PRECISE_BN.NUM_ITER", "2", "MODEL.RPN.POST_NMS_TOPK_TEST", "20",
+            "SOLVER.CHECKPOINT_PERIOD", "100", "TEST.PRECISE_BN.NUM_ITER", "2", "MODEL.RPN.POST_NMS_TOPK_TEST", "5",
             "TEST.DETECTIONS_PER_IMAGE", "20", "OUTPUT_DIR", str(out)]
 
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from transfer.checkpoint_io import ConvertError
+
+if TYPE_CHECKING:
+    from torchvision.models.resnet import ResNet
 
 _DEPTHS = {
     (False, (2, 2, 2, 2)): 18,
@@ -103,6 +106,8 @@ def infer_spec(tensors: dict[str, torch.Tensor], where: str) -> ResNetSpec:
 
 def build_torchvision(spec: ResNetSpec, device: str | torch.device = "cpu") -> ResNet:
     """The torchvision ResNet with this spec (head of 1 class; unused)."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet  # here: torchvision takes seconds to import
+
     from pretrain.resnets import widened_resnet
 
     with torch.device(device):
