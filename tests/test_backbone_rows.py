@@ -7,8 +7,7 @@ The done-when: one ``run_voc.sh`` command with three pretrained files (this suit
 ``--parallel-trials 2`` (real trials: ResNet-18, one iteration) and through ``--launcher slurm`` (submitit's debug
 executor, the runner's real command lines, a stand-in ``train_net.py``). A ``--tiny`` sweep of two methods (MoCo v2,
 PixPro) with the tiny supervised and random-init rows (a stand-in ``train_net.py``) gives one table of four rows, the
-baselines trained once; clashing
-labels are refused in one line before anything is written."""
+baselines trained once; clashing labels are refused in one line before anything is written."""
 
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -384,20 +382,21 @@ def test_a_tiny_sweep_of_two_methods_is_one_table_with_the_baselines_trained_onc
     rc = run.main(["voc", "--tiny", "--trials", "1", "--output", str(out), "--weights", str(two_methods["moco"]),
                    "--weights-list", str(two_methods["list"]), "--parallel-trials", "2", "--", "SOLVER.MAX_ITER", "2"])
     text = capsys.readouterr()
-    res = SimpleNamespace(stdout=text.out)
-    assert rc == 0, text.out[-4000:] + text.err[-3000:]
-    assert len(read_calls(calls)) == 4 and all("--tiny" in c["argv"] for c in read_calls(calls))
+    stdout = text.out
+    assert rc == 0, stdout[-4000:] + text.err[-3000:]
+    trials = read_calls(calls)
+    assert len(trials) == 4 and all("--tiny" in c["argv"] for c in trials)
     # the plan: each backbone with its method, where it was given, and its own input-format decision
-    assert "MoCo v2 moco_v2_800ep (pretrained, --weights 1): 1 trial(s)" in res.stdout
-    assert "PixPro 100ep (pretrained, list.yaml entry 1): 1 trial(s)" in res.stdout
-    assert "method   MoCo v2: " in res.stdout and "method   PixPro: " in res.stdout
-    assert "input    RGB: set by --input-format" in res.stdout  # the list entry's input_format
-    assert "input    RGB: moco_v2_800ep.pkl: torchvision-style Detectron2 pickle (__author__ 'MOCO')" in res.stdout
-    assert "MoCo v2 (tiny pretraining)" not in res.stdout  # given backbones replace the tiny MoCo pretraining
+    assert "MoCo v2 moco_v2_800ep (pretrained, --weights 1): 1 trial(s)" in stdout
+    assert "PixPro 100ep (pretrained, list.yaml entry 1): 1 trial(s)" in stdout
+    assert "method   MoCo v2: " in stdout and "method   PixPro: " in stdout
+    assert "input    RGB: set by --input-format" in stdout  # the list entry's input_format
+    assert "input    RGB: moco_v2_800ep.pkl: torchvision-style Detectron2 pickle (__author__ 'MOCO')" in stdout
+    assert "MoCo v2 (tiny pretraining)" not in stdout  # given backbones replace the tiny MoCo pretraining
     # one table, four rows in the given order, each backbone with its method and its gap to the supervised row
-    cells = _main_table(res.stdout)
+    cells = _main_table(stdout)
     assert [c[0] for c in cells] == TINY_ROWS and [c[1] for c in cells] == ["", "", "MoCo v2", "PixPro"]
-    assert "In brackets: gap to supervised (tiny labels)" in res.stdout
+    assert "In brackets: gap to supervised (tiny labels)" in stdout
     assert all(re.search(r"\(([+-]|−)?\d+\.\d( [▲▼])?\)", cell) for c in cells[2:] for cell in c[3:]), cells
     # the supervised and random-init rows ran once for the sweep: one record each, four in all
     recs = [read_record(p) for p in out.rglob(RECORD_NAME)]

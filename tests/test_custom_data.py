@@ -14,14 +14,12 @@ import pytest
 from benchmarks import runner
 from benchmarks.tiny_custom import write_custom
 from core.records import RECORD_NAME, read_record
+from tiny_runs import SMALL
 from weights_files import d2_pkl, resnet_state
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "transfer" / "configs"
-# Few proposals/detections and small images: a trial is mostly process start-up.
-FAST = ["TEST.PRECISE_BN.NUM_ITER", "1", "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "160",
-        "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160", "MODEL.RPN.POST_NMS_TOPK_TEST", "5",
-        "TEST.DETECTIONS_PER_IMAGE", "20", "SOLVER.CHECKPOINT_PERIOD", "100"]
+FAST = [*SMALL, "SOLVER.CHECKPOINT_PERIOD", "100"]
 
 
 def _records(out: Path) -> list[dict]:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_runs import FAST, alive, train_net_pids
+from tiny_runs import FAST, SMALL, alive, train_net_pids
 
 from benchmarks import runner
 from benchmarks.tiny_custom import write_custom
@@ -24,9 +24,7 @@ from core.records import RECORD_NAME, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "transfer" / "configs" / "tiny" / "voc_R_18_C4_tiny.yaml"
-CUSTOM_FAST = ["TEST.PRECISE_BN.NUM_ITER", "1", "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "160",
-               "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160", "MODEL.RPN.POST_NMS_TOPK_TEST", "5",
-               "TEST.DETECTIONS_PER_IMAGE", "20"]
+CUSTOM_FAST = SMALL
 
 
 def _coco_paths(coco: Path) -> list[str]:
