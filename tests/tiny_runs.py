@@ -17,8 +17,8 @@ from benchmarks import runner
 REPO = Path(__file__).resolve().parents[1]
 # Small images, few proposals at test time (C4 runs res5 once per proposal: the main CPU cost of its inference),
 # one precise-BN batch: a tiny trial is then mostly process start-up
-SMALL = ["INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MIN_SIZE_TEST", "96",
-         "INPUT.MAX_SIZE_TEST", "160", "TEST.PRECISE_BN.NUM_ITER", "1", "MODEL.RPN.POST_NMS_TOPK_TEST", "5",
+SMALL = ["TEST.PRECISE_BN.NUM_ITER", "1", "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "160",
+         "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160", "MODEL.RPN.POST_NMS_TOPK_TEST", "5",
          "TEST.DETECTIONS_PER_IMAGE", "20"]
 FAST = ["SOLVER.IMS_PER_BATCH", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "8", *SMALL, "SOLVER.WARMUP_ITERS", "2"]
 
