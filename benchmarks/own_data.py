@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,8 @@ from benchmarks.sweep_data import (
     write_spec,
 )
 from transfer.tasks.base import CONFIGS, RunSpec
-from transfer.tasks.checks import Problems, _valid_segmentation, check_coco_json
+from core.names import clean_name
+from transfer.tasks.checks import Problems, _valid_segmentation, check_coco_json, mask_format
 from transfer.tasks.voc import check_voc_split
 
 VOC_SPLITS = ("trainval", "test")
@@ -57,6 +59,7 @@ class Split:
     ids: list = field(default_factory=list)          # every listed image id, in file order
     counted: Counter = field(default_factory=Counter)  # class -> instances the metric counts (not difficult/crowd)
     unreadable: int = 0                              # annotation files that could not be read (the check says why)
+    objects: Counter = field(default_factory=Counter)  # VOC: class -> every object (difficult too: they train)
 
 
 @dataclass
@@ -74,6 +77,7 @@ class OwnData:
     train_name: str
     test_name: str
     source: str               # for messages
+    mask_format: str = "polygon"  # INPUT.MASK_FORMAT that reads every training mask (bitmask: some are RLE)
 
 
 def slug(text: str) -> str:
@@ -117,6 +121,13 @@ def missing_test_classes(classes: Sequence[str], counted: Counter, metric: str) 
             "classes, as pycocotools does); add test images of them to measure them")
 
 
+def missing_train_classes(classes: Sequence[str], counted: Counter, where: str) -> list[str]:
+    """One warning per class without a training instance (``where``: the split and its file)."""
+    return [f"WARNING: class {c!r} has no training instance in {where}: the model never learns it (its test AP "
+            "is 0 if it has test instances); add training images of it or leave the class out"
+            for c in classes if not counted[c]]
+
+
 def _categories(doc: dict) -> list[tuple[Any, str]]:
     return sorted(((c["id"], c["name"]) for c in doc["categories"] if isinstance(c, dict) and "id" in c
                    and "name" in c), key=lambda c: c[0])
@@ -154,6 +165,10 @@ def check_coco_pair(train: tuple[Path, Path], test: tuple[Path, Path], masks: st
                                    Counter({n: counted[i] for i, n in _categories(te)}), "pycocotools (non-crowd)")
     if warning:
         notes.append(warning)
+    train_counted = _coco_split(tr).counted
+    notes += missing_train_classes([n for _, n in _categories(tr)],
+                                   Counter({n: train_counted[i] for i, n in _categories(tr)}),
+                                   f"the training set {train[0]} (non-crowd)")
     name = slug(name) if name else default_name(train[0])
     digest = hashlib.sha256()
     for json_file, _ in (train, test):
@@ -163,12 +178,12 @@ def check_coco_pair(train: tuple[Path, Path], test: tuple[Path, Path], masks: st
                {"name": sn, "type": "coco", "json_file": str(test[0]), "image_root": str(test[1])}]
     return [], OwnData("coco", name, [n for _, n in _categories(tr)], _coco_split(tr), _coco_split(te),
                        has_masks and masks != "off", digest.hexdigest(), entries, tn, sn,
-                       f"{train[0]} -> {test[0]}")
+                       f"{train[0]} -> {test[0]}", mask_format([tr]))
 
 
 # ----------------------------------------------------------------------------- VOC layout
 
-def _voc_split(base: Path, split: str, names: Counter) -> Split:
+def _voc_split(base: Path, split: str, names: Counter, first: dict[str, Path] | None = None) -> Split:
     """Counts of one split (unreadable files are skipped here: the check reports them)."""
     from transfer.voc_xml import VocXmlError, read_voc_xml
 
@@ -183,7 +198,10 @@ def _voc_split(base: Path, split: str, names: Counter) -> Split:
             out.unreadable += 1
             continue
         names.update(o.name for o in objects)
+        for o in objects:
+            (first if first is not None else {}).setdefault(o.name, base / "Annotations" / f"{file_id}.xml")
         out.counted.update(o.name for o in objects if not o.difficult)
+        out.objects.update(o.name for o in objects)
         out.instances += len(objects)
         if objects:
             out.with_objects.add(file_id)
@@ -196,7 +214,8 @@ def check_voc_dir(base: Path, classes: Sequence[str] | None, name: str | None,
     base = base.expanduser().resolve()
     problems = Problems()
     names: Counter = Counter()
-    splits = {s: _voc_split(base, s, names) for s in VOC_SPLITS}
+    first: dict[str, Path] = {}  # class name -> the first file that has it
+    splits = {s: _voc_split(base, s, names, first) for s in VOC_SPLITS}
     if classes and len(set(classes)) != len(classes):
         twice = sorted({c for c in classes if list(classes).count(c) > 1})
         return [f"--classes names {', '.join(twice)} more than once; each class once, in the order you want"], None
@@ -205,6 +224,12 @@ def check_voc_dir(base: Path, classes: Sequence[str] | None, name: str | None,
     if not class_names and base.is_dir() and not unreadable:  # unreadable files: the check says why, first
         problems.add("no-objects", f"{base}: no <object> in any annotation of {', '.join(VOC_SPLITS)}; nothing to "
                                    "detect")
+    forms: dict[str, list[str]] = {}
+    for raw in sorted(names):
+        forms.setdefault(unicodedata.normalize("NFC", raw), []).append(raw)
+    for same in (f for f in forms.values() if len(f) > 1):
+        problems.add("bad-class-name", "class names " + " and ".join(f"{ascii(n)} ({first[n]})" for n in same) +
+                     " print alike and differ only in Unicode form (NFC/NFD); write the name one way in every file")
     for split in VOC_SPLITS:
         check_voc_split(base, split, class_names, problems, notes, float_boxes=True)
     if not problems.lines() and class_names and not sum(splits["test"].counted.values()):
@@ -216,6 +241,8 @@ def check_voc_dir(base: Path, classes: Sequence[str] | None, name: str | None,
     warning = missing_test_classes(class_names, splits["test"].counted, "the VOC metric (non-difficult)")
     if warning:
         notes.append(warning)
+    notes += missing_train_classes(class_names, splits["trainval"].objects,  # difficult ones train too
+                                   f"trainval ({base / 'ImageSets' / 'Main' / 'trainval.txt'})")
     unused = [c for c in class_names if not names[c]]
     if unused:
         notes.append(f"--classes {', '.join(unused)}: no object of these classes in {base}")
@@ -281,7 +308,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.test_pair = parse_pair(args.test, "--test") if args.test else None
     except OwnDataError as e:
         p.error(str(e))
-    args.class_list = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    try:
+        args.class_list = [clean_name(c, "class name") for c in args.classes.split(",") if c.strip()] \
+            if args.classes else None
+    except ValueError as e:
+        p.exit(2, f"{PROG}: error: --classes: {e}\n")
     twice = sorted({c for c in args.class_list or [] if args.class_list.count(c) > 1})
     if twice:
         p.exit(2, f"{PROG}: error: --classes names {', '.join(twice)} more than once; list each class once, in the "
@@ -356,6 +387,8 @@ class CustomSweep:
                           dry_run=a.dry_run)
         opts = [*schedule.opts(), "MODEL.ROI_HEADS.NUM_CLASSES", str(len(data.classes)),
                 "MODEL.MASK_ON", str(data.masks)]
+        if data.masks and data.mask_format != "polygon":  # bitmask reads RLE and polygons alike; polygon (the
+            opts += ["INPUT.MASK_FORMAT", data.mask_format]  # configs') stops training at the first RLE
         return SweepSetup(run_dir, opts, ["--datasets-spec", str(path.resolve()), "--schedule", label],
                           self.describe(data, images, schedule, ref_images, path))
 

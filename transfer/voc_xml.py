@@ -8,6 +8,9 @@ training. :func:`read_voc_xml` reads a file once, with one set of rules:
 * unambiguous real-world forms are *read*: an empty or missing ``<difficult/>``/``<truncated/>`` is 0, an
   integral float coordinate (``191.0``) is that integer, a missing ``<pose>`` is ``Unspecified``, class
   names lose surrounding white space; each such file is counted in :attr:`VocAnnotation.lenient`;
+* what Detectron2's own loader (``tree.findall("object")``) would skip is refused, never dropped: a namespace
+  (``<annotation xmlns=...>``), an ``<object>`` under a namespace or inside another element (``<objects>``);
+  so is a class name with an invisible or control character (``core/names.py``);
 * everything else that would make either Detectron2 reader fail or mislead raises :class:`VocXmlError`
   naming the file: unreadable XML, no integer image size, a non-integral coordinate or flag, a box
   without all four coordinates.
@@ -28,13 +31,15 @@ from __future__ import annotations
 import logging
 import math
 import os
+import unicodedata
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Sequence
 
-from transfer.regular import read_bytes
+from core.files import read_bytes
+from core.names import name_problem
 
 logger = logging.getLogger(__name__)
 COORDS = ("xmin", "ymin", "xmax", "ymax")
@@ -116,6 +121,32 @@ def _integer(text: str | None, what: str, path: str, lenient: Counter, default: 
     return int(value)
 
 
+def _local(tag: object) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _structure_problem(root: ET.Element, path: str) -> None:
+    """Raise :class:`VocXmlError` for what Detectron2's VOC loader (``tree.findall("object")``: direct children of
+    the root, no namespace) and this reader would silently skip: a namespace, an ``<object>`` deeper down."""
+    if root.tag.startswith("{"):
+        ns = root.tag[1:].split("}", 1)[0]
+        raise VocXmlError(f"{path}: the root <{_local(root.tag)}> declares the XML namespace {ns[:80]!r} (xmlns); "
+                          "Detectron2's VOC loader reads no element under a namespace (not <size>, not <object>); "
+                          "remove the xmlns attribute")
+    children = {id(child) for child in root}
+    for el in root.iter():
+        if _local(el.tag) != "object" or el is root:
+            continue
+        if el.tag != "object":
+            raise VocXmlError(f"{path}: an <object> element under an XML namespace (xmlns) is not read by "
+                              "Detectron2's VOC loader; put it directly under <annotation> without xmlns")
+        if id(el) not in children:
+            parent = next(p for p in root.iter() if any(c is el for c in p))
+            raise VocXmlError(f"{path}: <object> elements inside <{_local(parent.tag)}> are not read by Detectron2's "
+                              "VOC loader (it reads direct children of the root only); put them directly under "
+                              f"<{_local(root.tag)}>")
+
+
 def read_voc_xml(path: str | os.PathLike, float_boxes: bool | None = None) -> VocAnnotation:
     """Parse one annotation file with the rules of the module doc; raise :class:`VocXmlError`.
     ``float_boxes``: own data (default: whether the file's folder was passed to :func:`allow_float_boxes`)."""
@@ -130,6 +161,7 @@ def read_voc_xml(path: str | os.PathLike, float_boxes: bool | None = None) -> Vo
         raise VocXmlError(f"{path}: cannot be read ({e.strerror or e})") from None
     except RecursionError:
         raise VocXmlError(f"{path}: XML nested too deeply to be an annotation") from None
+    _structure_problem(root, path)
     lenient: Counter = Counter()
     size = root.find("size")
     if size is None:
@@ -144,6 +176,9 @@ def read_voc_xml(path: str | os.PathLike, float_boxes: bool | None = None) -> Vo
         if raw_name is None or not raw_name.strip():
             raise VocXmlError(f"{path}: object {k} has no <name>")
         name = raw_name.strip()
+        problem = name_problem(name, f"class name of object {k}")
+        if problem:
+            raise VocXmlError(f"{path}: {problem}")
         if name != raw_name:
             lenient["class names with surrounding white space stripped"] += 1
         where = f"object {k} ({name!r})"
@@ -171,7 +206,11 @@ def box_problems(ann: VocAnnotation, class_names: Sequence[str] | None) -> list[
     for k, obj in enumerate(ann.objects):
         where = f"{ann.path}: object {k} ({obj.name!r})"
         if class_names is not None and obj.name not in class_names:
-            out.append(f"{where}: unknown class name (not one of the {len(class_names)} class names)")
+            nfc = unicodedata.normalize("NFC", obj.name)
+            alike = any(unicodedata.normalize("NFC", c) == nfc for c in class_names)
+            out.append(f"{where}: " + ("differs from a class name only in Unicode form (NFC/NFD); write it as the "
+                                       "class names do" if alike else
+                                       f"unknown class name (not one of the {len(class_names)} class names)"))
         x1, y1, x2, y2 = obj.bbox
         # VOC boxes are 1-based inclusive; Detectron2 uses (xmin - 1, ymin - 1, xmax, ymax). Tools that write
         # floats use 0-based coordinates: own data may start at 0.

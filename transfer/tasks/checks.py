@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from core.names import name_problem
 from transfer.tasks.images import image_problem
 
 
@@ -57,7 +59,7 @@ def _listdir(path: Path) -> set[str]:
 
 def _read_split(split_file: Path, problems: Problems) -> list[str] | None:
     """The image ids a VOC split file lists (None, with the problem added, when it cannot be read)."""
-    from transfer.regular import read_bytes
+    from core.files import read_bytes
 
     try:
         text = read_bytes(split_file, 64 << 20).decode("utf-8")
@@ -71,10 +73,16 @@ def _read_split(split_file: Path, problems: Problems) -> list[str] | None:
     return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 def _load_json(path: Path, problems: Problems) -> Any:
-    from transfer.regular import read_bytes
+    from core.files import read_bytes
 
     try:
-        return json.loads(read_bytes(path))
+        data = read_bytes(path)
+        if data.startswith(b"\xef\xbb\xbf"):  # json.loads(bytes) skips it; pycocotools' json.load(open()) does not
+            problems.add("bad-json", f"{path}: starts with a UTF-8 byte-order mark (BOM), which pycocotools (and so "
+                                     "every trial) refuses ('Unexpected UTF-8 BOM'); save it as UTF-8 without BOM "
+                                     "(e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE)")
+            return None
+        return json.loads(data.decode("utf-8"))  # as pycocotools reads it: UTF-8 text, no other encoding
     except json.JSONDecodeError as exc:
         problems.add("bad-json", f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, "
                                  f"column {exc.colno})")
@@ -163,7 +171,27 @@ def _check_custom_categories(path: Path, categories: list, problems: Problems) -
         for value, n in Counter(values).items():
             if n > 1:
                 problems.add("bad-category", f"{path}: category {what} {value!r} is listed {n} times")
+    forms: dict[str, list[dict]] = {}
+    for c in cats:
+        problem = name_problem(c["name"], f"name of category id {c['id']}")
+        if problem:
+            problems.add("bad-category", f"{path}: {problem}")
+        forms.setdefault(unicodedata.normalize("NFC", c["name"].strip()), []).append(c)
+    for same in forms.values():
+        if len({c["name"] for c in same}) > 1:
+            ids = ", ".join(str(c["id"]) for c in same)
+            problems.add("bad-category", f"{path}: categories {ids} have names that print alike "
+                                         f"({', '.join(ascii(c['name']) for c in same)}) and differ only in Unicode "
+                                         "form (NFC/NFD) or surrounding space; use one name per class")
     return {c["id"] for c in cats}
+
+
+def mask_format(docs: list[dict]) -> str:
+    """Detectron2's ``INPUT.MASK_FORMAT`` that reads every training mask: ``bitmask`` when a non-crowd annotation
+    has an RLE mask (``polygon`` asserts polygons and stops training at the first RLE), else ``polygon``."""
+    rle = any(isinstance(a.get("segmentation"), dict) for d in docs for a in d["annotations"]
+              if isinstance(a, dict) and not a.get("iscrowd", 0))
+    return "bitmask" if rle else "polygon"
 
 def _check_box_areas(path: Path, anns: list, problems: Problems) -> None:
     """Your own data: a box of zero width or height, or an annotation without the 'area' pycocotools reads."""

@@ -60,7 +60,7 @@ def _cityscapes_polygons_problems(path: Path, instance_task: bool) -> tuple[list
     """Problems of one ``*_gtFine_polygons.json`` and its number of thing instances (Detectron2's 8 classes)."""
     from cityscapesscripts.helpers.labels import name2label
 
-    from transfer.regular import read_bytes
+    from core.files import read_bytes
 
     try:
         doc = json.loads(read_bytes(path, 64 << 20))
@@ -94,7 +94,7 @@ def _train_ids_problem(path: Path) -> str | None:
     import numpy as np
     from PIL import Image
 
-    from transfer.regular import irregular
+    from core.files import irregular
 
     if irregular(path):
         return f"{path}: {irregular(path)}"

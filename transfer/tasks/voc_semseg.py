@@ -200,7 +200,7 @@ def _label_png_problem(path: Path, size: tuple[int, int] | None, train: bool) ->
     import numpy as np
     from PIL import Image
 
-    from transfer.regular import irregular
+    from core.files import irregular
 
     if irregular(path):
         return f"{path}: {irregular(path)}"
