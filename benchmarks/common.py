@@ -111,10 +111,40 @@ def split_at_dashes(argv: list[str] | None) -> tuple[list[str], list[str]]:
     return argv[:cut], argv[cut + 1:]
 
 
+_INPUT = "the row's input format: --weights-format, --supervised-format or input_format in --weights-list"
+RESERVED_OPTS = {  # config keys the runner sets per row or that decide where a trial writes: the flag to use
+    "MODEL.WEIGHTS": "each row's weights come from --weights (or --supervised-weights); random init has none",
+    "OUTPUT_DIR": "trials write under --output",
+    "_BASE_": "the runner picks the config (--arch and the runner itself); it cannot be overridden",
+    "SEED": "trial i uses --seed + i (--trials sets how many)",
+    "DATASETS.TRAIN": "the benchmark trains on its own datasets (your own data: run_custom.sh)",
+    "DATASETS.TEST": "the benchmark tests on its own datasets (your own data: run_custom.sh)",
+    "INPUT.FORMAT": _INPUT, "MODEL.PIXEL_MEAN": _INPUT, "MODEL.PIXEL_STD": _INPUT,
+    "MODEL.RESNETS.STRIDE_IN_1X1": _INPUT,
+    "SOLVER.AMP.ENABLED": "use --amp (AMP trials go to their own folder)",
+    "SOLVER.TF32": "use --tf32 (TF32 trials go to their own folder)",
+}
+
+
+def opts_problem(opts: list[str]) -> str | None:
+    """One line when the overrides after ``--`` are not KEY VALUE pairs or set a key of :data:`RESERVED_OPTS`."""
+    from transfer.config_files import overrides_shape_problem
+
+    for key in opts[::2] if len(opts) % 2 == 0 else []:
+        if key in RESERVED_OPTS:
+            return f"{key} cannot be set after '--': {RESERVED_OPTS[key]}"
+    shape = overrides_shape_problem(opts)
+    return f"the Detectron2 overrides after '--': {shape}" if shape else None
+
+
 def parse_with_opts(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse ``argv``; what follows ``--`` becomes ``args.opts`` (Detectron2 config overrides)."""
+    """Parse ``argv``; what follows ``--`` becomes ``args.opts`` (Detectron2 config overrides, none of
+    :data:`RESERVED_OPTS`)."""
     argv, opts = split_at_dashes(argv)
     args = parser.parse_args(argv)
+    problem = opts_problem(opts)
+    if problem:
+        parser.exit(2, f"{parser.prog}: error: {problem}\n")
     for flag, what in (("amp", "--amp (Detectron2 AMP)"), ("tf32", "--tf32 (TF32 arithmetic)")):
         if getattr(args, flag, False):
             import torch
@@ -429,6 +459,11 @@ def _run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
         run_dir, extra, args.opts = setup.run_dir, [*extra, *setup.extra], [*setup.opts, *args.opts]
     if args.nodes > 1 and args.launcher == "local":
         return _fail(bench.prog, "--nodes > 1 runs a trial over several machines: use --launcher slurm")
+    from benchmarks.preflight import overrides_problem
+
+    problem = overrides_problem([r.config for r in rows], args.opts)
+    if problem:
+        return _fail(bench.prog, problem)
     try:
         args.opts = [*args.opts, *batch_overrides(rows[0].config, args, tag)]
     except ValueError as e:

@@ -83,6 +83,18 @@ def weights_problem(weights: str) -> tuple[str, str | None]:
     return str(path), None
 
 
+def overrides_problem(configs: list[Path], opts: list[str]) -> str | None:
+    """One line when the overrides ``opts`` do not apply to one of ``configs`` (an unknown key, a wrong type)."""
+    from transfer.config import SetupError, load_cfg
+
+    for config in dict.fromkeys(configs):
+        try:
+            load_cfg(str(config), list(opts), read_only=True)
+        except SetupError as e:
+            return f"{e} ({Path(config).name} with the overrides after '--')"
+    return None
+
+
 def load_check(row: Row, opts: list[str], weights: str | None = None) -> tuple[str, str | None, int]:
     """Build the row's model on the CPU and load its weights (``weights``: a converted copy of them): (report
     line, problem or None, checkpoint bytes)."""

@@ -9,6 +9,9 @@ from pathlib import Path
 import torch
 from detectron2.config import CfgNode, get_cfg
 
+from transfer.config_files import ConfigFileError, load_config_dict, merge_config_dict, one_line_reason, \
+    overrides_shape_problem
+
 
 class SetupError(Exception):
     """A configuration problem reported as one line before any training starts."""
@@ -25,20 +28,37 @@ def load_cfg(config_file: str, opts: list[str], read_only: bool = False) -> CfgN
 
     tasks.register_datasets(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")))
     cfg = add_suite_config(get_cfg())
-    if not Path(config_file).is_file():
+    if not os.path.lexists(config_file):
         raise SetupError(f"config file not found: {config_file}")
-    if densepose.is_densepose_config(config_file):
-        try:
-            densepose.add_config(cfg, read_only=read_only)
-        except densepose.DensePoseMissing as e:
-            raise SetupError(str(e)) from None
-        if densepose.available():
-            densepose.register_datasets(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")))
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
+    try:  # never Detectron2's merge_from_file: it may run code or download (transfer/config_files.py)
+        values = load_config_dict(config_file)
+        if densepose.needs_densepose(values):
+            try:
+                densepose.add_config(cfg, read_only=read_only)
+            except densepose.DensePoseMissing as e:
+                raise SetupError(str(e)) from None
+            if densepose.available():
+                densepose.register_datasets(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")))
+        merge_config_dict(cfg, values, config_file)
+    except ConfigFileError as e:
+        raise SetupError(str(e)) from None
+    merge_overrides(cfg, opts)
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
         cfg.MODEL.DEVICE = "cpu"
     return cfg
+
+
+def merge_overrides(cfg: CfgNode, opts: list[str]) -> None:
+    """``cfg.merge_from_list(opts)`` with every problem (odd count, ``_BASE_``, unknown key, wrong type) as a
+    :class:`SetupError` of one line."""
+    opts = [str(x) for x in opts]
+    problem = overrides_shape_problem(opts)
+    if problem:
+        raise SetupError(problem)
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, ValueError, AssertionError, TypeError) as e:
+        raise SetupError(f"config override: {one_line_reason(e)}") from None
 
 
 def arch_of(cfg: CfgNode) -> str:

@@ -7,7 +7,8 @@ DensePose lives in Detectron2's ``projects/DensePose`` (package ``densepose``); 
 Detectron2 wheels and not on PyPI, so the suite does not vendor or reimplement it. What this module adds
 around it, so that ``transfer/train_net.py`` trains a DensePose config like any other:
 
-* :func:`is_densepose_config` tells from the YAML (following ``_BASE_``) that a config needs DensePose, and
+* :func:`is_densepose_config` tells from the YAML (its ``_BASE_`` chain read by ``transfer/config_files.py``)
+  that a config needs DensePose, and
   :func:`add_config` adds DensePose's config keys (``densepose.add_densepose_config``) before the file is
   merged — or, without the package, stops with :data:`MISSING` (one line naming what to install);
   ``read_only=True`` merges the file without it (unknown keys allowed) to read its values (tests, plans);
@@ -27,8 +28,6 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 import numpy as np
 from PIL import Image
@@ -72,25 +71,20 @@ def require() -> Any:
     return densepose
 
 
-def _yaml_chain(path: Path, depth: int = 0) -> list[dict]:
-    """The YAML documents of ``path`` and its ``_BASE_`` files, nearest first."""
-    doc = yaml.safe_load(path.read_text()) or {}
-    base = doc.get("_BASE_")
-    if not base or depth > 10 or "://" in str(base):
-        return [doc]
-    return [doc, *_yaml_chain((path.parent / base).resolve(), depth + 1)]
+def needs_densepose(values: dict) -> bool:
+    """Whether the merged config ``values`` set ``MODEL.DENSEPOSE_ON: True``."""
+    model = values.get("MODEL") if isinstance(values, dict) else None
+    return isinstance(model, dict) and bool(model.get("DENSEPOSE_ON", False))
 
 
 def is_densepose_config(config_file: str | Path) -> bool:
-    """Whether ``config_file`` (or a ``_BASE_`` of it) sets ``MODEL.DENSEPOSE_ON: True``."""
-    path = Path(config_file)
-    if not path.is_file():
+    """Whether ``config_file`` (or a ``_BASE_`` of it) sets ``MODEL.DENSEPOSE_ON: True``; the chain is read as
+    untrusted input (``transfer/config_files.py``: a refused file raises ``ValueError`` with one line)."""
+    from transfer.config_files import load_config_dict
+
+    if not Path(config_file).exists():
         return False
-    for doc in _yaml_chain(path):
-        model = doc.get("MODEL") if isinstance(doc, dict) else None
-        if isinstance(model, dict) and "DENSEPOSE_ON" in model:
-            return bool(model["DENSEPOSE_ON"])
-    return False
+    return needs_densepose(load_config_dict(config_file))
 
 
 def add_config(cfg: Any, read_only: bool = False) -> Any:
