@@ -203,3 +203,59 @@ def doubling_graph(levels: int = 64) -> dict:
     for _ in range(levels):
         d = {"a": d, "b": d}
     return d
+
+
+# ----------------------------------------------------------------------------- hostile torch zips (issue 27)
+
+def _saved_members(state: dict) -> list[tuple[str, bytes]]:
+    """The members of ``torch.save(state)`` in archive order (name, bytes)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with zipfile.ZipFile(buf) as z:
+        return [(i.filename, z.read(i)) for i in z.infolist()]
+
+
+def shadowed_pickle_pth(path: Path, shadow: str = "DATA.PKL", pickled: bytes | None = None,
+                        before: bool = False) -> Path:
+    """A checkpoint plus a member ``archive/<shadow>`` (a 10**6-deep tuple key by default) written just after (or
+    ``before``) its harmless ``data.pkl``. torch's reader looks names up ignoring case, by a binary search over
+    the sorted names: which of the two it reads depends on their order (here: the one after)."""
+    import warnings
+    import zipfile
+
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        warnings.simplefilter("ignore")  # zipfile warns about a duplicate name
+        for name, data in _saved_members({"state_dict": {"conv1.weight": torch.ones(2)}}):
+            extra = (name.rsplit("/", 1)[0] + "/" + shadow, pickled or deep_tuple_key_pickle())
+            if name.endswith("/data.pkl") and before:
+                dst.writestr(*extra)
+            dst.writestr(name, data)
+            if name.endswith("/data.pkl") and not before:
+                dst.writestr(*extra)
+    return path
+
+
+def deflate_bomb_pth(path: Path, declared: int = 2 << 30) -> Path:
+    """A checkpoint whose one float storage declares ``declared`` bytes and whose member holds them deflated
+    (zeros): a few MB on disk, ``declared`` bytes in memory once torch reads it."""
+    import zipfile
+
+    numel = declared // 4
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for name, data in _saved_members({"state_dict": {"conv1.weight": torch.zeros(4)}}):
+            if name.endswith("/data.pkl"):
+                dst.writestr(name, data.replace(b"K\x04t", b"J" + struct.pack("<i", numel) + b"t", 1))
+            elif name.endswith("/data/0"):
+                info = zipfile.ZipInfo(name)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                chunk = bytes(64 << 20)
+                with dst.open(info, "w", force_zip64=True) as f:
+                    for _ in range(declared // len(chunk)):
+                        f.write(chunk)
+                    f.write(bytes(declared % len(chunk)))
+            else:
+                dst.writestr(name, data)
+    return path

@@ -6,6 +6,7 @@ tensors and plain containers. Every failure becomes a :class:`ConvertError` with
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -39,6 +40,11 @@ def load_untrusted(path: str | os.PathLike) -> Any:
     from transfer import safe_pickle
 
     p = Path(path)
+    try:
+        os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ConvertError(f"{p}: a symbolic link loop") from None
     if not p.exists():
         raise ConvertError(f"{p}: no such file")
     if p.is_dir():
@@ -70,7 +76,7 @@ def load_untrusted(path: str | os.PathLike) -> Any:
         raise ConvertError(f"{p}: truncated or corrupt checkpoint ({e.strerror or _first_line(e)}); fetch or save "
                            "it again") from None
     except (EOFError, KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError, IndexError,
-            MemoryError, RecursionError) as e:
+            MemoryError, RecursionError, AssertionError) as e:  # AssertionError: torch's checks of persistent ids
         raise ConvertError(f"{p}: not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
 
 

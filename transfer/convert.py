@@ -39,6 +39,7 @@ from transfer.resnet_spec import backbone_tensors, detectron2_name, infer_spec  
 from transfer.plain import plain  # noqa: E402
 from transfer.verify import detectron2_available, verify_pkl  # noqa: E402
 from transfer.weight_checks import WeightValuesError, check_tensors  # noqa: E402
+from transfer.weights import local_weights  # noqa: E402
 
 AUTHOR = SUITE_AUTHOR
 
@@ -89,7 +90,10 @@ def pretrain_facts(obj: Any) -> dict[str, Any]:
 def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | None = None,
             verify: bool | None = None, log=print) -> dict[str, Any]:
     """Convert ``src`` and write ``out``; return the provenance dict. Raises :class:`ConvertError`."""
-    src = Path(src)
+    try:
+        src = Path(local_weights(str(src)))  # file:///abs/ckpt.pth -> /abs/ckpt.pth
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
     out = Path(out) if out is not None else default_output(src)
     if out.suffix != ".pkl":
         raise ConvertError(f"{out}: output must end in .pkl (Detectron2 reads model-zoo pickles by extension)")

@@ -26,6 +26,7 @@ tuple key (it crashes hashing it) or a shared-reference blow-up. Every refusal i
 from __future__ import annotations
 
 import codecs
+import errno
 import io
 import math
 import os
@@ -45,10 +46,18 @@ MAX_EXPANDED = 4_000_000     # nodes of the structure written out as a tree (sha
 MAX_FILE_BYTES = 16 << 30    # the largest weights file read (a wide ResNet-50x4 in fp32 is about 1.5 GB)
 MAX_KEY_DEPTH = 8            # tuples inside dict keys
 MAX_TORCH_PICKLE_BYTES = 1 << 30  # the pickle inside a torch zip checkpoint (an R50 checkpoint's is ~50 KB)
+MAX_INFLATE = 4             # how much larger than the file a torch zip's members may be when read (torch stores them)
+TORCH_RECORDS = ("version", ".data/version", "byteorder", ".format_version", ".storage_alignment",
+                 ".data/serialization_id")  # the small records torch reads whole; each is a few bytes
 _PLAIN_KINDS = "biufc"       # numpy dtype kinds admitted: bool, int, uint, float, complex
 _LATIN1 = {"latin1", "latin-1", "iso-8859-1", "iso8859-1"}
 _NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
 _NUMPY_NUMERIC = ("numpy.core.numeric", "numpy._core.numeric")
+# bytes per element of torch's storage types (torch.storage._storage_type_to_dtype_map(); UntypedStorage: bytes)
+_ELEMENT_SIZE = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "LongStorage": 8, "IntStorage": 4,
+                 "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1, "BFloat16Storage": 2,
+                 "ComplexDoubleStorage": 16, "ComplexFloatStorage": 8, "QInt8Storage": 1, "QInt32Storage": 4,
+                 "QUInt8Storage": 1, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1, "UntypedStorage": 1}
 
 
 class UnsafePickleError(ValueError):
@@ -223,6 +232,16 @@ class _Node:
         self.children = children if children is not None else []
 
 
+class _GlobalNode(_Node):
+    """Scan mode: a global, with its name (a storage type's name gives its element size)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
 _MARK = object()
 _CONTAINERS = (dict, list, tuple, set, frozenset)
 
@@ -267,6 +286,7 @@ class _Machine:
         self.created = 0
         self.keep: list = []             # every container made: kept alive so that its id stays its own
         self.depth: dict[int, int] = {}  # id -> nesting depth so far (a lower bound once shared; _finish is exact)
+        self.storages: list[tuple[str, Any, int | None]] = []  # scan: (key, numel, element size) per storage id
 
     # -- helpers
     def new(self, obj: Any) -> Any:
@@ -316,7 +336,7 @@ class _Machine:
 
     def global_(self, module: Any, name: Any) -> Any:
         if self.scan:
-            return self.new(_Node())
+            return self.new(_GlobalNode(str(name)[:80]))
         found = ALLOWED.get(str(module), {}).get(str(name))
         if found is None:
             raise _Refused(f"it names the global {str(module)[:80]}.{str(name)[:80]}, which a weights file never "
@@ -495,10 +515,26 @@ class _Machine:
             items = self.pop_mark(stack, marks)
         else:
             items = [self._pop(stack) for _ in range(n)]
+        if name == "BINPERSID":
+            self._storage_id(items[0])
         if name == "READONLY_BUFFER":
             self._top(stack)
         else:  # PERSID, EXT*, NEXT_BUFFER: leaves
             stack.append(self.container(_Node(items), items))
+
+    def _storage_id(self, pid: Any) -> None:
+        """Record a torch storage's persistent id as torch reads it when it allocates the storage:
+        ``('storage', type, key, location, numel[, view])`` (zip: 5 items, legacy: 6)."""
+        kids = pid.children if isinstance(pid, _Node) and not isinstance(pid, _GlobalNode) else None
+        if not kids or len(kids) not in (5, 6) or kids[0] not in ("storage", b"storage"):
+            return
+        kind, key, numel = kids[1], kids[2], kids[4]
+        size = _ELEMENT_SIZE.get(kind.name.split(".")[-1]) if isinstance(kind, _GlobalNode) else None
+        key = key.decode("latin1") if isinstance(key, bytes) else key
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            raise _Refused(f"it names a tensor storage by {_short(key)}")
+        ok = isinstance(numel, int) and not isinstance(numel, bool)
+        self.storages.append((str(key), numel if ok else None, size))
 
     @staticmethod
     def _pop(stack: list) -> Any:
@@ -620,6 +656,8 @@ def open_regular(path: str | os.PathLike, what: str = "weights file", max_bytes:
     except FileNotFoundError:
         raise UnsafePickleError(f"{p}: no such file") from None
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePickleError(f"{p}: a symbolic link loop") from None
         raise UnsafePickleError(f"{p}: cannot be read ({e.strerror or e})") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
@@ -649,40 +687,126 @@ def load(path: str | os.PathLike) -> Any:
 
 
 def scan_torch_file(path: str | os.PathLike) -> None:
-    """Check the pickled structure of a torch checkpoint (zip or legacy format) against the module's limits
-    before ``torch.load(weights_only=True)`` builds it; raise :class:`UnsafePickleError` (one line)."""
+    """Check a torch checkpoint (zip or legacy format) before ``torch.load(weights_only=True)`` reads it: the
+    pickled structure against the module's limits, and the memory its storages would take against the file's
+    size (:func:`_check_zip`); raise :class:`UnsafePickleError` (one line)."""
     where = str(path)
     with open_regular(path, "checkpoint file") as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(4)
         f.seek(0)
-        if head.startswith(b"PK"):
+        if head == b"PK\x03\x04":  # torch's own test (serialization._is_zipfile); anything else is read as legacy
             try:
                 with zipfile.ZipFile(f) as z:
-                    pickles = [n for n in z.namelist() if n.endswith("data.pkl")]
-                    if not pickles:
-                        raise UnsafePickleError(f"{where}: a zip archive without data.pkl; not a PyTorch checkpoint")
-                    for name in pickles:
-                        if z.getinfo(name).file_size > MAX_TORCH_PICKLE_BYTES:  # tensors live beside it, not in it
-                            raise UnsafePickleError(f"{where}: its data.pkl claims {z.getinfo(name).file_size:,} bytes; "
-                                                    "a checkpoint's pickle is small (its tensors are stored beside it)")
-                        with z.open(name) as inner:
-                            _scan(inner, where, z.getinfo(name).file_size)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError) as e:
+                    _check_zip(z, where, size)
+            except UnsafePickleError:
+                raise
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, ValueError,
+                    NotImplementedError) as e:  # NotImplementedError: a compression zipfile lacks
                 raise UnsafePickleError(f"{where}: truncated or corrupt checkpoint (broken zip archive: "
                                         f"{str(e).splitlines()[0][:80] if str(e) else type(e).__name__}); "
                                         "fetch or save it again") from None
             return
         if head[:1] != b"\x80":  # a legacy torch file starts with a protocol-2 pickle
             raise UnsafePickleError(f"{where}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+        storages: dict[str, int] = {}
         for _ in range(5):  # legacy torch format: magic number, protocol, sys info, the data, storage keys
             if not f.peek(1)[:1]:
-                return
-            _scan(f, where, os.fstat(f.fileno()).st_size)
+                break
+            for key, numel, item in _scan(f, where, size):
+                storages.setdefault(key, (numel or 0) * (item or 1))  # torch allocates the first one it meets
+        declared = sum(storages.values())
+        if declared > size:  # the legacy format writes every storage's bytes after the pickles
+            raise UnsafePickleError(f"{where}: refused to load: its tensors declare {declared:,} bytes but the file "
+                                    f"has {size:,}; it is corrupt or crafted to exhaust memory")
 
 
-def _scan(f: BinaryIO, where: str, size: int) -> None:
+def _ascii_lower(name: str) -> str:
+    """How torch's zip reader (miniz) compares names: ASCII letters without case, all else as it is."""
+    return name.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _check_zip(z: zipfile.ZipFile, where: str, size: int) -> None:
+    """Read a torch zip as torch's reader does, and refuse what it could not read safely.
+
+    torch (``PyTorchStreamReader``) takes the first entry's top folder as the archive's prefix, requires every
+    entry under it, and finds records by name ignoring ASCII case with a binary search over the sorted names: of
+    two names equal but for case (``data.pkl``, ``DATA.PKL``), or one name written twice, either may be the one
+    it reads. So: one entry per name ignoring case, the scan reads ``<prefix>/data.pkl`` as torch does, every
+    storage that pickle names must exist and hold the bytes it declares, and what torch reads in all (members
+    inflated) may be at most :data:`MAX_INFLATE` times the file's size (torch itself stores members uncompressed).
+    """
+    infos = z.infolist()
+    if not infos:
+        raise UnsafePickleError(f"{where}: an empty zip archive; not a PyTorch checkpoint")
+    prefix = infos[0].filename.split("/", 1)[0] + "/"
+    if "/" not in infos[0].filename:
+        raise UnsafePickleError(f"{where}: a zip archive whose first entry {infos[0].filename[:60]!r} is not in a "
+                                "folder; not a PyTorch checkpoint")
+    by_name: dict[str, zipfile.ZipInfo] = {}
+    for info in infos:
+        name = _ascii_lower(info.filename)
+        if name in by_name:
+            other = by_name[name].filename
+            how = f"{info.filename[:60]!r} twice" if other == info.filename else \
+                f"{other[:60]!r} and {info.filename[:60]!r} (torch ignores case)"
+            raise UnsafePickleError(f"{where}: refused to load: the zip archive holds {how}, and torch could read "
+                                    "either; it is crafted or corrupt")
+        if not info.filename.startswith(prefix):
+            raise UnsafePickleError(f"{where}: a zip archive with entries outside its folder {prefix!r} "
+                                    f"({info.filename[:60]!r}); not a PyTorch checkpoint")
+        if info.file_size > MAX_INFLATE * info.compress_size + (1 << 20):
+            raise UnsafePickleError(f"{where}: refused to load: its entry {info.filename[:60]!r} inflates "
+                                    f"{info.compress_size:,} bytes to {info.file_size:,} (torch stores entries "
+                                    "uncompressed); it is crafted to exhaust memory")
+        by_name[name] = info
+    pickles = [i.filename for i in infos if _ascii_lower(i.filename).endswith("data.pkl")]
+    if len(pickles) > 1:
+        raise UnsafePickleError(f"{where}: refused to load: the zip archive holds {len(pickles)} pickles "
+                                f"({', '.join(repr(p[:60]) for p in pickles[:3])}), a checkpoint one data.pkl; "
+                                "it is crafted or corrupt")
+    main = by_name.get(_ascii_lower(prefix + "data.pkl"))
+    if main is None:
+        raise UnsafePickleError(f"{where}: a zip archive without {prefix}data.pkl; not a PyTorch checkpoint")
+    if main.file_size > MAX_TORCH_PICKLE_BYTES:  # tensors live beside it, not in it
+        raise UnsafePickleError(f"{where}: its data.pkl claims {main.file_size:,} bytes; "
+                                "a checkpoint's pickle is small (its tensors are stored beside it)")
+    for record in TORCH_RECORDS:
+        info = by_name.get(_ascii_lower(prefix + record))
+        if info is not None and info.file_size > 1024:
+            raise UnsafePickleError(f"{where}: refused to load: its record {info.filename[:60]!r} claims "
+                                    f"{info.file_size:,} bytes (torch writes a few); it is crafted or corrupt")
+    with z.open(main) as inner:
+        storages = _scan(inner, where, main.file_size)
+    total = main.file_size
+    seen: set[str] = set()
+    for key, numel, item in storages:
+        info = by_name.get(_ascii_lower(f"{prefix}data/{key}"))
+        if info is None:
+            raise UnsafePickleError(f"{where}: truncated or corrupt checkpoint (its tensor data {prefix}data/"
+                                    f"{key[:40]} is missing); fetch or save it again")
+        declared = numel * item if numel is not None and item is not None else 0
+        if declared > info.file_size:
+            raise UnsafePickleError(f"{where}: refused to load: a tensor storage declares {declared:,} bytes, its "
+                                    f"entry {info.filename[:60]!r} holds {info.file_size:,}; it is corrupt or crafted")
+        if key not in seen:
+            seen.add(key)
+            total += info.file_size
+    budget = MAX_INFLATE * size + (1 << 20)
+    if total > budget:
+        raise UnsafePickleError(f"{where}: refused to load: its tensors would take {total:,} bytes, more than "
+                                f"{MAX_INFLATE} times the file's {size:,}; it is crafted to exhaust memory")
+
+
+def _scan(f: BinaryIO, where: str, size: int) -> list[tuple[str, int | None, int | None]]:
+    """Scan one pickle; return the storages it names: (key, numel, element size), None where not plain."""
+    machine = _Machine(scan=True)
     try:
-        _finish(_Machine(scan=True).run(f, size), replace=False)
+        _finish(machine.run(f, size), replace=False)
+        return machine.storages
     except _Malformed as e:
         raise UnsafePickleError(f"{where}: not a PyTorch checkpoint (unreadable pickle: {e})") from None
     except _Refused as e:

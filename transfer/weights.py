@@ -21,12 +21,13 @@ An explicit ``--input-format`` always wins; the decision and its reason are prin
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from transfer import safe_pickle
 from transfer.plain import finite_numbers, hex_digest, plain
@@ -58,6 +59,28 @@ def weights_style(weights: str) -> str:
 
 def is_remote(weights: str) -> bool:
     return "://" in weights
+
+
+def local_weights(weights: str) -> str:
+    """A ``file://`` URL as the path it names (``file:///abs/w.pkl`` -> ``/abs/w.pkl``), anything else as it is;
+    ``ValueError`` (one line) for a file URL of another host."""
+    if not weights.lower().startswith("file://"):
+        return weights
+    url = urlparse(weights)
+    if url.netloc not in ("", "localhost") or not url.path:
+        raise ValueError(f"{weights}: a file URL of another host (or of no path); pass the file's local path")
+    return unquote(url.path)
+
+
+def resolve_local(path: str | os.PathLike) -> Path:
+    """``Path(path).resolve()``; ``ValueError`` "PATH: a symbolic link loop" instead of a ``RuntimeError``."""
+    p = Path(path)
+    try:
+        return p.resolve()
+    except (RuntimeError, OSError) as e:  # 3.11: RuntimeError("Symlink loop ..."); later: OSError(ELOOP)
+        if isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP:
+            raise ValueError(f"{p}: a symbolic link loop") from None
+        raise ValueError(f"{p}: cannot be resolved ({getattr(e, 'strerror', None) or e})") from None
 
 
 def remote_url(weights: str) -> str:
