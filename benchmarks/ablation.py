@@ -37,10 +37,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from benchmarks.common import split_at_dashes
 from benchmarks.runner import REPO
+from core import safe_yaml
+from core.files import brief
 from cluster.slurm import LaunchError, SlurmSpec, add_slurm_args, check_fits, default_cluster, make_executor, submit_all
 
 SWEEPS = REPO / "benchmarks" / "sweeps"
@@ -167,9 +167,9 @@ def load_spec(spec: str | Path) -> Spec:
     if not path.is_file():
         raise SpecError(f"no sweep spec {spec!r} (a .yaml file, or one of: {', '.join(available_specs())})")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raw = safe_yaml.load(path, "sweep spec")
+    except safe_yaml.YamlError as e:
+        raise SpecError(str(e)) from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping at the top level")
     unknown = sorted(set(raw) - SPEC_KEYS)
@@ -177,9 +177,9 @@ def load_spec(spec: str | Path) -> Spec:
         raise SpecError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(SPEC_KEYS))})")
     view, ev = raw.get("view"), raw.get("eval", "linear")
     if view not in VIEWS:
-        raise SpecError(f"{path}: 'view' must be one of {', '.join(VIEWS)} (got {view!r})")
+        raise SpecError(f"{path}: 'view' must be one of {', '.join(VIEWS)} (got {brief(view)})")
     if ev not in EVALS:
-        raise SpecError(f"{path}: 'eval' must be one of {', '.join(EVALS)} (got {ev!r})")
+        raise SpecError(f"{path}: 'eval' must be one of {', '.join(EVALS)} (got {brief(ev)})")
     base = _canon(raw.get("pretrain") or {}, f"{path}: pretrain")
     voc = [str(a) for a in (raw.get("voc") or [])]
     if any(a not in ("C4", "DC5") for a in voc):

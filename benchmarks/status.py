@@ -53,10 +53,10 @@ def _progress(trial_dir: Path) -> tuple[int | None, int | None, float | None]:
         it = max(int(r.get("iteration", 0)) for r in lines)
     total = None
     try:
-        import yaml
+        from core import safe_yaml
 
-        total = int(yaml.safe_load((trial_dir / "config.yaml").read_text())["SOLVER"]["MAX_ITER"])
-    except (OSError, ValueError, KeyError, TypeError):
+        total = int(safe_yaml.load(trial_dir / "config.yaml", "trial config")["SOLVER"]["MAX_ITER"])
+    except (ValueError, KeyError, TypeError):  # safe_yaml.YamlError is a ValueError
         pass
     return it, total, sec
 
