@@ -19,6 +19,11 @@ input-format decision (``--weights-format`` for every row that does not set one)
 fingerprint and trials (its folder is its label's slug). Two rows whose default labels are equal get their
 parent folder's name appended; rows that would still share a label (or a baseline row's folder) are refused in
 one line (``benchmarks/sweep_checks.py``).
+
+The list is read as bounded, plain YAML (``core/safe_yaml.py``: regular files only, no duplicate keys, no alias
+bombs) and a label given is text that prints as itself (``core/names.py``: NFC, no control or invisible
+characters, at most :data:`MAX_LABEL` characters; ``label: no`` or ``label: 1.10`` must be quoted); every bad
+entry is one line naming the file and entry, its value shown briefly.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transfer.weights import FORMATS, WeightsFormatError, is_remote
+from core.files import brief
+from core.names import clean_name
+from transfer.weights import FORMATS, WeightsFormatError, is_remote, local_weights, resolve_local
 
 MAX_LIST_BYTES = 1 << 20  # a backbones list is a few lines; a bigger file is not one
+MAX_LABEL = 128  # a label is a table row and (as its slug) a folder name
 LIST_KEYS = {"path": "path", "weights": "path", "label": "label", "input_format": "input_format",
              "format": "input_format"}
 
@@ -49,40 +57,60 @@ class BackboneSpec:
     origin: str = "--weights"
 
 
+def clean_label(label: object) -> str:
+    """A row label as text that prints as itself (:func:`core.names.clean_name`); ``ValueError`` (one line)."""
+    return clean_name(label, "label", MAX_LABEL)  # type: ignore[arg-type]
+
+
+def label_arg(text: str) -> str:
+    """``--label``: argparse ``type=`` (a one-line usage error for a label that cannot be one)."""
+    try:
+        return clean_label(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _check_path(path: str) -> str:
+    if "\0" in path:
+        raise ValueError(f"the weights path {brief(path)} holds a NUL byte, which no file name can")
+    return path
+
+
 def split_label(text: str) -> tuple[str | None, str]:
     """``"LABEL=PATH"`` -> (LABEL, PATH); a plain path (also one holding ``=``, when that file exists, or a URL)
-    -> (None, PATH). Raises ``ValueError`` for an empty label or path."""
+    -> (None, PATH). Raises ``ValueError`` (one line) for an empty path or a label that cannot be one."""
     text = text.strip()
     head, sep, tail = text.partition("=")
-    if not sep or Path(text).expanduser().exists() or "://" in head:
+    if not sep or "://" in head or _exists(text):
         if not text:
             raise ValueError("an empty weights path")
-        return None, text
+        return None, _check_path(text)
     if not head.strip() or not tail.strip():
-        raise ValueError(f"{text!r}: expected LABEL=PATH with a label and a path")
-    return head.strip(), tail.strip()
+        raise ValueError(f"{brief(text)}: expected LABEL=PATH with a label and a path")
+    return clean_label(head), _check_path(tail.strip())
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError):  # a name too long for a file, a NUL
+        return False
 
 
 def _resolve(path: str, folder: Path | None) -> str:
+    path = local_weights(path)  # file:///abs/w.pkl -> /abs/w.pkl (ValueError for another host's)
     if is_remote(path):
         return path
     p = Path(path).expanduser()
-    return str(((folder / p) if folder is not None and not p.is_absolute() else p).resolve())
+    return str(resolve_local((folder / p) if folder is not None and not p.is_absolute() else p))  # loop: ValueError
 
 
 def read_weights_list(path: str | Path) -> list[BackboneSpec]:
     """The rows ``path`` lists (module doc); raises ``ValueError`` with one line naming the file and entry."""
-    import yaml
+    from core import safe_yaml
 
     f = Path(path).expanduser()
-    try:
-        if f.stat().st_size > MAX_LIST_BYTES:
-            raise ValueError(f"{f}: {f.stat().st_size} bytes is not a list of weights files")
-        doc = yaml.safe_load(f.read_text())
-    except OSError as e:
-        raise ValueError(f"{f}: cannot read it ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{f}: not YAML ({str(e).splitlines()[0]})") from None
+    doc = safe_yaml.load(f, "list of weights files", MAX_LIST_BYTES)  # YamlError (a ValueError): one line
     if isinstance(doc, dict) and set(doc) == {"backbones"}:
         doc = doc["backbones"]
     if not isinstance(doc, list) or not doc:
@@ -106,16 +134,19 @@ def _entry(entry: Any, where: str, folder: Path) -> BackboneSpec:
                          f"not a {type(entry).__name__}")
     unknown = [str(k) for k in entry if k not in LIST_KEYS]
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} (expected path, label, input_format)")
+        raise ValueError(f"{where}: unknown key {brief(unknown[0])} (expected path, label, input_format)")
     got = {LIST_KEYS[k]: v for k, v in entry.items()}
     path, label, fmt = got.get("path"), got.get("label"), got.get("input_format")
     if not isinstance(path, str) or not path.strip():
         raise ValueError(f"{where}: no path")
-    if label is not None and (not isinstance(label, (str, int, float)) or not str(label).strip()):
-        raise ValueError(f"{where}: the label must be a non-empty string")
-    if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"{where}: input_format must be RGB or BGR, not {fmt!r}")
-    return BackboneSpec(_resolve(path.strip(), folder), str(label).strip() if label is not None else None, fmt, where)
+    try:
+        _check_path(path)
+        label = clean_label(label) if label is not None else None
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if fmt is not None and (not isinstance(fmt, str) or fmt not in FORMATS):
+        raise ValueError(f"{where}: input_format must be RGB or BGR, not {brief(fmt)}")
+    return BackboneSpec(_resolve(path.strip(), folder), label, fmt, where)
 
 
 class BackboneArgs(argparse.Action):
@@ -147,7 +178,7 @@ def add_weights_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-list", action=BackboneArgs, metavar="FILE",
                    help="a YAML list of backbones, one row each: path, optional label and input_format (RGB|BGR); "
                         "rows keep the order given")
-    p.add_argument("--label", help="row label of a single --weights PATH (same as --weights LABEL=PATH)")
+    p.add_argument("--label", type=label_arg, help="row label of a single --weights PATH (same as --weights LABEL=PATH)")
     p.add_argument("--weights-format", choices=FORMATS,
                    help="input format of every pretrained row that does not set its own (default: decided from each "
                         "file; see docs/trust.md)")
@@ -171,7 +202,10 @@ def default_label(method: str, weights: str) -> str:
     """``"<method> <file stem>"`` (the stem alone when the method is unknown)."""
     from transfer.methods import UNKNOWN
 
+    import unicodedata
+
     stem = Path(weights).name.split(".")[0] or Path(weights).name
+    stem = unicodedata.normalize("NFC", stem)  # a file named on macOS (NFD) gets the label typed elsewhere (NFC)
     return stem if method == UNKNOWN else f"{method} {stem}"
 
 

@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 import submitit
 
 from cluster.jobs import wait_until_ended
-from cluster.slurm import LaunchError, SlurmSpec, add_slurm_args, check_fits, make_executor, submit_all
+from cluster.slurm import LaunchError, SlurmSpec, add_slurm_args, check_fits, make_executor, slurm_text, submit_all
 
 
 class MocoJob:
@@ -60,7 +60,7 @@ def with_auto_resume(argv: list[str]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slurm.py", description="submit main_moco.py to SLURM (submitit)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--name", default="moco")
+    p.add_argument("--name", default="moco", type=slurm_text("--name"), help="SLURM job name")
     add_slurm_args(p)  # the benchmark runners' flags (cluster/slurm.py)
     p.add_argument("--wait", action="store_true", help="wait for the job (requeued runs too); exit 1 if it failed")
     p.add_argument("moco_args", nargs=argparse.REMAINDER, help="-- then main_moco.py arguments")

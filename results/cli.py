@@ -2,7 +2,8 @@
 
 Prints the Markdown tables on stdout, one ``skipped <path>: <reason>`` line per unusable record on
 stderr, and writes the formats under ``--out`` (default ``<first run root>/tables``, or
-``output/paper-tables`` without ``--runs``). Trial records make the transfer tables (``results.tables``),
+``output/paper-tables`` without ``--runs``; when that folder cannot be written, e.g. a run on a read-only share,
+``output/tables-<run name>`` under the current folder or else under ``$TMPDIR``, said on stderr). Trial records make the transfer tables (``results.tables``),
 ablation records the ablation tables and plots (``results.ablation``); ``--with-paper`` adds the published
 rows and the published tables the suite does not measure (``results.paper_only``), so
 ``python -m results --with-paper`` alone renders every published table. Exit status 0 when at least
@@ -12,7 +13,9 @@ one table rendered, 1 (with a one-line message) when no usable record was found,
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 from results.ablation import build_ablation_tables
@@ -67,14 +70,15 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     print(render_markdown(tables, std=not args.no_std), end="")
-    if args.out:
-        out = Path(args.out)
-    elif args.runs:
-        first = Path(args.runs[0])
-        out = (first.parent if first.is_file() else first) / "tables"
-    else:
-        out = Path("output") / "paper-tables"
-    written = write_outputs(tables, out, formats, skipped=skipped, std=not args.no_std)
+    out = output_folder(args)
+    if out is None:
+        return 1
+    try:
+        written = write_outputs(tables, out, formats, skipped=skipped, std=not args.no_std)
+    except OSError as e:
+        print(f"results: cannot write the tables in {out} ({e.strerror or type(e).__name__}); give a writable --out",
+              file=sys.stderr)
+        return 1
     n_files = sum(len(v) for v in written.values())
     n_records = len(coll.records) + len(abl.records)
     print(f"results: {len(tables)} table(s) from {n_records} record(s); {n_files} file(s) in {out}",
@@ -94,12 +98,55 @@ def table6_main(args: argparse.Namespace, records: list[dict]) -> int:
         return 1
     text = "\n".join(render_table6_markdown(v, std=not args.no_std) for v in views)
     print(text, end="")
-    first = Path(args.runs[0]) if args.runs else None
-    if args.out:
-        out = Path(args.out)
-    else:
-        out = (first.parent if first.is_file() else first) / "tables" if first else Path("output") / "paper-tables"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table6.md").write_text(text)
+    out = output_folder(args)
+    if out is None:
+        return 1
+    try:
+        (out / "table6.md").write_text(text)
+    except OSError as e:
+        print(f"results: cannot write {out / 'table6.md'} ({e.strerror or type(e).__name__}); give a writable --out",
+              file=sys.stderr)
+        return 1
     print(f"results: Table 6 view from {len(records)} record(s) -> {out / 'table6.md'}", file=sys.stderr)
     return 0
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be written in ``folder`` (made when missing), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
+def output_folder(args: argparse.Namespace) -> Path | None:
+    """Where the tables go: ``--out``, else ``<first run root>/tables`` (``output/paper-tables`` without runs); a
+    default that cannot be written (a read-only run folder) gives way to ``output/tables-<run name>`` here, then
+    under ``$TMPDIR``, said in one line. None (after one line on stderr) when nothing can be written."""
+    if args.out:
+        out = Path(args.out)
+        why = _unwritable(out)
+        if why:
+            print(f"results: cannot write in --out {out} ({why}); give a writable folder", file=sys.stderr)
+            return None
+        return out
+    if not args.runs:
+        default, name = Path("output") / "paper-tables", "paper"
+    else:
+        first = Path(args.runs[0])
+        root = first.parent if first.is_file() else first
+        default, name = root / "tables", re.sub(r"[^A-Za-z0-9._-]+", "_", root.resolve().name)[:64] or "run"
+    why = _unwritable(default)
+    if why is None:
+        return default
+    for other in (Path("output") / f"tables-{name}", Path(tempfile.gettempdir()) / "moco-bench" / f"tables-{name}"):
+        if other != default and _unwritable(other) is None:
+            print(f"results: cannot write in {default} ({why}); writing the tables to {other.resolve()} instead "
+                  "(give --out to choose)", file=sys.stderr)
+            return other
+    print(f"results: cannot write in {default} ({why}), nor here or in {tempfile.gettempdir()}; give a writable --out",
+          file=sys.stderr)
+    return None

@@ -75,7 +75,7 @@ def test_weights_repeat_as_label_path_or_path_and_lists_keep_their_place(tmp_pat
     ("- path: a.pkl\n  lable: typo\n", "unknown key 'lable'"),
     ("- 3\n", "expected a mapping"),
     ("{}\n", "expected a list"),
-    ("- path: [a\n", "not YAML"),
+    ("- path: [a\n", "not valid YAML"),
 ])
 def test_a_weights_list_that_cannot_be_read_is_one_usage_line(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                text: str, error: str) -> None:
