@@ -112,8 +112,8 @@ def read_weights_list(path: str | Path) -> list[BackboneSpec]:
 def _entry(entry: Any, where: str, folder: Path) -> BackboneSpec:
     if isinstance(entry, str):
         try:
-            label, path = split_label(entry)
-            path, prefix = split_prefix(path)
+            text, prefix = split_prefix(entry)  # before the label: PATH#prefix=P holds a '=' of its own
+            label, path = split_label(text)
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         return BackboneSpec(_resolve(path, folder), label, None, where, prefix)
@@ -150,8 +150,8 @@ class BackboneArgs(argparse.Action):
             if option_string == "--weights-list":
                 given += read_weights_list(values)
             else:
-                label, path = split_label(values)
-                path, prefix = split_prefix(path)
+                text, prefix = split_prefix(values)  # before the label: PATH#prefix=P holds a '=' of its own
+                label, path = split_label(text)
                 n = sum(1 for s in given if s.origin.startswith("--weights ")) + 1
                 given.append(BackboneSpec(_resolve(path, None), label, None, f"--weights {n}", prefix))
         except ValueError as e:

@@ -85,9 +85,20 @@ def test_the_runner_plans_slotcon_and_an_override_in_one_step(tmp_path: Path, ti
     dino_path, _ = LAYOUTS["dino"][0](tmp_path)
     out = tiny_output(tmp_path / "out", tiny_root)
     rc = run.main(["voc", "--tiny", "--dry-run", "--rows", "pretrained", "--output", str(out),
-                   "--weights", str(slot), "--weights", f"student={dino_path}#prefix=student:module.backbone."])
+                   "--weights", str(slot), "--weights", f"{dino_path}#prefix=student:module.backbone."])
     text = capsys.readouterr()
     assert rc == 0, text.out[-3000:] + text.err[-2000:]
     assert "method   SlotCon:" in text.out
     assert "encoder  SlotCon layout (slotcon), teacher (momentum) encoder_k: model/module.encoder_k.*" in text.out
     assert "encoder  custom prefix 'student:module.backbone.'" in text.out
+
+
+def test_the_override_parses_with_and_without_a_label(tmp_path: Path) -> None:
+    from benchmarks.backbones import read_weights_list, split_label, split_prefix
+
+    assert split_prefix("a/ckpt.pth#prefix=teacher:module.backbone.") == ("a/ckpt.pth", "teacher:module.backbone.")
+    assert split_label(split_prefix("q=a.pth#prefix=model:module.encoder_q.")[0]) == ("q", "a.pth")
+    with pytest.raises(ValueError, match="empty prefix"):
+        split_prefix("a.pth#prefix=")
+    (tmp_path / "list.yaml").write_text("- {path: a.pth, prefix: module.encoder_k.}\n- b.pth#prefix=encoder_q.\n")
+    assert [s.prefix for s in read_weights_list(tmp_path / "list.yaml")] == ["module.encoder_k.", "encoder_q."]
