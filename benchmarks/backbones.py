@@ -3,6 +3,7 @@
     --weights PATH                     a row labelled "<method> <file stem>" (method: transfer/methods.py)
     --weights "LABEL=PATH"             a row labelled LABEL
     --weights-list backbones.yaml      the rows the file lists, where it stands on the command line
+    --weights "LABEL=PATH#prefix=P"    the encoder under key prefix P ([NESTED/PATH:]P), not the layout's own
 
 ``backbones.yaml`` lists entries, each a mapping (or a ``LABEL=PATH`` / ``PATH`` string as on the command line);
 relative paths are read from the file's folder::
@@ -10,6 +11,7 @@ relative paths are read from the file's folder::
     - path: checkpoints/moco_v2_800ep.pth.tar     # required (a .pth/.pth.tar checkpoint or a Detectron2 .pkl)
       label: MoCo v2 800ep                        # optional: default "<method> <file stem>"
       input_format: RGB                           # optional: RGB | BGR (default: decided from the file)
+      prefix: module.encoder_k.                   # optional: the encoder's key prefix (transfer/layouts.py)
     - DenseCL=converted/densecl_r50_200ep.pkl
     - converted/swav_800ep.pkl
 
@@ -40,7 +42,8 @@ from transfer.weights import FORMATS, WeightsFormatError, is_remote, local_weigh
 MAX_LIST_BYTES = 1 << 20  # a backbones list is a few lines; a bigger file is not one
 MAX_LABEL = 128  # a label is a table row and (as its slug) a folder name
 LIST_KEYS = {"path": "path", "weights": "path", "label": "label", "input_format": "input_format",
-             "format": "input_format"}
+             "format": "input_format", "prefix": "prefix"}
+PREFIX_MARK = "#prefix="  # --weights PATH#prefix=P: the encoder's key prefix, overriding the layout registry
 
 
 class BackboneError(WeightsFormatError):
@@ -55,6 +58,7 @@ class BackboneSpec:
     label: str | None = None
     input_format: str | None = None
     origin: str = "--weights"
+    prefix: str | None = None  # the encoder's [PATH:]PREFIX when given (PATH#prefix=P, prefix: in a list)
 
 
 def clean_label(label: object) -> str:
@@ -97,6 +101,17 @@ def _exists(path: str) -> bool:
         return False
 
 
+def split_prefix(text: str) -> tuple[str, str | None]:
+    """``"PATH#prefix=P"`` -> (PATH, P); a path without the mark -> (PATH, None). Raises ``ValueError`` for an
+    empty prefix."""
+    head, sep, prefix = text.rpartition(PREFIX_MARK)
+    if not sep:
+        return text, None
+    if not prefix.strip():
+        raise ValueError(f"{brief(text)}: an empty prefix after {PREFIX_MARK} (e.g. {PREFIX_MARK}module.encoder_k.)")
+    return head, prefix.strip()
+
+
 def _resolve(path: str, folder: Path | None) -> str:
     path = local_weights(path)  # file:///abs/w.pkl -> /abs/w.pkl (ValueError for another host's)
     if is_remote(path):
@@ -125,16 +140,17 @@ def read_weights_list(path: str | Path) -> list[BackboneSpec]:
 def _entry(entry: Any, where: str, folder: Path) -> BackboneSpec:
     if isinstance(entry, str):
         try:
-            label, path = split_label(entry)
+            text, prefix = split_prefix(entry)  # before the label: PATH#prefix=P holds a '=' of its own
+            label, path = split_label(text)
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
-        return BackboneSpec(_resolve(path, folder), label, None, where)
+        return BackboneSpec(_resolve(path, folder), label, None, where, prefix)
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: expected a mapping (path, label, input_format) or 'LABEL=PATH', "
                          f"not a {type(entry).__name__}")
     unknown = [str(k) for k in entry if k not in LIST_KEYS]
     if unknown:
-        raise ValueError(f"{where}: unknown key {brief(unknown[0])} (expected path, label, input_format)")
+        raise ValueError(f"{where}: unknown key {brief(unknown[0])} (expected path, label, input_format, prefix)")
     got = {LIST_KEYS[k]: v for k, v in entry.items()}
     path, label, fmt = got.get("path"), got.get("label"), got.get("input_format")
     if not isinstance(path, str) or not path.strip():
@@ -146,7 +162,10 @@ def _entry(entry: Any, where: str, folder: Path) -> BackboneSpec:
         raise ValueError(f"{where}: {e}") from None
     if fmt is not None and (not isinstance(fmt, str) or fmt not in FORMATS):
         raise ValueError(f"{where}: input_format must be RGB or BGR, not {brief(fmt)}")
-    return BackboneSpec(_resolve(path.strip(), folder), label, fmt, where)
+    prefix = got.get("prefix")
+    if prefix is not None and (not isinstance(prefix, str) or not prefix.strip()):
+        raise ValueError(f"{where}: prefix must be a non-empty string such as module.encoder_k.")
+    return BackboneSpec(_resolve(path.strip(), folder), label, fmt, where, prefix.strip() if prefix is not None else None)
 
 
 class BackboneArgs(argparse.Action):
@@ -161,9 +180,10 @@ class BackboneArgs(argparse.Action):
             if option_string == "--weights-list":
                 given += read_weights_list(values)
             else:
-                label, path = split_label(values)
+                text, prefix = split_prefix(values)  # before the label: PATH#prefix=P holds a '=' of its own
+                label, path = split_label(text)
                 n = sum(1 for s in given if s.origin.startswith("--weights ")) + 1
-                given.append(BackboneSpec(_resolve(path, None), label, None, f"--weights {n}"))
+                given.append(BackboneSpec(_resolve(path, None), label, None, f"--weights {n}", prefix))
         except ValueError as e:
             parser.error(f"{option_string}: {e}")
         namespace.backbones = given
@@ -172,9 +192,10 @@ class BackboneArgs(argparse.Action):
 def add_weights_args(p: argparse.ArgumentParser) -> None:
     """``--weights`` (repeatable, ``[LABEL=]PATH``), ``--weights-list``, ``--label``, ``--weights-format``."""
     p.set_defaults(backbones=[])
-    p.add_argument("--weights", action=BackboneArgs, metavar="[LABEL=]PATH",
+    p.add_argument("--weights", action=BackboneArgs, metavar="[LABEL=]PATH[#prefix=P]",
                    help="a pretrained backbone, one row each (repeatable): .pth/.pth.tar checkpoint or converted .pkl; "
-                        "LABEL= names its row (default: '<method> <file stem>', the method read from the file)")
+                        "LABEL= names its row (default: '<method> <file stem>', the method read from the file); "
+                        "#prefix=P takes the encoder under key prefix P ([NESTED/PATH:]P) instead of the layout's")
     p.add_argument("--weights-list", action=BackboneArgs, metavar="FILE",
                    help="a YAML list of backbones, one row each: path, optional label and input_format (RGB|BGR); "
                         "rows keep the order given")
@@ -194,7 +215,7 @@ def specs_of(args: argparse.Namespace) -> list[BackboneSpec]:
             raise BackboneError("--label names the row of a single --weights PATH; with several backbones give each "
                                 "its label as --weights LABEL=PATH (or label: in --weights-list)")
         s = specs[0]
-        specs = [BackboneSpec(s.path, label, s.input_format, s.origin)]
+        specs = [BackboneSpec(s.path, label, s.input_format, s.origin, s.prefix)]
     return specs
 
 

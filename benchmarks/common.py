@@ -227,7 +227,7 @@ def pretrained_rows(args: argparse.Namespace, base: Path, fixed_config: bool = F
             row = make_row(label, "pretrained", base, spec.path, spec.input_format or args.weights_format, fixed_config)
         except WeightsFormatError as e:
             raise WeightsFormatError(f"{label} ({spec.origin}): {e}") from None
-        row.method, row.method_reason, row.origin = method.name, method.reason, spec.origin
+        row.method, row.method_reason, row.origin, row.prefix = method.name, method.reason, spec.origin, spec.prefix
         rows.append(row)
     _refuse_clashing_labels(rows)
     return rows
@@ -366,7 +366,7 @@ def _preflight(bench: RunSpec, args: argparse.Namespace, rows: list[Row], trials
             if row.weights.endswith((".pth", ".pth.tar", ".pt", ".tar", ".ckpt")):
                 try:
                     row.weights = preflight.convert_once(row.weights, out / "weights",
-                                                         log=lambda line: print(f"[{tag}] {line}"))
+                                                         log=lambda line: print(f"[{tag}] {line}"), prefix=row.prefix)
                 except Exception as e:  # noqa: BLE001  (ConvertError and friends: one line)
                     return _fail(bench.prog, f"{row.label}: {e}")
     checks = preflight.check_rows(rows, args.opts, args.allow_partial_weights)

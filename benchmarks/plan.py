@@ -24,6 +24,7 @@ class Row:
     method_reason: str = ""
     order: int | None = None  # the row's place in the sweep, recorded: tables keep the order rows were given in
     origin: str = ""  # where the row was given ("--weights 2", "backbones.yaml entry 1"); "" for the runner's own rows
+    prefix: str | None = None  # the encoder's [PATH:]PREFIX given with the weights (transfer/layouts.py otherwise)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from benchmarks.runner import Row, free_bytes, trial_footprint
 class RowCheck:
     row: Row
     weights_note: str = ""
+    encoder_note: str = ""  # the layout and sub-encoder a converted file was taken from
     load_note: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -44,18 +45,20 @@ def check_output_dir(out: Path) -> str | None:
     return None
 
 
-def convert_once(weights: str, folder: Path, log: Callable[[str], None]) -> str:
-    """A ``.pth`` checkpoint converted once per sweep into ``folder`` (reused while its source is unchanged)."""
+def convert_once(weights: str, folder: Path, log: Callable[[str], None], prefix: str | None = None) -> str:
+    """A ``.pth`` checkpoint converted once per sweep into ``folder`` (reused while its source and the encoder
+    ``prefix`` asked for are unchanged)."""
     from transfer.checkpoint_io import sha256_of
     from transfer.convert import convert
     from transfer.weights import weights_provenance
 
     src = Path(weights).resolve()
-    tag = hashlib.sha256(str(src).encode()).hexdigest()[:8]  # two sources with one file name stay apart
+    key = str(src) if prefix is None else f"{src}#prefix={prefix}"
+    tag = hashlib.sha256(key.encode()).hexdigest()[:8]  # two sources (or encoders) with one file name stay apart
     out = folder / f"{src.name.split('.')[0]}-{tag}.pkl"
     prov = weights_provenance(str(out)) if out.is_file() else None
     if prov is None or prov.get("sha256") != sha256_of(src):
-        convert(src, out, log=log)
+        convert(src, out, prefix=prefix, log=log)
     return str(out.resolve())
 
 
@@ -109,6 +112,9 @@ def load_check(row: Row, opts: list[str], weights: str | None = None) -> tuple[s
     weights = weights or (str(local_file(row.weights) or "") if row.weights else "")
     if not weights:
         return ("" if not row.weights else "checked when the first trial has downloaded it"), None, ckpt_bytes
+    problem = depth_problem(weights, int(cfg.MODEL.RESNETS.DEPTH), str(row.config))
+    if problem:
+        return "", problem, ckpt_bytes
     checker = SuiteCheckpointer(model)
     checker.report_source = Path(weights).name
     try:
@@ -121,7 +127,24 @@ def load_check(row: Row, opts: list[str], weights: str | None = None) -> tuple[s
     return report.summary() + notes, (report.refusal() or None), ckpt_bytes
 
 
-def converted_for_check(weights: str, folder: str) -> tuple[str | None, str | None]:
+def depth_problem(weights: str, want: int, config: str) -> str | None:
+    """One line when a converted file's ResNet depth is not the one the row's config builds (e.g. a ResNet-18)."""
+    from transfer.weights import weights_provenance
+
+    if not weights.endswith(".pkl"):
+        return None
+    resnet = (weights_provenance(weights) or {}).get("resnet")
+    depth = resnet.get("depth") if isinstance(resnet, dict) else None
+    if not isinstance(depth, int) or depth == want:
+        return None
+    if want == 50 and depth in (18, 34):
+        hint = "this benchmark needs a ResNet-50 backbone; --tiny (the small-scale demonstration) takes a ResNet-18"
+    else:
+        hint = f"give a ResNet-{want} checkpoint" + (" or drop --tiny" if want == 18 else "")
+    return f"{Path(weights).name} holds a ResNet-{depth}, but {Path(config).name} builds a ResNet-{want}: {hint}"
+
+
+def converted_for_check(weights: str, folder: str, prefix: str | None = None) -> tuple[str | None, str | None]:
     """(a ``.pkl`` converted from the ``.pth`` ``weights`` into ``folder``, or None; problem or None). A dry run
     checks what the trials would load; a full Detectron2 checkpoint given as weights is loaded as it is."""
     from transfer.checkpoint_io import ConvertError
@@ -135,10 +158,22 @@ def converted_for_check(weights: str, folder: str) -> tuple[str | None, str | No
         if is_detectron2_checkpoint(weights):
             return None, None
         out = Path(folder) / (Path(weights).name.split(".")[0] + ".pkl")
-        convert(weights, out, verify=False, log=lambda line: None)
+        convert(weights, out, prefix=prefix, verify=False, log=lambda line: None)
     except ConvertError as e:
         return None, str(e)
     return str(out), None
+
+
+def encoder_note(weights: str) -> str:
+    """The layout and sub-encoder ``transfer/convert.py`` took, read from a converted file's provenance."""
+    from transfer.weights import weights_provenance
+
+    try:
+        prov = weights_provenance(weights) if weights else None
+    except Exception:  # noqa: BLE001  (an unreadable file is reported by the weights check)
+        return ""
+    layout = (prov or {}).get("layout")
+    return layout[:200] if isinstance(layout, str) else ""
 
 
 def check_rows(rows: list[Row], opts: list[str], allow_partial: bool) -> list[RowCheck]:
@@ -154,7 +189,8 @@ def check_rows(rows: list[Row], opts: list[str], allow_partial: bool) -> list[Ro
         with tempfile.TemporaryDirectory(prefix="preflight-") as tmp:
             converted = None
             if not problem:
-                converted, problem = converted_for_check(row.weights, tmp)  # a .pth in a dry run
+                converted, problem = converted_for_check(row.weights, tmp, row.prefix)  # a .pth in a dry run
+                rc.encoder_note = encoder_note(converted or row.weights)
             if problem:
                 rc.problems.append(problem)
             else:
@@ -191,6 +227,8 @@ def describe_rows(checks: list[RowCheck], trials: int, seed: int) -> list[str]:
         if r.input_format:
             lines.append(f"    input    {r.input_format}: {r.input_reason}")
         lines.append(f"    weights  {rc.weights_note}")
+        if rc.encoder_note:
+            lines.append(f"    encoder  {rc.encoder_note}")
         sha = _sha(r.weights)
         if sha:
             lines.append(f"    sha256   {sha}")

@@ -1,92 +1,110 @@
 """Recognise where a ResNet encoder lives inside a checkpoint.
 
-Recognised layouts (first match wins; ``--prefix`` overrides):
-
-======================  =====================================================================
-format                  encoder keys
-======================  =====================================================================
-moco-suite              this suite's ``pretrain/`` checkpoints: ``state_dict`` + ``module.encoder_q.``
-moco                    reference MoCo v1/v2 ``main_moco.py``: ``state_dict`` + ``module.encoder_q.``
-moco-nomodule           the same without the DDP ``module.`` prefix: ``encoder_q.``
-moco-v3                 MoCo v3 ResNet: ``module.base_encoder.`` (or ``base_encoder.``)
-torchvision-ddp         a torchvision ResNet state dict saved from DDP: ``module.conv1.weight`` ...
-torchvision             a plain torchvision ResNet state dict: ``conv1.weight``, ``layer1.0...``
-======================  =====================================================================
+The layouts recognised, in priority order, with the library and save code each follows, are the registry
+``transfer/layouts.py`` (``LAYOUTS``); the first that fits wins. ``prefix`` (``convert.py --prefix``, the runners'
+``--weights PATH#prefix=P`` or ``prefix:`` in a backbones list) overrides it: ``P`` is a key prefix in the
+checkpoint's tensors, or ``PATH:P`` with ``PATH`` a ``/``-separated path of nested dicts (``teacher:module.backbone.``).
+A file that no layout fits is refused in one line that lists where ResNet encoders were found and how to pick one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from transfer import layouts
 from transfer.checkpoint_io import ConvertError
 
-# (format name, key prefix) in priority order; the suite/moco split is decided by the "suite" marker.
-_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("moco", "module.encoder_q."),
-    ("moco-nomodule", "encoder_q."),
-    ("moco-v3", "module.base_encoder."),
-    ("moco-v3", "base_encoder."),
-    ("torchvision-ddp", "module."),
-    ("torchvision", ""),
-)
-_CONTAINER_KEYS = ("state_dict", "model", "model_state", "network")
 _VIT_MARKERS = ("patch_embed", "cls_token", "pos_embed", "blocks.0.attn")
+OVERRIDE_HINT = "convert.py --prefix P, or --weights PATH#prefix=P for the runners"
 
 
 @dataclass
 class Encoder:
-    """A ResNet encoder found in a checkpoint: its tensors with the prefix stripped."""
+    """A ResNet encoder found in a checkpoint: its tensors with the prefix stripped (torchvision names)."""
 
     format: str
     prefix: str
     tensors: dict[str, torch.Tensor]
     epoch: int | None
     arch_hint: str | None
+    layout: str = ""      # what was taken, for the plan and provenance (layouts.Match.describe)
+    notes: list[str] = field(default_factory=list)
 
 
-def _state_dict_of(obj: Any, where: str) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise ConvertError(f"{where}: not a checkpoint (top level is a {type(obj).__name__}, expected a dict)")
-    for key in _CONTAINER_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, dict) and any(isinstance(v, torch.Tensor) for v in inner.values()):
-            return inner
-    if any(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
-    raise ConvertError(
-        f"{where}: no tensors found (top-level keys: {', '.join(map(str, list(obj)[:8]))}); "
-        "expected a state_dict or a dict with 'state_dict'/'model'"
-    )
+def _sample(sd: dict) -> str:
+    keys = [str(k) for k in sd]
+    return ", ".join(keys[:4]) + (" ..." if len(keys) > 4 else "")
+
+
+def _custom(obj: dict, where: str, prefix: str) -> tuple[str, dict[str, Any], bool]:
+    """(description, encoder tensors, compiled) under an explicit ``[PATH:]PREFIX``."""
+    path, sep, pre = prefix.rpartition(":")
+    if sep and path:
+        sd = layouts.walk(obj, tuple(path.split("/")))
+        if sd is None:
+            raise ConvertError(f"{where}: no nested dict {path!r} (top-level keys: {_sample(obj)}); {OVERRIDE_HINT}")
+    else:
+        sd = layouts.default_state(obj)
+        if sd is None:
+            raise ConvertError(f"{where}: no tensors found (top-level keys: {_sample(obj)}); name the nested dict "
+                               "as PATH:PREFIX, e.g. teacher:module.backbone.")
+    keys = layouts.decompiled(sd)
+    pre = pre.replace(layouts.COMPILED, "")
+    for names in ("torchvision", "sequential", "detectron2"):
+        sub = layouts.under(keys, pre, names)
+        if layouts.is_resnet(sub):
+            return f"custom prefix {prefix!r}" + (f" ({names} names)" if names != "torchvision" else ""), sub, \
+                any(isinstance(k, str) and layouts.COMPILED in k for k in sd)
+    found = layouts.candidates(obj)
+    raise ConvertError(f"{where}: no ResNet encoder under prefix {prefix!r} (keys look like: {_sample(keys)})"
+                       + (f"; ResNet encoders found at: {', '.join(found)}" if found else ""))
 
 
 def find_encoder(obj: Any, where: str, prefix: str | None = None) -> Encoder:
     """Locate the ResNet encoder in a loaded checkpoint, or raise a one-line :class:`ConvertError`."""
-    sd = _state_dict_of(obj, where)
-    keys = [k for k in sd if isinstance(k, str)]
+    if not isinstance(obj, dict):
+        raise ConvertError(f"{where}: not a checkpoint (top level is a {type(obj).__name__}, expected a dict)")
+    sd = layouts.default_state(obj)
+    keys = [k for k in (sd or {}) if isinstance(k, str)]
     if any(any(m in k for m in _VIT_MARKERS) for k in keys):
         raise ConvertError(
             f"{where}: looks like a Vision Transformer (keys such as patch_embed/blocks.N.attn); "
             "only ResNet backbones can be converted to Detectron2's ResNet"
         )
-    epoch = obj.get("epoch") if isinstance(obj, dict) and isinstance(obj.get("epoch"), int) else None
-    arch_hint = obj.get("arch") if isinstance(obj, dict) and isinstance(obj.get("arch"), str) else None
-    candidates = [("custom", prefix)] if prefix is not None else list(_PREFIXES)
-    for fmt, pre in candidates:
-        sub = {k[len(pre):]: v for k, v in sd.items() if isinstance(k, str) and k.startswith(pre)}
-        if "conv1.weight" in sub and "layer1.0.conv1.weight" in sub:
-            if fmt == "moco" and isinstance(obj, dict) and isinstance(obj.get("suite"), dict):
-                fmt = "moco-suite"
-            bad = [k for k, v in sub.items() if not isinstance(v, torch.Tensor)]
-            if bad:
-                raise ConvertError(f"{where}: entry {pre}{bad[0]} is a {type(sub[bad[0]]).__name__}, not a tensor")
-            return Encoder(fmt, pre, sub, epoch, arch_hint)
-    sample = ", ".join(keys[:4]) + (" ..." if len(keys) > 4 else "")
+    epoch = obj.get("epoch") if isinstance(obj.get("epoch"), int) else None
+    arch_hint = obj.get("arch") if isinstance(obj.get("arch"), str) else None
     if prefix is not None:
-        raise ConvertError(f"{where}: no ResNet encoder under prefix {prefix!r} (keys look like: {sample})")
+        desc, sub, compiled = _custom(obj, where, prefix)
+        fmt, pre, notes = "custom", prefix, []
+    else:
+        found = layouts.match(obj)
+        if found is None:
+            _refuse(obj, sd, where)
+        assert found is not None
+        fmt, pre, sub, desc = found.layout.name, found.prefix, found.tensors, found.describe()
+        if fmt == "moco" and isinstance(obj.get("suite"), dict):
+            fmt, desc = "moco-suite", desc.replace("(moco)", "(moco-suite)")
+        notes = ["torch.compile's _orig_mod. dropped from the key names"] if found.compiled else []
+    bad = [k for k, v in sub.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ConvertError(f"{where}: entry {pre}{bad[0]} is a {type(sub[bad[0]]).__name__}, not a tensor")
+    return Encoder(fmt, pre, sub, epoch, arch_hint, desc, notes)
+
+
+def _refuse(obj: dict, sd: dict | None, where: str) -> None:
+    found = layouts.candidates(obj)
+    if sd is None and not found:
+        raise ConvertError(
+            f"{where}: no tensors found (top-level keys: {_sample(obj)}); "
+            "expected a state_dict or a dict with 'state_dict'/'model'"
+        )
+    if found:
+        raise ConvertError(f"{where}: no known checkpoint layout (top-level keys: {_sample(obj)}); ResNet encoders "
+                           f"found at: {', '.join(found)}; pick the one to transfer with {OVERRIDE_HINT}")
     raise ConvertError(
-        f"{where}: no ResNet encoder found (keys look like: {sample}); "
-        "pass --prefix with the key prefix of the encoder, e.g. --prefix module.backbone."
+        f"{where}: no ResNet encoder found (keys look like: {_sample(sd or obj)}); "
+        f"give the key prefix of the encoder ({OVERRIDE_HINT}), e.g. module.backbone."
     )

@@ -2,8 +2,9 @@
 
     python transfer/convert.py ckpt.pth [out.pkl] [--prefix P] [--no-verify]
 
-Input: MoCo v1/v2 (reference ``main_moco.py`` or this suite's ``pretrain/``, with or without
-``module.``), MoCo v3 ResNet, or a plain torchvision ResNet state dict (supervised ImageNet weights), as
+Input: any checkpoint layout of the registry ``transfer/layouts.py`` (MoCo v1/v2/v3, this suite's ``pretrain/``,
+DINO, SlotCon, SoCo, PixPro, SimSiam, Barlow Twins, BYOL, solo-learn, mmpretrain, VISSL, lightly, Lightning,
+Detectron2 names, torchvision, ``torch.compile``d models) or any ResNet under ``--prefix [PATH:]PREFIX``, as
 ``.pth`` (read with ``weights_only=True``) or as a ``.pkl`` of numpy arrays (read with the allow-list
 unpickler of ``transfer/safe_pickle.py``: nothing in the file can run code);
 ResNet-18/34/50/101/152 and wide R50 (torchvision ``wide_resnet50_2`` or fully widened w2/w4).
@@ -99,14 +100,14 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
         raise ConvertError(f"{out}: output must end in .pkl (Detectron2 reads model-zoo pickles by extension)")
     obj = load_source(src)
     enc = find_encoder(obj, str(src), prefix)
-    method = method_of(obj)  # from the source's layout, before its heads are dropped (transfer/methods.py)
+    method = method_of(obj, src.name)  # from the source's layout, before its heads are dropped (transfer/methods.py)
     tensors, dropped = backbone_tensors(enc.tensors)
     spec = infer_spec(tensors, str(src))
     try:  # the backbone's values (the head is dropped): finite, floating point, not all zero
         tensors, notes = check_tensors(tensors, str(src))
     except WeightValuesError as e:
         raise ConvertError(str(e)) from None
-    for line in notes:
+    for line in [*enc.notes, *notes]:
         log(f"[convert] note: {line}")
     model = {detectron2_name(k): v.detach().to("cpu").float().numpy() if v.is_floating_point() else v.numpy()
              for k, v in tensors.items()}
@@ -116,6 +117,7 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
         "format": enc.format,
         "method": method.name,
         "prefix": enc.prefix,
+        "layout": enc.layout,
         "arch": spec.name,
         "arch_hint": enc.arch_hint[:80] if enc.arch_hint else enc.arch_hint,
         "resnet": spec.as_dict(),
@@ -127,7 +129,7 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
         "stride_in_1x1": False,
         **pretrain_facts(obj),
     }
-    log(f"[convert] {src.name}: format {enc.format} (prefix {enc.prefix!r}), method {method.name}, arch {spec.name}, "
+    log(f"[convert] {src.name}: {enc.layout}; method {method.name}, arch {spec.name}, "
         f"epoch {enc.epoch}, {len(model)} tensors kept, {len(dropped)} dropped (head/counters)")
     if enc.arch_hint and enc.arch_hint != spec.name:
         log(f"[convert] note: checkpoint says arch {enc.arch_hint!r}, tensor shapes say {spec.name!r}")
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="pretraining checkpoint (.pth / .pth.tar)")
     parser.add_argument("output", nargs="?", help="output .pkl (default: beside the input)")
-    parser.add_argument("--prefix", help="key prefix of the encoder (overrides format detection), e.g. 'module.encoder_q.'")
+    parser.add_argument("--prefix", help="[PATH:]PREFIX of the encoder (overrides layout detection), e.g. 'module.encoder_k.' or 'teacher:module.backbone.'")
     parser.add_argument("--no-verify", dest="verify", action="store_false", default=None,
                         help="skip the Detectron2 load + feature-equivalence check")
     parser.add_argument("--debug", action="store_true", help="show a traceback for unexpected errors")

@@ -6,8 +6,9 @@ plain metadata strings are looked at. The method names a row in the plan and in 
 label; it never changes how a row is trained (the input format does: ``transfer/weights.py``). A layout that no
 rule below matches is ``"unknown"`` (give the row a label: ``--weights LABEL=PATH``).
 
-Rules, first match wins. Key names are compared after a DDP ``module.`` prefix is dropped; the tensors are those
-at the top level and under ``state_dict``/``model``/``teacher``/``student`` (how the projects save them):
+Rules, first match wins; after the metadata rules, a layout of the registry ``transfer/layouts.py`` that names its
+method (SlotCon, SoCo, SimSiam, DINO, PixPro, ...) decides, and the rules below read the rest. Key names are
+compared after a DDP ``module.`` prefix is dropped; the tensors are those at the top level and under ``state_dict``/``model``/``teacher``/``student`` (how the projects save them):
 
 ==========================  ==========================================================  ===========================
 method                      what the file holds                                         source of the layout
@@ -17,6 +18,8 @@ MoCo (by this converter)    ``provenance.method`` (or ``format``) of ``convert.p
 MoCo v1 / v2 (.pkl)         ``__author__ "MOCO"``; ``stem.fc.0.weight`` (the v2 MLP      facebookresearch/moco
                             head) -> v2, ``stem.fc.weight`` -> v1                       ``detection/convert-pretrain-
                                                                                         to-detectron2.py``
+SoCo (.pkl)                 ``__author__ "PixPro"`` in a file named ``*detectron2_C4*``,   hologerry/SoCo ``converter_
+                            or ``__author__ "Yue"`` with ``fpn_lateral*``               detectron2/``, ``contrast/util.py``
 PixPro (.pkl)               ``__author__ "PixPro"``                                     zdaxie/PixPro ``transfer/
                                                                                         detection/convert_pretrain_
                                                                                         to_d2.py``
@@ -65,9 +68,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from transfer import layouts
+
 UNKNOWN = "unknown"
-METHODS = ("MoCo v1", "MoCo v2", "MoCo v3", "MoCo", "DenseCL", "PixPro", "SwAV", "DINO", "BYOL", "Barlow Twins",
-           "SimCLR", "torchvision supervised", "end-to-end", "memory bank")
+METHODS = ("MoCo v1", "MoCo v2", "MoCo v3", "MoCo", "DenseCL", "PixPro", "SoCo", "SlotCon", "SimSiam", "SwAV", "DINO",
+           "BYOL", "Barlow Twins", "SimCLR", "torchvision supervised", "end-to-end", "memory bank")
 _CONTAINERS = ("state_dict", "model", "teacher", "student", "model_state", "network")
 _RESNET_ROOTS = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "fc.")
 SUITE_NAME = "moco-transfer-bench"  # the "suite" marker of this suite's checkpoints (pretrain/checkpoint.py)
@@ -120,7 +125,7 @@ def _mlp_version(sd: dict[str, Any], fc: str, where: str) -> Method | None:
     return None
 
 
-def _from_d2_pickle(data: dict) -> Method:
+def _from_d2_pickle(data: dict, name: str = "") -> Method:
     author = data.get("__author__")
     author = author if isinstance(author, str) else ""
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
@@ -138,8 +143,13 @@ def _from_d2_pickle(data: dict) -> Method:
     if author == "MOCO":
         return _mlp_version(model, "stem.fc", "__author__ 'MOCO' (reference MoCo converter)") or \
             Method("MoCo", "__author__ 'MOCO' (reference MoCo converter), without its head")
+    if author == "PixPro" and "detectron2_c4" in name.lower():
+        return Method("SoCo", f"__author__ 'PixPro' in {name[:60]!r}, the name SoCo's main_pretrain.py gives its C4 "
+                              "conversion (SoCo's converter writes PixPro's author)")
     if author == "PixPro":
         return Method("PixPro", "__author__ 'PixPro' (PixPro's converter)")
+    if author == "Yue" and any(str(k).startswith("fpn_lateral") for k in model):
+        return Method("SoCo", "__author__ 'Yue' with FPN and box-head weights (SoCo's convert_detectron2_Head.py)")
     if author == "torchvision":
         if _rows(model.get("stem.fc.weight")) == 1000:
             return Method("torchvision supervised", "__author__ 'torchvision' (Detectron2's convert-torchvision-to-d2) "
@@ -161,17 +171,20 @@ def _from_suite(suite: dict) -> Method:
     return Method(name, f"this suite's checkpoint (MoCo {version or 'version not recorded'})")
 
 
-def method_of(obj: Any) -> Method:
-    """The method of a loaded checkpoint or weights pickle (module doc for the rules)."""
+def method_of(obj: Any, name: str = "") -> Method:
+    """The method of a loaded checkpoint or weights pickle (module doc for the rules); ``name``: its file name."""
     if not isinstance(obj, dict):
         return Method(UNKNOWN, f"its top level is a {type(obj).__name__}, not a dict")
     if "model" in obj and "__author__" in obj:
-        return _from_d2_pickle(obj)
+        return _from_d2_pickle(obj, name)
     suite = obj.get("suite")
     if isinstance(suite, dict) and suite.get("name") == SUITE_NAME:
         return _from_suite(suite)
     if obj.get("author") == "DenseCL":
         return Method("DenseCL", "author 'DenseCL' (DenseCL's extract_backbone_weights.py)")
+    found = layouts.match(obj)  # the registry's layouts that tell their method (MoCo's version: its head, below)
+    if found is not None and found.layout.method and found.layout.method != "MoCo":
+        return Method(found.layout.method, found.describe())
     sd = _tensors(obj)
     if isinstance(obj.get("teacher"), dict) and isinstance(obj.get("student"), dict):
         return Method("DINO", "teacher and student networks at the top level (DINO's checkpoint)")
@@ -226,7 +239,7 @@ def _detect(path: str, mtime: float, size: int) -> Method:
         obj = load_for_method(path)
     except (safe_pickle.UnsafePickleError, ConvertError, OSError) as e:
         return Method(UNKNOWN, f"not readable ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})")
-    return method_of(obj)
+    return method_of(obj, Path(path).name)
 
 
 def detect_method(weights: str) -> Method:

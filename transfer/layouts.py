@@ -1,0 +1,243 @@
+"""One registry of checkpoint layouts: where the transferable ResNet encoder lives in the files that
+self-supervised libraries save, which of their networks transfers, and the save code each entry follows.
+
+A new library is one :class:`Layout` entry in :data:`LAYOUTS` (priority order, first match wins).
+``transfer/checkpoint_formats.py`` (the encoder) and ``transfer/methods.py`` (the method) both read it.
+
+Matching a layout: walk ``where`` (a nested path of dict keys; ``None``: the first of ``state_dict``/``model``/
+``model_state``/``network`` that holds tensors, else the top level); keys are compared with ``torch.compile``'s
+``_orig_mod.`` segments removed; ``needs``/``any_of``/``avoid`` are key prefixes compared with a DDP ``module.``
+dropped; ``needs_top`` are top-level keys. The encoder is then the first of ``prefixes`` under which a ResNet
+stem and ``layer1`` are found, once its ``names`` are read as torchvision names (``sequential``: lightly's
+``nn.Sequential(*list(resnet.children())[:-1])``, numbered 0 = conv1, 1 = bn1, 4..7 = layer1..4;
+``detectron2``: ``stem.conv1``, ``res2``..``res5``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+CONTAINERS = ("state_dict", "model", "model_state", "network")
+COMPILED = "_orig_mod."
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One checkpoint layout (module doc for how it is matched)."""
+
+    name: str                       # the format recorded in the provenance, e.g. "slotcon"
+    library: str                    # who saves it, e.g. "SlotCon"
+    method: str                     # a transfer.methods.METHODS name, or "" when the layout does not tell
+    prefixes: tuple[str, ...]       # encoder key prefixes, first found wins
+    encoder: str                    # which network transfers, as the method's own transfer script takes it
+    source: str                     # repository and file whose save (and transfer) code this follows
+    where: tuple[str, ...] | None = None
+    needs: tuple[str, ...] = ()
+    any_of: tuple[str, ...] = ()
+    avoid: tuple[str, ...] = ()
+    needs_top: tuple[str, ...] = ()
+    names: str = "torchvision"      # torchvision | sequential | detectron2
+
+
+LAYOUTS: tuple[Layout, ...] = (
+    Layout("slotcon", "SlotCon", "SlotCon", ("module.encoder_k.", "encoder_k."), "teacher (momentum) encoder_k",
+           "CVMI-Lab/SlotCon main_pretrain.py save_checkpoint, models/slotcon.py; "
+           "transfer/detection/convert_pretrain_to_d2.py takes module.encoder_k.",
+           where=("model",), needs=("encoder_q.", "grouping_k.")),
+    Layout("dino", "DINO", "DINO", ("module.backbone.", "backbone."), "teacher",
+           "facebookresearch/dino main_dino.py save_dict; eval_linear.py --checkpoint_key teacher",
+           where=("teacher",), needs_top=("student",)),
+    Layout("dino-teacher", "DINO", "DINO", ("backbone.",), "teacher (saved alone)",
+           "facebookresearch/dino main_dino.py (the teacher entry re-saved on its own)",
+           needs=("head.last_layer.weight_g",)),
+    Layout("moco", "MoCo", "MoCo", ("module.encoder_q.",), "query encoder encoder_q",
+           "facebookresearch/moco main_moco.py save_checkpoint; detection/convert-pretrain-to-detectron2.py",
+           avoid=("queue2",)),
+    Layout("moco-nomodule", "MoCo", "MoCo", ("encoder_q.",), "query encoder encoder_q",
+           "facebookresearch/moco moco/builder.py (saved without DDP)", avoid=("queue2",)),
+    Layout("moco-v3", "MoCo v3", "MoCo v3", ("module.base_encoder.", "base_encoder."), "base_encoder",
+           "facebookresearch/moco-v3 main_moco.py, moco/builder.py; convert_to_deit.py takes base_encoder"),
+    Layout("soco", "SoCo", "SoCo", ("module.encoder.", "encoder."), "online encoder (not encoder_k)",
+           "hologerry/SoCo contrast/util.py save_checkpoint, contrast/models/SoCo_C4.py (queue), SoCo_FPN.py "
+           "(neck, head); converter_detectron2/convert_detectron2_C4.py takes module.encoder.",
+           where=("model",), needs=("encoder_k.",), any_of=("queue", "neck.", "head.")),
+    Layout("pixpro", "PixPro", "PixPro", ("module.encoder.", "encoder."), "online encoder (not encoder_k)",
+           "zdaxie/PixPro main_pretrain.py save_checkpoint; transfer/detection/convert_pretrain_to_d2.py takes "
+           "module.encoder.", where=("model",), needs=("encoder_k.", "projector_k.")),
+    Layout("simsiam", "SimSiam", "SimSiam", ("module.encoder.", "encoder."), "encoder (its fc projector dropped)",
+           "facebookresearch/simsiam main_simsiam.py save_checkpoint; main_lincls.py takes module.encoder. "
+           "without module.encoder.fc", where=("state_dict",), needs=("predictor.",), avoid=("encoder_k.",)),
+    Layout("simclr-encoder", "SimCLR (encoder/projector)", "", ("module.encoder.", "encoder."), "encoder",
+           "Spijkervet/SimCLR simclr/simclr.py", needs=("projector.",), avoid=("encoder_k.", "predictor.")),
+    Layout("byol-pytorch", "byol-pytorch", "BYOL", ("module.online_encoder.net.", "online_encoder.net."),
+           "online encoder's net", "lucidrains/byol-pytorch byol_pytorch/byol_pytorch.py (BYOL.online_encoder "
+           "= NetWrapper(net)); its README transfers the online net"),
+    Layout("barlowtwins", "Barlow Twins", "Barlow Twins", ("module.backbone.", "backbone."), "backbone",
+           "facebookresearch/barlowtwins main.py (state = dict(epoch, model, optimizer))",
+           where=("model",), needs=("projector.", "bn.running_mean")),
+    Layout("solo-learn", "solo-learn (Lightning)", "", ("backbone.",), "online backbone (not momentum_backbone)",
+           "vturrisi/solo-learn solo/methods/base.py; downstream/object_detection/convert_model_to_detectron2.py "
+           "takes state_dict backbone.", where=("state_dict",), needs=("classifier.",)),
+    Layout("mmpretrain", "mmpretrain / mmselfsup (mmengine)", "", ("backbone.",), "backbone (not the momentum "
+           "target)", "open-mmlab/mmengine runner save_checkpoint (meta, state_dict); mmpretrain models take "
+           "init_cfg prefix='backbone.'", where=("state_dict",), needs_top=("meta",)),
+    Layout("openselfsup", "OpenSelfSup / DenseCL", "", ("backbone.",), "backbone (the query/online network's)",
+           "WXinlong/DenseCL tools/extract_backbone_weights.py (keeps backbone.)",
+           any_of=("encoder_q.0.", "online_net.0.", "neck.")),
+    Layout("lightning", "PyTorch Lightning", "", ("backbone.", "model.backbone."), "backbone",
+           "Lightning-AI/pytorch-lightning trainer checkpoint (state_dict of the LightningModule)",
+           where=("state_dict",), needs_top=("pytorch-lightning_version",)),
+    Layout("lightly", "lightly (nn.Sequential ResNet)", "", ("backbone.", "module.backbone.", ""),
+           "backbone (not backbone_momentum)", "lightly-ai/lightly examples: "
+           "nn.Sequential(*list(resnet.children())[:-1]) (0 conv1, 1 bn1, 4..7 layer1..4)", names="sequential"),
+    Layout("vissl", "VISSL", "", ("_feature_blocks.",), "trunk",
+           "facebookresearch/vissl vissl/utils/checkpoint.py (classy_state_dict.base_model.model.trunk); "
+           "extra_scripts/convert_vissl_to_torchvision.py", where=("classy_state_dict", "base_model", "model", "trunk")),
+    Layout("detectron2", "Detectron2 names", "", ("backbone.bottom_up.", "backbone.", ""),
+           "backbone already in Detectron2 naming", "facebookresearch/vissl extra_scripts/"
+           "convert_vissl_to_detectron2.py; lightly docs tutorial_pretrain_detectron2.py (DetectionCheckpointer)",
+           names="detectron2"),
+    Layout("torchvision-ddp", "torchvision", "", ("module.",), "the network", "pytorch/vision models/resnet.py "
+           "(saved from DDP)"),
+    Layout("torchvision", "torchvision", "", ("",), "the network", "pytorch/vision torchvision/models/resnet.py"),
+)
+BY_NAME = {lay.name: lay for lay in LAYOUTS}
+
+_SEQUENTIAL = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+
+
+def _from_sequential(key: str) -> str | None:
+    head, _, rest = key.partition(".")
+    return f"{_SEQUENTIAL[head]}.{rest}" if head in _SEQUENTIAL and rest else None
+
+
+def _from_detectron2(key: str) -> str | None:
+    if key.startswith("stem.conv1.norm."):
+        return "bn1." + key[len("stem.conv1.norm."):]
+    if key.startswith("stem.conv1."):
+        return key[len("stem."):]
+    m = re.match(r"^res([2-5])\.(\d+)\.(.+)$", key)
+    if not m:
+        return None
+    rest = re.sub(r"^conv(\d)\.norm\.", r"bn\1.", m.group(3))
+    rest = re.sub(r"^shortcut\.norm\.", "downsample.1.", rest)
+    rest = re.sub(r"^shortcut\.", "downsample.0.", rest)
+    return f"layer{int(m.group(1)) - 1}.{m.group(2)}.{rest}"
+
+
+def torchvision_names(tensors: dict[str, Any], names: str) -> dict[str, Any]:
+    """``tensors`` keyed by torchvision ResNet names (keys the scheme cannot read are dropped)."""
+    if names == "torchvision":
+        return dict(tensors)
+    rename = _from_sequential if names == "sequential" else _from_detectron2
+    out = {}
+    for k, v in tensors.items():
+        new = rename(k)
+        if new is not None:
+            out[new] = v
+    return out
+
+
+def is_array(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def has_arrays(d: Any) -> bool:
+    return isinstance(d, dict) and any(is_array(v) for v in d.values())
+
+
+def default_state(obj: dict) -> dict | None:
+    """The tensors a checkpoint keeps: the first container holding tensors, else the top level."""
+    for key in CONTAINERS:
+        if has_arrays(obj.get(key)):
+            return obj[key]
+    return obj if has_arrays(obj) else None
+
+
+def walk(obj: Any, path: tuple[str, ...]) -> dict | None:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj if isinstance(obj, dict) else None
+
+
+def decompiled(sd: dict) -> dict[str, Any]:
+    """String keys with ``torch.compile``'s ``_orig_mod.`` segments removed."""
+    return {k.replace(COMPILED, ""): v for k, v in sd.items() if isinstance(k, str)}
+
+
+def is_resnet(sub: dict[str, Any]) -> bool:
+    return "conv1.weight" in sub and "layer1.0.conv1.weight" in sub
+
+
+def under(sd: dict[str, Any], prefix: str, names: str = "torchvision") -> dict[str, Any]:
+    """The entries of ``sd`` under ``prefix``, prefix stripped, read as torchvision names."""
+    return torchvision_names({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, names)
+
+
+@dataclass(frozen=True)
+class Match:
+    layout: Layout
+    prefix: str                    # the prefix found (in keys without _orig_mod.)
+    tensors: dict[str, Any]        # the encoder's entries, torchvision names
+    compiled: bool                 # the keys carried torch.compile's _orig_mod.
+
+    def describe(self) -> str:
+        """E.g. ``SlotCon layout (slotcon), teacher (momentum) encoder_k: module.encoder_k.*``."""
+        where = "/".join(self.layout.where) + "/" if self.layout.where else ""
+        return (f"{self.layout.library} layout ({self.layout.name}), {self.layout.encoder}: {where}{self.prefix}*"
+                + (" (torch.compile _orig_mod. dropped)" if self.compiled else ""))
+
+
+def _strip_module(keys: list[str]) -> list[str]:
+    return [k[len("module."):] if k.startswith("module.") else k for k in keys]
+
+
+def _fits(lay: Layout, obj: dict, keys: list[str]) -> bool:
+    bare = _strip_module(keys)
+
+    def has(p: str) -> bool:
+        return any(k.startswith(p) for k in bare)
+
+    return (all(k in obj for k in lay.needs_top) and all(has(p) for p in lay.needs)
+            and (not lay.any_of or any(has(p) for p in lay.any_of)) and not any(has(p) for p in lay.avoid))
+
+
+def match(obj: Any) -> Match | None:
+    """The first layout of :data:`LAYOUTS` that ``obj`` (a loaded checkpoint) fits, or None; never raises."""
+    if not isinstance(obj, dict):
+        return None
+    default = default_state(obj)
+    for lay in LAYOUTS:
+        raw = walk(obj, lay.where) if lay.where is not None else default
+        if raw is None:
+            continue
+        sd = decompiled(raw)
+        if not _fits(lay, obj, list(sd)):
+            continue
+        for prefix in lay.prefixes:
+            sub = under(sd, prefix, lay.names)
+            if is_resnet(sub):
+                return Match(lay, prefix, sub, any(isinstance(k, str) and COMPILED in k for k in raw))
+    return None
+
+
+def candidates(obj: Any) -> list[str]:
+    """Where ResNet encoders are in ``obj`` (``"path:prefix"``, path empty for the top level), for a refusal."""
+    found: list[str] = []
+    if not isinstance(obj, dict):
+        return found
+    places: list[tuple[str, Any]] = [("", obj)] + [(k, v) for k, v in obj.items() if isinstance(v, dict)]
+    for path, d in places:
+        if not has_arrays(d):
+            continue
+        sd = decompiled(d)
+        for key in sd:
+            for tail, names in (("conv1.weight", "torchvision"), ("stem.conv1.weight", "detectron2"),
+                                ("0.weight", "sequential")):
+                if key.endswith(tail) and (key == tail or key[-len(tail) - 1] == "."):
+                    prefix = key[: -len(tail)]
+                    if is_resnet(under(sd, prefix, names)):
+                        found.append(f"{path}:{prefix}" if path else prefix or "(top level)")
+    return sorted(set(found))[:6]
