@@ -8,7 +8,7 @@
 ``backbones.yaml`` lists entries, each a mapping (or a ``LABEL=PATH`` / ``PATH`` string as on the command line);
 relative paths are read from the file's folder::
 
-    - path: checkpoints/moco_v2_800ep.pth.tar     # required (a .pth/.pth.tar checkpoint or a Detectron2 .pkl)
+    - path: checkpoints/moco_v2_800ep.pth.tar     # required (.pth/.pth.tar/.pt/.ckpt/.bin/.torch/.safetensors or .pkl)
       label: MoCo v2 800ep                        # optional: default "<method> <file stem>"
       input_format: RGB                           # optional: RGB | BGR (default: decided from the file)
       prefix: module.encoder_k.                   # optional: the encoder's key prefix (transfer/layouts.py)
@@ -193,7 +193,8 @@ def add_weights_args(p: argparse.ArgumentParser) -> None:
     """``--weights`` (repeatable, ``[LABEL=]PATH``), ``--weights-list``, ``--label``, ``--weights-format``."""
     p.set_defaults(backbones=[])
     p.add_argument("--weights", action=BackboneArgs, metavar="[LABEL=]PATH[#prefix=P]",
-                   help="a pretrained backbone, one row each (repeatable): .pth/.pth.tar checkpoint or converted .pkl; "
+                   help="a pretrained backbone, one row each (repeatable): a checkpoint (.pth, .pth.tar, .pt, .ckpt, .bin, "
+                        ".torch, .safetensors) or a Detectron2 .pkl; "
                         "LABEL= names its row (default: '<method> <file stem>', the method read from the file); "
                         "#prefix=P takes the encoder under key prefix P ([NESTED/PATH:]P) instead of the layout's")
     p.add_argument("--weights-list", action=BackboneArgs, metavar="FILE",

@@ -26,6 +26,7 @@ from benchmarks.runner import REPO, Row, SweepStop, child_env, plan_trials, prin
 from benchmarks.scaleout import batch_overrides, submit, write_sweep
 from cluster.slurm import add_slurm_args
 from transfer.tasks.base import RGB_FLAVOUR, RunSpec
+from transfer.weights import CONVERTIBLE
 
 if TYPE_CHECKING:
     from transfer.methods import Method
@@ -363,7 +364,7 @@ def _preflight(bench: RunSpec, args: argparse.Namespace, rows: list[Row], trials
         return _fail(bench.prog, problem)
     if not args.dry_run:  # a .pth is converted once per sweep, not once per trial
         for row in rows:
-            if row.weights.endswith((".pth", ".pth.tar", ".pt", ".tar", ".ckpt")):
+            if row.weights.endswith(CONVERTIBLE):
                 try:
                     row.weights = preflight.convert_once(row.weights, out / "weights",
                                                          log=lambda line: print(f"[{tag}] {line}"), prefix=row.prefix)

@@ -222,7 +222,9 @@ def describe_rows(checks: list[RowCheck], trials: int, seed: int) -> list[str]:
         lines.append(f"{r.label} ({r.kind}{', ' + r.origin if r.origin else ''}): {trials} trial(s), "
                      f"seeds {seed}..{seed + trials - 1}")
         if r.method:
-            lines.append(f"    method   {r.method}" + (f": {r.method_reason}" if r.method_reason else ""))
+            from transfer.methods import shown
+
+            lines.append(f"    method   {shown(r.method)}" + (f": {r.method_reason}" if r.method_reason else ""))
         lines.append(f"    config   {r.config}")
         if r.input_format:
             lines.append(f"    input    {r.input_format}: {r.input_reason}")

@@ -59,7 +59,7 @@ figure img { max-width: 100%; height: auto; box-sizing: border-box; border: 1px 
 <tbody>
 {% for r in t.rows %}
 <tr class="{{ 'measured' if r.measured else 'paper' }}{% if r is sameas t.reference or r is sameas t.paper_reference %} reference{% endif %}{% if not r.measured and loop.previtem is defined and loop.previtem.measured %} first-paper{% endif %}">
-<th scope="row"{% if r is sameas t.reference or r is sameas t.paper_reference %} title="gap reference"{% endif %}>{{ r.display }}</th>{% if t.has_methods %}<td>{{ r.method }}</td>{% endif %}{% if t.has_paper_rows %}<td>{{ r.source_text }}</td>{% endif %}<td>{{ r.trials_text() }}</td>
+<th scope="row"{% if r is sameas t.reference or r is sameas t.paper_reference %} title="gap reference"{% endif %}>{{ r.display }}</th>{% if t.has_methods %}<td>{{ r.method_text }}</td>{% endif %}{% if t.has_paper_rows %}<td>{{ r.source_text }}</td>{% endif %}<td>{{ r.trials_text() }}</td>
 {% for m in t.metrics %}{% set c = r.cells[m] %}<td class="{{ cell_class(c) }}" title="{{ cell_title(c) }}"{% if c.mean is not none %} data-mean="{{ c.mean }}"{% endif %}{% if c.gap is not none %} data-gap="{{ c.gap }}"{% endif %}><span class="v">{{ c.value_text(std=False) }}</span>{% if r.measured and c.std is not none %}<span class="std">±{{ fmt(c.std) }}</span>{% endif %}{% if c.gap is not none %} <span class="gap">({{ c.gap_text(minus='−') }})</span>{% endif %}{% if c.incomplete %} <span class="count">[{{ c.count_text() }}]</span>{% endif %}</td>{% endfor %}
 </tr>
 {% endfor %}

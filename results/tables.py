@@ -150,6 +150,13 @@ class Row:
         return self.source == "measured"
 
     @property
+    def method_text(self) -> str:
+        """The method as shown (``torchvision supervised`` reads "supervised, or re-saved with its fc")."""
+        from transfer.methods import shown
+
+        return shown(self.method)
+
+    @property
     def source_text(self) -> str:
         return "this run" if self.measured else f"paper: {paper_mod.short_source(self.source, self.paper_table or '')}"
 
@@ -212,7 +219,7 @@ class Table:
 
     def lead_cells(self, row: Row) -> list[str]:
         """``row``'s text under :attr:`lead_columns`."""
-        return ([row.display] + ([row.method] if self.has_methods else [])
+        return ([row.display] + ([row.method_text] if self.has_methods else [])
                 + ([row.source_text] if self.has_paper_rows else []) + [row.trials_text()])
 
     def measured_rows(self) -> list[Row]:

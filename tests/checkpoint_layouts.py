@@ -46,13 +46,49 @@ def solo_learn(d: Path) -> tuple[Path, Tensors]:
                                          "state_dict": sd, "optimizer_states": [OPTIMIZER], "lr_schedulers": []}), enc
 
 
-def mmpretrain(d: Path) -> tuple[Path, Tensors]:
-    """mmpretrain/mmselfsup (mmengine): ``meta`` + ``state_dict`` with ``backbone.``, ``neck.``, momentum target."""
+MM_MOCO_CFG = """_base_ = ['../_base_/default_runtime.py']
+model = dict(
+    type='MoCo',
+    queue_len=65536,
+    backbone=dict(type='ResNet', depth=18, norm_cfg=dict(type='BN')),
+    neck=dict(type='MoCoV2Neck', in_channels=512, hid_channels=512, out_channels=128, with_avg_pool=True),
+    head=dict(type='ContrastiveHead', loss=dict(type='CrossEntropyLoss'), temperature=0.2))
+"""
+
+
+def mmpretrain(d: Path, cfg: bool = True) -> tuple[Path, Tensors]:
+    """mmengine ``Runner.save_checkpoint`` of mmpretrain's MoCo: ``meta`` (``cfg`` text, ...), ``state_dict``
+    (``backbone.``, ``neck.``, the EMA ``encoder_k.module.0/1``, queue), ``message_hub`` (its HistoryBuffer
+    ``log_scalars`` left empty), ``optimizer``, ``param_schedulers``."""
     enc = backbone(0)
     sd = {**_pre("backbone.", enc), **_head("neck.mlp.", "0.weight", "2.weight"),
-          **_pre("target_net.module.0.", backbone(1)), "target_net.steps": torch.tensor(5)}
-    return _save(d / "epoch_200.pth", {"meta": {"epoch": 200, "iter": 1000, "mmengine_version": "0.8.0"},
-                                       "state_dict": sd, "optimizer": OPTIMIZER}), enc
+          **_pre("encoder_k.module.0.", backbone(1)), **_head("encoder_k.module.1.mlp.", "0.weight", "2.weight"),
+          "encoder_k.steps": torch.tensor(5), "queue": torch.zeros(128, 8), "queue_ptr": torch.zeros(1, dtype=torch.long)}
+    meta = {"epoch": 200, "iter": 1000, "seed": 0, "experiment_name": "mocov2_resnet18_20240101_000000",
+            "time": "20240101_000000", "mmengine_version": "0.8.0", "dataset_meta": {}, **({"cfg": MM_MOCO_CFG} if cfg else {})}
+    return _save(d / ("epoch_200.pth" if cfg else "published.pth"), {
+        "meta": meta, "state_dict": sd,
+        "message_hub": {"log_scalars": {}, "runtime_info": {"epoch": 200, "iter": 1000}, "resumed_keys": {}},
+        "optimizer": OPTIMIZER, "param_schedulers": [{"T_max": 200, "eta_min": 0.0, "last_step": 200}]}), enc
+
+
+def mmpretrain_no_cfg(d: Path) -> tuple[Path, Tensors]:
+    """The same without its config text: the method is not told."""
+    return mmpretrain(d, cfg=False)
+
+
+def openselfsup(d: Path) -> tuple[Path, Tensors]:
+    """OpenSelfSup/DenseCL (mmcv runner): ``meta`` (``openselfsup_version``, ``config`` text from tools/train.py),
+    ``state_dict`` with ``backbone.`` (= ``encoder_q.0.``), ``encoder_k.``, the two queues; ``optimizer``."""
+    enc = backbone(0)
+    sd = {**_pre("backbone.", enc), **_pre("encoder_q.0.", enc), **_head("encoder_q.1.mlp.", "0.weight"),
+          **_pre("encoder_k.0.", backbone(1)), **_head("encoder_k.1.mlp.", "0.weight"),
+          "queue": torch.zeros(128, 8), "queue_ptr": torch.zeros(1, dtype=torch.long),
+          "queue2": torch.zeros(128, 8), "queue2_ptr": torch.zeros(1, dtype=torch.long)}
+    config = "model = dict(\n    type='DenseCL',\n    neck=dict(type='DenseCLNeck', in_channels=512))\n"
+    meta = {"openselfsup_version": "0.2.0", "config": config, "epoch": 200, "iter": 1000, "mmcv_version": "0.3.0",
+            "time": "Mon Jan  1 00:00:00 2024"}
+    return _save(d / "epoch_200.pth", {"meta": meta, "state_dict": sd, "optimizer": OPTIMIZER}), enc
 
 
 def barlowtwins(d: Path) -> tuple[Path, Tensors]:
@@ -99,6 +135,18 @@ def byol_pytorch(d: Path) -> tuple[Path, Tensors]:
     return _save(d / "byol.pt", sd), enc
 
 
+def byol_lightning(d: Path) -> tuple[Path, Tensors]:
+    """byol-pytorch examples/lightning/train.py: a Lightning checkpoint of ``learner = BYOL(net)``, whose state dict
+    holds ``learner.net.`` and ``learner.online_encoder.net.`` (one module), the target and the predictor."""
+    enc = backbone(0)
+    sd = {**_pre("learner.net.", enc), **_pre("learner.online_encoder.net.", enc),
+          **_head("learner.online_encoder.projector.", "0.weight"), **_pre("learner.target_encoder.net.", backbone(1)),
+          **_head("learner.online_predictor.", "0.weight")}
+    return _save(d / "epoch=9-step=100.ckpt", {"epoch": 9, "global_step": 100, "pytorch-lightning_version": "1.9.0",
+                                               "state_dict": sd, "optimizer_states": [OPTIMIZER],
+                                               "lr_schedulers": []}), enc
+
+
 def compiled(d: Path) -> tuple[Path, Tensors]:
     """A ``torch.compile``d torchvision ResNet saved from DDP: ``module._orig_mod.conv1.weight`` ..."""
     enc = backbone(0)
@@ -106,14 +154,18 @@ def compiled(d: Path) -> tuple[Path, Tensors]:
 
 
 def dino(d: Path) -> tuple[Path, Tensors]:
-    """DINO main_dino.py ``save_dict`` (without its argparse ``args``): DDP student and teacher; the TEACHER transfers."""
+    """DINO main_dino.py ``save_dict`` of a ResNet (without its argparse ``args``): student and teacher both
+    DDP-wrapped (a ResNet has BatchNorm), MultiCropWrapper ``backbone``/``head``; the TEACHER transfers."""
     teacher = backbone(1)
+
+    def net(prefix: str, tensors: Tensors) -> Tensors:
+        return {**_pre(prefix + "backbone.", tensors), **_head(prefix + "head.mlp.", "0.weight", "2.weight", "4.weight"),
+                prefix + "head.last_layer.weight_g": torch.ones(8, 1), prefix + "head.last_layer.weight_v": torch.ones(8, 4)}
+
+    scaler = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 0}
     return _save(d / "checkpoint.pth", {
-        "student": {**_pre("module.backbone.", backbone(0)), **_head("module.head.mlp.", "0.weight"),
-                    "module.head.last_layer.weight_g": torch.ones(8, 1)},
-        "teacher": {**_pre("module.backbone.", teacher), **_head("module.head.mlp.", "0.weight"),
-                    "module.head.last_layer.weight_g": torch.ones(8, 1)},
-        "optimizer": OPTIMIZER, "epoch": 100, "fp16_scaler": None, "dino_loss": {"center": torch.zeros(1, 8)}}), teacher
+        "student": net("module.", backbone(0)), "teacher": net("module.", teacher), "optimizer": OPTIMIZER,
+        "epoch": 100, "dino_loss": {"center": torch.zeros(1, 8)}, "fp16_scaler": scaler}), teacher
 
 
 def slotcon(d: Path) -> tuple[Path, Tensors]:
@@ -131,10 +183,13 @@ def slotcon(d: Path) -> tuple[Path, Tensors]:
 def vissl(d: Path) -> tuple[Path, Tensors]:
     """VISSL checkpoint: ``classy_state_dict/base_model/model/trunk`` with ``_feature_blocks.`` names, plus heads."""
     enc = backbone(0)
-    base = {"model": {"trunk": _pre("_feature_blocks.", enc), "heads": _head("0.clf.", "0.weight")}, "meta": {}}
+    heads = {**_head("0.projection_head.", "0.weight", "3.weight"), "0.prototypes0.weight": torch.ones(8, 4)}
+    base = {"model": {"trunk": _pre("_feature_blocks.", enc), "heads": heads}, "meta": {"trunk": {}, "heads": []}}
+    classy = {"train": True, "base_model": base, "meters": [], "optimizer": OPTIMIZER, "phase_idx": 199,
+              "train_phase_idx": 199, "num_updates": 5000, "losses": [], "hooks": {}, "loss": {}}
     return _save(d / "model_final_checkpoint_phase199.torch", {
-        "phase_idx": 199, "iteration": 5000, "train_phase_idx": 199, "iteration_num": 5000,
-        "classy_state_dict": {"base_model": base, "optim": OPTIMIZER}}), enc
+        "phase_idx": 199, "iteration": 5000, "loss": {}, "iteration_num": 5000, "train_phase_idx": 199,
+        "classy_state_dict": classy}), enc
 
 
 _SEQUENTIAL = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}
@@ -150,6 +205,13 @@ def lightly(d: Path) -> tuple[Path, Tensors]:
     sd = {**_pre("backbone.", seq(enc)), **_pre("backbone_momentum.", seq(backbone(1))),
           **_head("projection_head.layers.", "0.weight")}
     return _save(d / "lightly_moco.ckpt", {"epoch": 9, "pytorch-lightning_version": "2.0.0", "state_dict": sd}), enc
+
+
+def lightly_tutorial(d: Path) -> tuple[Path, Tensors]:
+    """lightly's tutorial_simclr_clothing.py: ``{"resnet18_parameters": model.backbone.state_dict()}``."""
+    enc = backbone(0)
+    seq = {_SEQUENTIAL[k.split(".")[0]] + k[len(k.split(".")[0]):]: v for k, v in enc.items()}
+    return _save(d / "model.pth", {"resnet18_parameters": seq}), enc
 
 
 def detectron2_names(d: Path) -> tuple[Path, Tensors]:
@@ -170,16 +232,20 @@ def soco_c4_pkl(d: Path) -> Path:
 # name -> (writer, layout, method, which encoder the layout must say it takes)
 LAYOUTS: dict[str, tuple[Callable[[Path], tuple[Path, Tensors]], str, str, str]] = {
     "solo-learn": (solo_learn, "solo-learn", "unknown", "online backbone"),
-    "mmpretrain": (mmpretrain, "mmpretrain", "unknown", "backbone"),
+    "mmpretrain": (mmpretrain, "mmpretrain", "MoCo v2", "backbone"),
+    "mmpretrain without cfg": (mmpretrain_no_cfg, "mmpretrain", "unknown", "backbone"),
+    "openselfsup": (openselfsup, "openselfsup", "DenseCL", "backbone"),
     "barlowtwins": (barlowtwins, "barlowtwins", "Barlow Twins", "backbone"),
     "simsiam": (simsiam, "simsiam", "SimSiam", "encoder"),
     "pixpro": (pixpro, "pixpro", "PixPro", "online encoder"),
     "soco": (soco, "soco", "SoCo", "online encoder"),
     "byol-pytorch": (byol_pytorch, "byol-pytorch", "BYOL", "online encoder"),
+    "byol-pytorch lightning": (byol_lightning, "byol-pytorch", "BYOL", "online encoder"),
     "torch.compile": (compiled, "torchvision-ddp", "unknown", "the network"),
     "dino": (dino, "dino", "DINO", "teacher"),
     "slotcon": (slotcon, "slotcon", "SlotCon", "teacher (momentum) encoder_k"),
-    "vissl": (vissl, "vissl", "unknown", "trunk"),
+    "vissl": (vissl, "vissl", "SwAV", "trunk"),
     "lightly": (lightly, "lightly", "unknown", "backbone"),
+    "lightly tutorial": (lightly_tutorial, "lightly-tutorial", "unknown", "backbone"),
     "detectron2 names": (detectron2_names, "detectron2", "unknown", "Detectron2 naming"),
 }

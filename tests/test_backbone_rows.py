@@ -27,6 +27,7 @@ from weights_files import (caffe2_pkl, d2_pkl, reference_moco_pkl, resnet_state,
 from benchmarks import backbones, run, sweep_checks
 from benchmarks.plan import Row
 from core.records import RECORD_NAME, read_record, write_record
+from transfer.methods import shown
 
 REPO = Path(__file__).resolve().parents[1]
 R18 = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]
@@ -182,7 +183,7 @@ def three_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 ROWS = ["random init", "supervised IN-1M", "MoCo v2 checkpoint_0199", "MoCo v2 moco_v2_800ep", "torchvision R18"]
 METHODS = {"MoCo v2 checkpoint_0199": "MoCo v2", "MoCo v2 moco_v2_800ep": "MoCo v2",
-           "torchvision R18": "torchvision supervised"}
+           "torchvision R18": "torchvision supervised"}  # as recorded; the plan and tables show transfer.methods.shown
 
 
 def _argv(files: dict[str, Path], tiny_root: Path, out: Path, *extra: str) -> list[str]:
@@ -216,7 +217,7 @@ def _check_plan(text: str) -> None:
                                                 ("pretrained", "backbones.yaml entry 1")]
     for label, method in METHODS.items():
         details = blocks[label][2]
-        assert f"method   {method}:" in details and "voc_R_50_C4_24k_rgb.yaml" in details, details
+        assert f"method   {shown(method)}:" in details and "voc_R_50_C4_24k_rgb.yaml" in details, details
         assert re.search(r"loading  backbone (\d+)/\1 tensors loaded, 0 missing", details), details
     assert "input    RGB: checkpoint_0199.pth.tar: PyTorch checkpoint" in blocks["MoCo v2 checkpoint_0199"][2]
     assert "input    RGB: moco_v2_800ep.pkl: torchvision-style Detectron2 pickle (__author__ 'MOCO')" in \
@@ -243,7 +244,8 @@ def _main_table(text: str) -> list[list[str]]:
 def _check_table(text: str) -> None:
     cells = _main_table(text)
     assert [c[0] for c in cells] == ROWS, text[-3000:]  # baselines first, then the backbones in the order given
-    assert [c[1] for c in cells] == ["", ""] + [METHODS[label] for label in ROWS[2:]]
+    assert [c[1] for c in cells] == ["", ""] + [shown(METHODS[label]) for label in ROWS[2:]]
+    assert "supervised, or re-saved with its fc" in [c[1] for c in cells]
     assert all(c[2] == "1/1" for c in cells)
     assert "In brackets: gap to supervised IN-1M" in text
 

@@ -102,3 +102,23 @@ def test_the_override_parses_with_and_without_a_label(tmp_path: Path) -> None:
         split_prefix("a.pth#prefix=")
     (tmp_path / "list.yaml").write_text("- {path: a.pth, prefix: module.encoder_k.}\n- b.pth#prefix=encoder_q.\n")
     assert [s.prefix for s in read_weights_list(tmp_path / "list.yaml")] == ["module.encoder_k.", "encoder_q."]
+
+
+def test_a_resaved_network_with_its_fc_is_not_called_supervised(tmp_path: Path) -> None:
+    """byol-pytorch's README saves ``resnet.state_dict()`` with its 1000-class fc: the key stays, the label hedges."""
+    from transfer.methods import SUPERVISED, shown
+    from weights_files import resnet_state
+
+    path = tmp_path / "improved-net.pt"
+    sd = resnet_state("resnet18", 0)
+    sd["fc.weight"], sd["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    torch.save(sd, path)
+    method = detect_method(str(path))
+    assert method.name == SUPERVISED and "re-saved with its fc" in method.reason
+    assert shown(method.name) == "supervised, or re-saved with its fc" and shown("MoCo v2") == "MoCo v2"
+
+
+def test_the_mm_config_names_the_method_and_moco_version(tmp_path: Path) -> None:
+    path, _ = LAYOUTS["mmpretrain"][0](tmp_path)
+    method = detect_method(str(path))
+    assert method.name == "MoCo v2" and "'MoCoV2Neck'" in method.reason and "meta['cfg']" in method.reason

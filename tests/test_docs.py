@@ -70,3 +70,12 @@ def test_link_parser_sees_links_and_skips_code(tmp_path: Path):
     md.write_text('See [a](a.md), [b](sub/b.md "title") and [c][c].\n\n[c]: https://example.org\n'
                   "`[not](code.md)`\n\n```\n[neither](block.md)\n```\n", encoding="utf-8")
     assert sorted(_links(md)) == ["a.md", "https://example.org", "sub/b.md"]
+
+
+def test_checkpoints_page_names_every_layout():
+    """docs/checkpoints.md cannot drift from transfer/layouts.py: every Layout appears by name."""
+    from transfer.layouts import LAYOUTS
+
+    text = (DOCS / "checkpoints.md").read_text(encoding="utf-8")
+    missing = [lay.name for lay in LAYOUTS if f"`{lay.name}`" not in text]
+    assert not missing, f"docs/checkpoints.md does not list layouts: {', '.join(missing)}"

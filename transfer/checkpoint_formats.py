@@ -53,7 +53,7 @@ def _custom(obj: dict, where: str, prefix: str) -> tuple[str, dict[str, Any], bo
                                "as PATH:PREFIX, e.g. teacher:module.backbone.")
     keys = layouts.decompiled(sd)
     pre = pre.replace(layouts.COMPILED, "")
-    for names in ("torchvision", "sequential", "detectron2"):
+    for names in layouts.NAMING_SCHEMES:
         sub = layouts.under(keys, pre, names)
         if layouts.is_resnet(sub):
             return f"custom prefix {prefix!r}" + (f" ({names} names)" if names != "torchvision" else ""), sub, \

@@ -4,9 +4,11 @@
 
 Input: any checkpoint layout of the registry ``transfer/layouts.py`` (MoCo v1/v2/v3, this suite's ``pretrain/``,
 DINO, SlotCon, SoCo, PixPro, SimSiam, Barlow Twins, BYOL, solo-learn, mmpretrain, VISSL, lightly, Lightning,
-Detectron2 names, torchvision, ``torch.compile``d models) or any ResNet under ``--prefix [PATH:]PREFIX``, as
-``.pth`` (read with ``weights_only=True``) or as a ``.pkl`` of numpy arrays (read with the allow-list
-unpickler of ``transfer/safe_pickle.py``: nothing in the file can run code);
+Detectron2 names, torchvision, ``torch.compile``d models, Hugging Face transformers' ResNet) or any ResNet under
+``--prefix [PATH:]PREFIX``, as a ``torch.save`` file
+(``.pth``, ``.pth.tar``, ``.pt``, ``.ckpt``, ``.bin``, ``.torch``: read with ``weights_only=True``), a ``.safetensors``
+file (``transfer/safetensors_io.py``, no pickle) or a ``.pkl`` of numpy arrays (read with the allow-list
+unpickler of ``transfer/safe_pickle.py``: nothing in the file can run code); a file not named .pkl is read by its content;
 ResNet-18/34/50/101/152 and wide R50 (torchvision ``wide_resnet50_2`` or fully widened w2/w4).
 Output (default ``ckpt.pkl`` beside the input), in Detectron2's model-zoo pickle format::
 
@@ -48,7 +50,7 @@ AUTHOR = SUITE_AUTHOR
 def default_output(src: Path) -> Path:
     """``ckpt.pth`` / ``ckpt.pth.tar`` -> ``ckpt.pkl`` beside it."""
     name = src.name
-    for ext in (".pth.tar", ".pth", ".pt", ".tar", ".ckpt"):
+    for ext in (".pth.tar", ".pth", ".pt", ".tar", ".ckpt", ".bin", ".torch", ".safetensors"):
         if name.endswith(ext):
             return src.with_name(name[: -len(ext)] + ".pkl")
     return src.with_name(name + ".pkl")
@@ -77,6 +79,34 @@ def load_source(src: Path) -> Any:
     return tensors(obj)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def transformers_config_check(src: Path) -> None:
+    """Refuse (one line) a transformers ResNet whose ``config.json`` beside ``src`` says it is not torchvision's network
+    with the same shapes: a stride in the bottleneck's first 1x1 conv (``downsample_in_bottleneck``) or in the first
+    stage (``downsample_in_first_stage``). Without a readable config.json, transformers' defaults (neither) hold."""
+    import json
+
+    from core.files import read_text
+
+    cfg_path = src.parent / "config.json"
+    if not cfg_path.is_file():
+        return
+    try:
+        cfg = json.loads(read_text(cfg_path, MAX_CONFIG_BYTES, "transformers config.json"))
+    except (ValueError, RecursionError):
+        return  # not needed: the tensors' names and shapes say what the network is
+    if not isinstance(cfg, dict):
+        return
+    bottleneck = cfg.get("layer_type", "bottleneck") == "bottleneck"
+    for flag, where in (("downsample_in_first_stage", "in its first stage"),
+                        ("downsample_in_bottleneck", "in the bottleneck's first 1x1 conv")):
+        if cfg.get(flag) is True and (bottleneck or flag == "downsample_in_first_stage"):
+            raise ConvertError(f"{src}: its config.json sets {flag}: the network strides {where}, unlike the "
+                               "torchvision ResNet Detectron2 builds from these weights; it cannot transfer as one")
+
+
 def pretrain_facts(obj: Any) -> dict[str, Any]:
     """What a suite checkpoint records about its pretraining run, for the provenance: the arithmetic
     (``pretrain_precision``: mode, autocast, TF32; None for checkpoints that do not say) and the data backend."""
@@ -100,6 +130,8 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
         raise ConvertError(f"{out}: output must end in .pkl (Detectron2 reads model-zoo pickles by extension)")
     obj = load_source(src)
     enc = find_encoder(obj, str(src), prefix)
+    if enc.format == "transformers":
+        transformers_config_check(src)
     method = method_of(obj, src.name)  # from the source's layout, before its heads are dropped (transfer/methods.py)
     tensors, dropped = backbone_tensors(enc.tensors)
     spec = infer_spec(tensors, str(src))
@@ -160,7 +192,8 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="pretraining checkpoint (.pth / .pth.tar)")
+    parser.add_argument("checkpoint", help="pretraining checkpoint (.pth, .pth.tar, .pt, .ckpt, .bin, .torch, "
+                                           ".safetensors)")
     parser.add_argument("output", nargs="?", help="output .pkl (default: beside the input)")
     parser.add_argument("--prefix", help="[PATH:]PREFIX of the encoder (overrides layout detection), e.g. 'module.encoder_k.' or 'teacher:module.backbone.'")
     parser.add_argument("--no-verify", dest="verify", action="store_false", default=None,

@@ -7,10 +7,12 @@ A new library is one :class:`Layout` entry in :data:`LAYOUTS` (priority order, f
 Matching a layout: walk ``where`` (a nested path of dict keys; ``None``: the first of ``state_dict``/``model``/
 ``model_state``/``network`` that holds tensors, else the top level); keys are compared with ``torch.compile``'s
 ``_orig_mod.`` segments removed; ``needs``/``any_of``/``avoid`` are key prefixes compared with a DDP ``module.``
-dropped; ``needs_top`` are top-level keys. The encoder is then the first of ``prefixes`` under which a ResNet
+dropped; ``needs_top`` are top-level keys; ``meta_any``: one of these keys is in the top-level ``meta`` dict
+(OpenMMLab runners' metadata). The encoder is then the first of ``prefixes`` under which a ResNet
 stem and ``layer1`` are found, once its ``names`` are read as torchvision names (``sequential``: lightly's
 ``nn.Sequential(*list(resnet.children())[:-1])``, numbered 0 = conv1, 1 = bn1, 4..7 = layer1..4;
-``detectron2``: ``stem.conv1``, ``res2``..``res5``).
+``detectron2``: ``stem.conv1``, ``res2``..``res5``; ``transformers``: Hugging Face's ``embedder.embedder``,
+``encoder.stages.S.layers.B.layer.I``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class Layout:
     any_of: tuple[str, ...] = ()
     avoid: tuple[str, ...] = ()
     needs_top: tuple[str, ...] = ()
-    names: str = "torchvision"      # torchvision | sequential | detectron2
+    meta_any: tuple[str, ...] = ()
+    names: str = "torchvision"      # torchvision | sequential | detectron2 | transformers
 
 
 LAYOUTS: tuple[Layout, ...] = (
@@ -47,11 +50,12 @@ LAYOUTS: tuple[Layout, ...] = (
            "transfer/detection/convert_pretrain_to_d2.py takes module.encoder_k.",
            where=("model",), needs=("encoder_q.", "grouping_k.")),
     Layout("dino", "DINO", "DINO", ("module.backbone.", "backbone."), "teacher",
-           "facebookresearch/dino main_dino.py save_dict; eval_linear.py --checkpoint_key teacher",
-           where=("teacher",), needs_top=("student",)),
-    Layout("dino-teacher", "DINO", "DINO", ("backbone.",), "teacher (saved alone)",
-           "facebookresearch/dino main_dino.py (the teacher entry re-saved on its own)",
-           needs=("head.last_layer.weight_g",)),
+           "facebookresearch/dino main_dino.py save_dict (student, teacher: MultiCropWrapper .backbone/.head, the "
+           "teacher DDP-wrapped when it has BatchNorm, i.e. ResNets); eval_linear.py --checkpoint_key teacher, "
+           "utils.load_pretrained_weights strips module. and backbone.", where=("teacher",), needs_top=("student",)),
+    Layout("dino-teacher", "DINO", "DINO", ("module.backbone.", "backbone."), "teacher (saved alone)",
+           "facebookresearch/dino main_dino.py save_dict['teacher'] re-saved on its own (DINOHead's weight-normed "
+           "head.last_layer.weight_g); utils.load_pretrained_weights", needs=("head.last_layer.weight_g",)),
     Layout("moco", "MoCo", "MoCo", ("module.encoder_q.",), "query encoder encoder_q",
            "facebookresearch/moco main_moco.py save_checkpoint; detection/convert-pretrain-to-detectron2.py",
            avoid=("queue2",)),
@@ -67,38 +71,71 @@ LAYOUTS: tuple[Layout, ...] = (
            "zdaxie/PixPro main_pretrain.py save_checkpoint; transfer/detection/convert_pretrain_to_d2.py takes "
            "module.encoder.", where=("model",), needs=("encoder_k.", "projector_k.")),
     Layout("simsiam", "SimSiam", "SimSiam", ("module.encoder.", "encoder."), "encoder (its fc projector dropped)",
-           "facebookresearch/simsiam main_simsiam.py save_checkpoint; main_lincls.py takes module.encoder. "
-           "without module.encoder.fc", where=("state_dict",), needs=("predictor.",), avoid=("encoder_k.",)),
+           "facebookresearch/simsiam main_simsiam.py save_checkpoint (epoch, arch, state_dict, optimizer); "
+           "main_lincls.py takes module.encoder. without module.encoder.fc", where=("state_dict",), needs=("predictor.",), avoid=("encoder_k.",)),
     Layout("simclr-encoder", "SimCLR (encoder/projector)", "", ("module.encoder.", "encoder."), "encoder",
-           "Spijkervet/SimCLR simclr/simclr.py", needs=("projector.",), avoid=("encoder_k.", "predictor.")),
-    Layout("byol-pytorch", "byol-pytorch", "BYOL", ("module.online_encoder.net.", "online_encoder.net."),
-           "online encoder's net", "lucidrains/byol-pytorch byol_pytorch/byol_pytorch.py (BYOL.online_encoder "
-           "= NetWrapper(net)); its README transfers the online net"),
+           "Spijkervet/SimCLR model.py save_model (checkpoint_N.tar: the SimCLR module's state_dict, module. kept "
+           "when saved from DDP), simclr/simclr.py (encoder with fc = Identity, projector); linear_evaluation.py "
+           "uses its encoder", needs=("projector.",), avoid=("encoder_k.", "predictor.")),
+    Layout("byol-pytorch", "byol-pytorch", "BYOL",
+           ("module.online_encoder.net.", "online_encoder.net.", "learner.online_encoder.net."), "online encoder's net",
+           "lucidrains/byol-pytorch byol_pytorch/byol_pytorch.py (a BYOL module's state_dict: net, online_encoder"
+           "=NetWrapper(net), target_encoder, online_predictor), examples/lightning/train.py (Lightning, learner.); "
+           "README.md and trainer.py save the online net alone (resnet.state_dict(): the torchvision layout)"),
     Layout("barlowtwins", "Barlow Twins", "Barlow Twins", ("module.backbone.", "backbone."), "backbone",
-           "facebookresearch/barlowtwins main.py (state = dict(epoch, model, optimizer))",
+           "facebookresearch/barlowtwins main.py checkpoint.pth each epoch (dict(epoch, model=DDP state_dict, "
+           "optimizer)); its final resnet50.pth is model.module.backbone alone (the torchvision layout, no fc)",
            where=("model",), needs=("projector.", "bn.running_mean")),
     Layout("solo-learn", "solo-learn (Lightning)", "", ("backbone.",), "online backbone (not momentum_backbone)",
-           "vturrisi/solo-learn solo/methods/base.py; downstream/object_detection/convert_model_to_detectron2.py "
-           "takes state_dict backbone.", where=("state_dict",), needs=("classifier.",)),
-    Layout("mmpretrain", "mmpretrain / mmselfsup (mmengine)", "", ("backbone.",), "backbone (not the momentum "
-           "target)", "open-mmlab/mmengine runner save_checkpoint (meta, state_dict); mmpretrain models take "
-           "init_cfg prefix='backbone.'", where=("state_dict",), needs_top=("meta",)),
-    Layout("openselfsup", "OpenSelfSup / DenseCL", "", ("backbone.",), "backbone (the query/online network's)",
-           "WXinlong/DenseCL tools/extract_backbone_weights.py (keeps backbone.)",
-           any_of=("encoder_q.0.", "online_net.0.", "neck.")),
+           "vturrisi/solo-learn solo/methods/base.py (backbone, classifier, momentum_backbone; no "
+           "save_hyperparameters), solo/utils/checkpointer.py (trainer.save_checkpoint; cfg goes to args.json "
+           "beside it); downstream/object_detection/convert_model_to_detectron2.py takes state_dict backbone.", where=("state_dict",), needs=("classifier.",)),
+    Layout("openselfsup", "OpenSelfSup / DenseCL (mmcv)", "", ("backbone.",),
+           "backbone (= encoder_q.0 / online_net.0, not encoder_k / target_net)",
+           "WXinlong/DenseCL tools/train.py (checkpoint meta: openselfsup_version, config text), openselfsup/models/"
+           "densecl.py, moco.py, byol.py (backbone = encoder_q[0] / online_net[0]); tools/extract_backbone_weights.py "
+           "strips backbone. into {state_dict, author 'DenseCL'} (the torchvision layout)",
+           where=("state_dict",), meta_any=("openselfsup_version",)),
+    Layout("openselfsup-keys", "OpenSelfSup / DenseCL (mmcv)", "", ("backbone.",),
+           "backbone (= encoder_q.0 / online_net.0, not encoder_k / target_net)",
+           "WXinlong/DenseCL openselfsup/models/densecl.py, moco.py, byol.py (a state_dict without its meta)",
+           any_of=("encoder_q.0.", "online_net.0.")),
+    Layout("mmpretrain", "mmpretrain / mmselfsup (OpenMMLab runner)", "", ("backbone.",),
+           "backbone (not the momentum encoder_k / target_net / momentum_encoder)",
+           "open-mmlab/mmengine mmengine/runner/runner.py save_checkpoint (meta with cfg text, state_dict, "
+           "message_hub, optimizer, param_schedulers); open-mmlab/mmpretrain tools/model_converters/publish_model.py "
+           "(meta, state_dict), mmpretrain/models/selfsup/*.py, benchmark configs init_cfg prefix='backbone.'",
+           where=("state_dict",), needs_top=("meta",)),
     Layout("lightning", "PyTorch Lightning", "", ("backbone.", "model.backbone."), "backbone",
            "Lightning-AI/pytorch-lightning trainer checkpoint (state_dict of the LightningModule)",
            where=("state_dict",), needs_top=("pytorch-lightning_version",)),
     Layout("lightly", "lightly (nn.Sequential ResNet)", "", ("backbone.", "module.backbone.", ""),
-           "backbone (not backbone_momentum)", "lightly-ai/lightly examples: "
-           "nn.Sequential(*list(resnet.children())[:-1]) (0 conv1, 1 bn1, 4..7 layer1..4)", names="sequential"),
-    Layout("vissl", "VISSL", "", ("_feature_blocks.",), "trunk",
-           "facebookresearch/vissl vissl/utils/checkpoint.py (classy_state_dict.base_model.model.trunk); "
-           "extra_scripts/convert_vissl_to_torchvision.py", where=("classy_state_dict", "base_model", "model", "trunk")),
+           "backbone (not backbone_momentum)", "lightly-ai/lightly examples/pytorch_lightning/*.py: "
+           "backbone = nn.Sequential(*list(resnet.children())[:-1]) (0 conv1, 1 bn1, 4..7 layer1..4), saved by "
+           "Lightning's checkpointing", names="sequential"),
+    Layout("lightly-tutorial", "lightly (nn.Sequential ResNet)", "", ("",), "backbone",
+           "lightly-ai/lightly docs/source/tutorials_source/package/tutorial_simclr_clothing.py "
+           "(torch.save({'resnet18_parameters': model.backbone.state_dict()}))",
+           where=("resnet18_parameters",), names="sequential"),
+    Layout("vissl", "VISSL", "", ("_feature_blocks.",), "trunk (not the heads)",
+           "facebookresearch/vissl vissl/hooks/log_hooks.py (phase_idx, iteration, loss, iteration_num, "
+           "train_phase_idx, classy_state_dict), vissl/models/base_ssl_model.py get_classy_state (model: trunk, "
+           "heads); extra_scripts/convert_vissl_to_torchvision.py strips _feature_blocks.",
+           where=("classy_state_dict", "base_model", "model", "trunk")),
+    Layout("vissl-model-state", "VISSL", "", ("_feature_blocks.",), "trunk",
+           "facebookresearch/vissl extra_scripts/convert_vissl_to_torchvision.py, convert_vissl_to_detectron2.py "
+           "(their model_state_dict input)", where=("model_state_dict",)),
+    Layout("vissl-trunk", "VISSL", "", ("_feature_blocks.",), "trunk",
+           "facebookresearch/vissl extra_scripts/convert_vissl_to_torchvision.py (a trunk state dict on its own)"),
     Layout("detectron2", "Detectron2 names", "", ("backbone.bottom_up.", "backbone.", ""),
            "backbone already in Detectron2 naming", "facebookresearch/vissl extra_scripts/"
-           "convert_vissl_to_detectron2.py; lightly docs tutorial_pretrain_detectron2.py (DetectionCheckpointer)",
+           "convert_vissl_to_detectron2.py ({model, matching_heuristics}); lightly-ai/lightly docs/source/"
+           "tutorials_source/package/tutorial_pretrain_detectron2.py (DetectionCheckpointer: backbone.bottom_up.)",
            names="detectron2"),
+    Layout("transformers", "Hugging Face transformers", "", ("resnet.", ""), "the ResNet (its classifier dropped)",
+           "huggingface/transformers src/transformers/models/resnet/modeling_resnet.py (ResNetModel, "
+           "ResNetForImageClassification .resnet; save_pretrained writes model.safetensors or pytorch_model.bin)",
+           any_of=("resnet.embedder.embedder.", "embedder.embedder."), names="transformers"),
     Layout("torchvision-ddp", "torchvision", "", ("module.",), "the network", "pytorch/vision models/resnet.py "
            "(saved from DDP)"),
     Layout("torchvision", "torchvision", "", ("",), "the network", "pytorch/vision torchvision/models/resnet.py"),
@@ -127,11 +164,34 @@ def _from_detectron2(key: str) -> str | None:
     return f"layer{int(m.group(1)) - 1}.{m.group(2)}.{rest}"
 
 
+def _from_transformers(key: str) -> str | None:
+    """transformers' ResNet names: ``embedder.embedder.{convolution,normalization}`` is the stem,
+    ``encoder.stages.S.layers.B.layer.I.{convolution,normalization}`` the block's convs (``I`` 0-based),
+    ``...layers.B.shortcut.{convolution,normalization}`` its projection shortcut."""
+    m = re.match(r"^embedder\.embedder\.(convolution|normalization)\.(.+)$", key)
+    if m:
+        return ("conv1." if m.group(1) == "convolution" else "bn1.") + m.group(2)
+    m = re.match(r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.(?:layer\.(\d+)|shortcut)\.(convolution|normalization)\.(.+)$",
+                 key)
+    if not m:
+        return None
+    stage, block, conv, part, rest = m.groups()
+    if conv is None:
+        name = "downsample.0." if part == "convolution" else "downsample.1."
+    else:
+        name = f"conv{int(conv) + 1}." if part == "convolution" else f"bn{int(conv) + 1}."
+    return f"layer{int(stage) + 1}.{block}.{name}{rest}"
+
+
+_RENAMERS = {"sequential": _from_sequential, "detectron2": _from_detectron2, "transformers": _from_transformers}
+NAMING_SCHEMES = ("torchvision", *_RENAMERS)  # every key naming a layout's ``names`` may use
+
+
 def torchvision_names(tensors: dict[str, Any], names: str) -> dict[str, Any]:
     """``tensors`` keyed by torchvision ResNet names (keys the scheme cannot read are dropped)."""
     if names == "torchvision":
         return dict(tensors)
-    rename = _from_sequential if names == "sequential" else _from_detectron2
+    rename = _RENAMERS[names]
     out = {}
     for k, v in tensors.items():
         new = rename(k)
@@ -200,6 +260,9 @@ def _fits(lay: Layout, obj: dict, keys: list[str]) -> bool:
     def has(p: str) -> bool:
         return any(k.startswith(p) for k in bare)
 
+    meta = obj.get("meta")
+    if lay.meta_any and not (isinstance(meta, dict) and any(k in meta for k in lay.meta_any)):
+        return False
     return (all(k in obj for k in lay.needs_top) and all(has(p) for p in lay.needs)
             and (not lay.any_of or any(has(p) for p in lay.any_of)) and not any(has(p) for p in lay.avoid))
 

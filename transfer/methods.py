@@ -15,6 +15,11 @@ method                      what the file holds                                 
 ==========================  ==========================================================  ===========================
 (this suite's own)          ``suite`` marker: ``moco_version`` and ``args.mechanism``   ``pretrain/checkpoint.py``
 MoCo (by this converter)    ``provenance.method`` (or ``format``) of ``convert.py``     ``transfer/convert.py``
+OpenMMLab config            ``meta['cfg']`` (mmengine) or ``meta['config']``            open-mmlab/mmengine ``runner
+(mmpretrain, mmselfsup,     (OpenSelfSup): ``model = dict(type=...)``; MoCo's neck:     /runner.py``; WXinlong/
+OpenSelfSup)                ``LinearNeck`` v1, ``MoCoV2Neck``/``NonLinearNeckV1`` v2    DenseCL ``tools/train.py``
+SwAV (VISSL)                VISSL heads with ``projection_head`` and ``prototypes0``    facebookresearch/vissl ``heads/
+                            (its swav_head; VISSL stores no config)                     swav_prototypes_head.py``
 MoCo v1 / v2 (.pkl)         ``__author__ "MOCO"``; ``stem.fc.0.weight`` (the v2 MLP      facebookresearch/moco
                             head) -> v2, ``stem.fc.weight`` -> v1                       ``detection/convert-pretrain-
                                                                                         to-detectron2.py``
@@ -55,14 +60,17 @@ torchvision supervised      a plain torchvision ResNet state dict whose only hea
 
 What no rule can tell: a backbone saved alone (the released SwAV/DINO/Barlow Twins ``resnet50.pth`` files, DenseCL's
 ``.pkl`` from its converter, ``__author__ "OpenSelfSup"``) holds torchvision keys and nothing of its method:
-``"unknown"``. A self-supervised network saved with a 1000-class linear-probe ``fc`` (e.g. SimCLR's TF-to-PyTorch
-conversions) reads as torchvision supervised: give such a row its label. DINO's full ``checkpoint.pth`` also pickles
+``"unknown"``. A torchvision ResNet with an untouched 1000-class ``fc`` is recorded as ``torchvision supervised`` and
+shown as "supervised, or re-saved with its fc" (:func:`shown`): a self-supervised network saved with its fc
+(byol-pytorch's README ``resnet.state_dict()``, torch.hub SwAV/Barlow Twins models, SimCLR's TF-to-PyTorch
+conversions with a linear probe) looks the same: give such a row its label. DINO's full ``checkpoint.pth`` also pickles
 its ``argparse.Namespace``, which the safe loader refuses (one line, like any object in a weights file).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -71,6 +79,8 @@ from typing import Any
 from transfer import layouts
 
 UNKNOWN = "unknown"
+SUPERVISED = "torchvision supervised"  # the method key (records, tables group by it); shown as SHOWN[SUPERVISED]
+SHOWN = {SUPERVISED: "supervised, or re-saved with its fc"}
 METHODS = ("MoCo v1", "MoCo v2", "MoCo v3", "MoCo", "DenseCL", "PixPro", "SoCo", "SlotCon", "SimSiam", "SwAV", "DINO",
            "BYOL", "Barlow Twins", "SimCLR", "torchvision supervised", "end-to-end", "memory bank")
 _CONTAINERS = ("state_dict", "model", "teacher", "student", "model_state", "network")
@@ -152,12 +162,79 @@ def _from_d2_pickle(data: dict, name: str = "") -> Method:
         return Method("SoCo", "__author__ 'Yue' with FPN and box-head weights (SoCo's convert_detectron2_Head.py)")
     if author == "torchvision":
         if _rows(model.get("stem.fc.weight")) == 1000:
-            return Method("torchvision supervised", "__author__ 'torchvision' (Detectron2's convert-torchvision-to-d2) "
-                                                    "with a 1000-class fc")
+            return Method(SUPERVISED, "__author__ 'torchvision' (Detectron2's convert-torchvision-to-d2) with a "
+                                      "1000-class fc: supervised, or a network re-saved with its fc")
         return Method(UNKNOWN, "__author__ 'torchvision' (Detectron2's convert-torchvision-to-d2) without a 1000-class "
                                "fc: any torchvision-layout network")
     shown = f"__author__ {author[:40]!r}" if author else "no __author__"
     return Method(UNKNOWN, f"a Detectron2 pickle with {shown}, which does not say its method")
+
+
+def shown(name: str) -> str:
+    """How a method key is displayed: an untouched 1000-class ``fc`` does not tell a supervised network from a
+    self-supervised one re-saved with its fc (byol-pytorch's README, torch.hub SwAV / Barlow Twins models)."""
+    return SHOWN.get(name, name)
+
+
+# model types of OpenMMLab configs (mmpretrain/mmselfsup ``MODELS``; OpenSelfSup's registry) -> METHODS
+_MM_TYPES = {"MOCO": "MoCo", "MoCo": "MoCo", "MoCoV3": "MoCo v3", "DenseCL": "DenseCL", "BYOL": "BYOL",
+             "SimCLR": "SimCLR", "SimSiam": "SimSiam", "SwAV": "SwAV", "BarlowTwins": "Barlow Twins"}
+_MOCO_NECKS = {"LinearNeck": "MoCo v1", "NonLinearNeckV1": "MoCo v2", "MoCoV2Neck": "MoCo v2"}
+
+
+def _dict_body(text: str, start: int) -> str:
+    """The text of the ``dict(`` call whose body starts at ``start``, up to its closing parenthesis."""
+    depth = 1
+    for i in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start:i]
+    return text[start:]
+
+
+def _blank_nested(body: str) -> str:
+    """``body`` with the insides of its nested calls blanked (same length, so offsets still index ``body``)."""
+    out, depth = [], 0
+    for ch in body:
+        out.append(ch if depth == 0 else " ")
+        depth += ch == "("
+        depth -= ch == ")" and depth > 0
+    return "".join(out)
+
+
+def _type_of(body: str) -> str | None:
+    m = re.search(r"(?:^|[,(\s])type\s*=\s*['\"](\w+)['\"]", _blank_nested(body))
+    return m.group(1) if m else None
+
+
+def _from_mm_config(meta: dict) -> Method | None:
+    """The method an OpenMMLab checkpoint's config text names: ``meta['cfg']`` (mmengine's runner) or
+    ``meta['config']`` (OpenSelfSup's tools/train.py), its ``model = dict(type=...)`` (MoCo: v1/v2 by its neck)."""
+    text = meta.get("cfg") if isinstance(meta.get("cfg"), str) else meta.get("config")
+    if not isinstance(text, str):
+        return None
+    m = re.search(r"^model\s*=\s*dict\(", text, re.M)
+    body = _dict_body(text, m.end()) if m else ""
+    kind = _type_of(body)
+    if kind not in _MM_TYPES:
+        return None
+    name, where = _MM_TYPES[kind], "meta['cfg']" if isinstance(meta.get("cfg"), str) else "meta['config']"
+    if name == "MoCo":
+        n = re.search(r"(?:^|[,(\s])neck\s*=\s*dict\(", _blank_nested(body))
+        neck = _type_of(_dict_body(body, n.end())) if n else None
+        name = _MOCO_NECKS.get(neck or "", "MoCo")
+        return Method(name, f"its config ({where}) says model type {kind!r}" + (f" with neck {neck!r}" if neck else ""))
+    return Method(name, f"its config ({where}) says model type {kind!r}")
+
+
+def _vissl_heads(obj: dict) -> Method | None:
+    """SwAV from a VISSL checkpoint's heads: its swav_head holds ``projection_head`` and ``prototypes0``
+    (facebookresearch/vissl vissl/models/heads/swav_prototypes_head.py); VISSL does not store its config."""
+    heads = layouts.walk(obj, ("classy_state_dict", "base_model", "model", "heads")) or {}
+    keys = [str(k) for k in heads]
+    if any(".prototypes0." in k for k in keys) and any(".projection_head." in k for k in keys):
+        return Method("SwAV", "VISSL heads with projection_head and prototypes0 (VISSL's swav_head)")
+    return None
 
 
 def _from_suite(suite: dict) -> Method:
@@ -182,6 +259,10 @@ def method_of(obj: Any, name: str = "") -> Method:
         return _from_suite(suite)
     if obj.get("author") == "DenseCL":
         return Method("DenseCL", "author 'DenseCL' (DenseCL's extract_backbone_weights.py)")
+    meta = obj.get("meta")
+    told = (_from_mm_config(meta) if isinstance(meta, dict) else None) or _vissl_heads(obj)
+    if told is not None:
+        return told
     found = layouts.match(obj)  # the registry's layouts that tell their method (MoCo's version: its head, below)
     if found is not None and found.layout.method and found.layout.method != "MoCo":
         return Method(found.layout.method, found.describe())
@@ -215,7 +296,9 @@ def method_of(obj: Any, name: str = "") -> Method:
         return Method("SimCLR", "encoder.* with the two-layer projector projector.0/2 (SimCLR)")
     if "conv1.weight" in sd and "layer1.0.conv1.weight" in sd and all(k.startswith(_RESNET_ROOTS) for k in sd):
         if _rows(sd.get("fc.weight")) == 1000:
-            return Method("torchvision supervised", "a torchvision ResNet with its 1000-class fc")
+            return Method(SUPERVISED, "a torchvision ResNet with its untouched 1000-class fc: supervised, or a "
+                                      "network re-saved with its fc (byol-pytorch's README, torch.hub SwAV/Barlow "
+                                      "Twins models)")
         return Method(UNKNOWN, "a torchvision ResNet without a 1000-class fc: the backbone alone does not say its "
                                "method")
     sample = ", ".join(list(sd)[:3]) or ", ".join(map(str, list(obj)[:3]))

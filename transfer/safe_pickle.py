@@ -6,12 +6,14 @@ file can turn a numpy dtype's field into an object field after an array was fill
 freeing that array then dereferences an address the file chose. This module therefore does not use
 ``pickle.Unpickler`` at all: :func:`loads` executes the opcodes itself, and
 
-* admits only dicts (``OrderedDict`` too), lists, tuples, sets, strings, bytes, numbers and numpy arrays;
+* admits only dicts (``OrderedDict`` too), lists, tuples, sets, strings, bytes, numbers and numpy arrays, and
+  reads the known harmless objects of :mod:`transfer.inert` (``argparse.Namespace``, mmengine's ``HistoryBuffer``,
+  omegaconf configs) as inert stand-ins holding their state as data;
 * builds arrays only through one vetted path: a plain numeric dtype (bool, int, uint, float, complex; no
   object, structured, subarray, string or datetime dtype), a shape, and exactly the bytes that shape needs,
   copied out of the file (a file cannot make it allocate more than it holds);
-* applies ``BUILD`` state only to the array and dtype it is building, once; any other ``BUILD``, any class
-  instantiation, persistent id or extension code is refused;
+* applies ``BUILD`` state only to the array and dtype it is building or to a stand-in, once; any other
+  ``BUILD``, any other class instantiation, persistent id or extension code is refused;
 * bounds nesting depth (:data:`MAX_DEPTH`), the number of objects (:data:`MAX_OBJECTS`), the size of the
   structure written out as a tree with shared references counted each time (:data:`MAX_EXPANDED`: a graph of
   dicts that each hold the previous one twice is refused, not walked for ever), refuses cycles, and reads at
@@ -19,7 +21,9 @@ freeing that array then dereferences an address the file chose. This module ther
 
 :func:`scan_torch_file` runs the same machine in scan mode over the pickle inside a ``.pth`` before
 ``torch.load(weights_only=True)`` sees it: torch's loader refuses unknown globals but not a million-deep
-tuple key (it crashes hashing it) or a shared-reference blow-up. Every refusal is a one-line
+tuple key (it crashes hashing it) or a shared-reference blow-up. That ``torch.load`` maps the same names to the
+same stand-ins and builders (:func:`torch_globals`), and :func:`settle_torch` checks what it returned and puts
+the numpy arrays in place. Every refusal is a one-line
 :class:`UnsafePickleError`. ``transfer/checkpointer.py`` routes Detectron2's checkpointer through here.
 """
 
@@ -39,6 +43,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
+
+from transfer import inert
 
 MAX_DEPTH = 64               # containers inside containers (a weights file needs about 5)
 MAX_OBJECTS = 2_000_000      # values a pickle may create (an R50 file creates about 10,000)
@@ -64,8 +70,12 @@ class UnsafePickleError(ValueError):
     """A weights file that is refused (unsafe, unbounded or not a pickle at all); the message is one line."""
 
 
-class _Refused(Exception):
+class _Refused(inert.Refused):
     """Internal: why the machine refused the file (the caller adds the file name)."""
+
+
+class _UnknownGlobal(_Refused):
+    """Internal: the file names a global that is neither admitted nor a known harmless object."""
 
 
 class _Malformed(_Refused):
@@ -91,12 +101,18 @@ _NDARRAY = _NdarrayClass()
 
 
 class _Dtype:
-    """``numpy.dtype(code, align, copy)`` waiting for its one ``BUILD`` (byte order)."""
+    """``numpy.dtype(code, align, copy)`` waiting for its one ``BUILD`` (byte order). Made only through
+    ``__new__`` from a plain numeric code, so torch's loader may create it (REDUCE or NEWOBJ) too."""
 
     __slots__ = ("dtype", "built")
 
-    def __init__(self, dtype: np.dtype) -> None:
-        self.dtype, self.built = dtype, False
+    def __new__(cls, code: Any = None, align: Any = False, copy: Any = True) -> _Dtype:
+        self = object.__new__(cls)
+        self.dtype, self.built = _plain_dtype(code), False
+        return self
+
+    def __setstate__(self, state: Any) -> None:  # torch's BUILD
+        self.build(state)
 
     def build(self, state: Any) -> None:
         if self.built:
@@ -128,8 +144,7 @@ def _plain_dtype(code: Any) -> np.dtype:
     return dt
 
 
-def _make_dtype(code: Any, align: Any = False, copy: Any = True) -> _Dtype:
-    return _Dtype(_plain_dtype(code))
+_make_dtype = _Dtype
 
 
 class _Array:
@@ -137,8 +152,15 @@ class _Array:
 
     __slots__ = ("array",)
 
-    def __init__(self) -> None:
-        self.array: np.ndarray | None = None
+    def __new__(cls, kind: Any = None, shape: Any = None, typecode: Any = None) -> _Array:
+        if kind is not _NDARRAY:
+            raise _Refused("it calls numpy's _reconstruct for something other than numpy.ndarray")
+        self = object.__new__(cls)
+        self.array = None
+        return self
+
+    def __setstate__(self, state: Any) -> None:  # torch's BUILD
+        self.build(state)
 
     def build(self, state: Any) -> None:
         if self.array is not None:
@@ -173,10 +195,7 @@ def _array_from(data: Any, dtype: np.dtype, shape: Any, order: str) -> np.ndarra
     return np.frombuffer(data, dtype=dtype).reshape(shape, order=order).copy(order=order)
 
 
-def _reconstruct(cls: Any, shape: Any, typecode: Any) -> _Array:
-    if cls is not _NDARRAY:
-        raise _Refused("it calls numpy's _reconstruct for something other than numpy.ndarray")
-    return _Array()
+_reconstruct = _Array
 
 
 def _frombuffer(buf: Any, dtype: Any, shape: Any, order: Any = "C") -> np.ndarray:
@@ -208,6 +227,10 @@ def _ordered_dict(*args: Any) -> OrderedDict:
     return OrderedDict()
 
 
+def _is_stand_in(x: Any) -> bool:
+    return isinstance(x, type) and issubclass(x, inert.Inert)
+
+
 # module -> name -> what the name resolves to (nothing else is ever looked up)
 ALLOWED: dict[str, dict[str, Any]] = {
     "numpy": {"ndarray": _NDARRAY, "dtype": _make_dtype},
@@ -218,7 +241,24 @@ ALLOWED: dict[str, dict[str, Any]] = {
     "builtins": {"bytes": _empty_bytes},
     "__builtin__": {"bytes": _empty_bytes},
 }
-_CALLABLE = tuple({id(f): f for names in ALLOWED.values() for f in names.values() if callable(f)}.values())
+# known harmless objects, read as inert data (transfer/inert.py), and the types omegaconf's metadata names
+for _name, _obj in [*inert.STAND_INS.items(), *inert.TYPE_NAMES.items(), ("collections.defaultdict",
+                                                                          inert.default_dict)]:
+    _module, _, _attr = _name.rpartition(".")
+    ALLOWED.setdefault(_module, {}).setdefault(_attr, _obj)
+ALLOWED["__builtin__"].update({n: t for n, t in ALLOWED["builtins"].items() if n != "bytes"},
+                              long=inert.TYPE_NAMES["builtins.int"], unicode=inert.TYPE_NAMES["builtins.str"])
+_CALLABLE = tuple({id(f): f for names in ALLOWED.values() for f in names.values()
+                   if callable(f) and not _is_stand_in(f)}.values())  # stand-ins: NEWOBJ only
+
+
+def torch_globals() -> list[tuple[Any, str]]:
+    """What ``torch.serialization.safe_globals`` maps pickled names to in the suite's own ``torch.load``: the
+    vetted numpy builders and the inert stand-ins above (torch spells Python 2's ``__builtin__`` as
+    ``builtins``; its own ``OrderedDict`` and ``_codecs.encode`` stay)."""
+    return [(obj, f"{module}.{name}") for module, names in ALLOWED.items()
+            if module not in ("__builtin__", "collections", "_codecs") for name, obj in names.items()] + \
+        [(inert.default_dict, "collections.defaultdict")]
 
 
 # ----------------------------------------------------------------------------- the machine
@@ -233,7 +273,7 @@ class _Node:
 
 
 class _GlobalNode(_Node):
-    """Scan mode: a global, with its name (a storage type's name gives its element size)."""
+    """Scan mode: a global, with its ``module.name`` (a storage type's name gives its element size)."""
 
     __slots__ = ("name",)
 
@@ -242,8 +282,36 @@ class _GlobalNode(_Node):
         self.name = name
 
 
+class _DictNode(_Node):
+    """Scan mode: a dict; its children are its keys and values, in pairs."""
+
+    __slots__ = ()
+
+
+class _ObjNode(_Node):
+    """Scan mode: what calling (REDUCE) or instantiating (NEWOBJ) a global makes, with the global's name."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, children: list, name: str) -> None:
+        super().__init__(children)
+        self.name = name
+
+
+def _drop_back_references(target: Any, state: Any) -> None:
+    """Scan mode: drop the state entries a stand-in drops when torch applies the state (omegaconf's
+    ``_parent``), so that the scan checks exactly the structure torch's loader returns."""
+    cls = inert.STAND_INS.get(target.name) if isinstance(target, _ObjNode) else None
+    if cls is None or not cls.back_references or not isinstance(state, _DictNode):
+        return
+    kids = state.children
+    state.children = [x for i in range(0, len(kids) - 1, 2)
+                      if not (isinstance(kids[i], str) and kids[i] in cls.back_references) for x in kids[i:i + 2]]
+
+
 _MARK = object()
 _CONTAINERS = (dict, list, tuple, set, frozenset)
+_INNER = (_Node, inert.Inert, *_CONTAINERS)  # what holds other values (a stand-in: its state)
 
 
 def _read_string(f: BinaryIO) -> str:
@@ -296,7 +364,7 @@ class _Machine:
         return obj
 
     def depth_of(self, x: Any) -> int:
-        return self.depth.get(id(x), 1) if isinstance(x, (_Node, *_CONTAINERS)) else 0
+        return self.depth.get(id(x), 1) if isinstance(x, _INNER) else 0
 
     def container(self, obj: Any, items: list) -> Any:
         """A new container holding ``items``; deep nesting is refused as it is built, before anything hashes it."""
@@ -336,11 +404,10 @@ class _Machine:
 
     def global_(self, module: Any, name: Any) -> Any:
         if self.scan:
-            return self.new(_GlobalNode(str(name)[:80]))
+            return self.new(_GlobalNode(f"{str(module)[:100]}.{str(name)[:100]}"))
         found = ALLOWED.get(str(module), {}).get(str(name))
         if found is None:
-            raise _Refused(f"it names the global {str(module)[:80]}.{str(name)[:80]}, which a weights file never "
-                           "needs; unpickling it could run arbitrary code")
+            raise _UnknownGlobal(refusal(f"{str(module)[:80]}.{str(name)[:80]}"))
         return found
 
     # -- the loop
@@ -419,7 +486,7 @@ class _Machine:
         elif name == "EMPTY_LIST":
             stack.append(self.container(_Node() if scan else [], []))
         elif name == "EMPTY_DICT":
-            stack.append(self.container(_Node() if scan else {}, []))
+            stack.append(self.container(_DictNode() if scan else {}, []))
         elif name == "EMPTY_SET":
             stack.append(self.container(_Node() if scan else set(), []))
         elif name == "EMPTY_TUPLE":
@@ -440,7 +507,7 @@ class _Machine:
             items = self.pop_mark(stack, marks)
             if len(items) % 2:
                 raise _Malformed("DICT with an odd number of items")
-            stack.append(self.container(_Node(items) if scan else {self.key(items[i]): items[i + 1]
+            stack.append(self.container(_DictNode(items) if scan else {self.key(items[i]): items[i + 1]
                                                                    for i in range(0, len(items), 2)}, items))
         elif name == "FROZENSET":
             stack.append(self.immutable(frozenset, self.pop_mark(stack, marks)))
@@ -481,7 +548,8 @@ class _Machine:
         elif name == "REDUCE":
             args, func = self._pop(stack), self._pop(stack)
             if scan:
-                stack.append(self.container(_Node([func, args]), [func, args]))
+                made = func.name if isinstance(func, _GlobalNode) else ""
+                stack.append(self.container(_ObjNode([func, args], made), [func, args]))
                 return
             if not isinstance(args, tuple) or not any(func is f for f in _CALLABLE):
                 raise _Refused(f"it calls a {type(func).__name__}, which is not an admitted constructor")
@@ -495,13 +563,27 @@ class _Machine:
             target = self._top(stack)
             if scan:
                 self.grow(self.target(target, (), "applies state to"), [state])
+                _drop_back_references(target, state)
                 target.children.append(state)
             elif isinstance(target, (_Array, _Dtype)):
                 target.build(state)
+            elif isinstance(target, inert.Inert):
+                self.grow(target, [state])
+                target.__setstate__(state)
             else:
                 raise _Refused(f"it applies state (BUILD) to a {type(target).__name__}; only the numpy arrays it "
                                "builds take state")
-        elif scan and name in ("NEWOBJ", "NEWOBJ_EX", "BINPERSID", "PERSID", "EXT1", "EXT2", "EXT4", "INST", "OBJ",
+        elif name == "NEWOBJ":
+            args, cls = self._pop(stack), self._pop(stack)
+            if scan:
+                made = cls.name if isinstance(cls, _GlobalNode) else ""
+                stack.append(self.container(_ObjNode([cls, args], made), [cls, args]))
+                return
+            if not _is_stand_in(cls) or not isinstance(args, tuple):
+                raise _Refused(f"it uses the pickle opcode NEWOBJ on a {type(cls).__name__}, which is not a known "
+                               "harmless class (only those are made, as inert data)")
+            stack.append(self.container(cls(*args), list(args)))
+        elif scan and name in ("NEWOBJ_EX", "BINPERSID", "PERSID", "EXT1", "EXT2", "EXT4", "INST", "OBJ",
                                "NEXT_BUFFER", "READONLY_BUFFER"):
             self._scan_other(name, arg, stack, marks)
         else:
@@ -510,7 +592,7 @@ class _Machine:
 
     def _scan_other(self, name: str, arg: Any, stack: list, marks: list) -> None:
         """Scan mode: opcodes torch's own loader judges; only their structure is counted here."""
-        n = {"NEWOBJ": 2, "NEWOBJ_EX": 3, "BINPERSID": 1}.get(name, 0)
+        n = {"NEWOBJ_EX": 3, "BINPERSID": 1}.get(name, 0)
         if name in ("INST", "OBJ"):
             items = self.pop_mark(stack, marks)
         else:
@@ -552,14 +634,17 @@ class _Machine:
 def _children(obj: Any) -> list:
     if isinstance(obj, _Node):
         return obj.children
+    if isinstance(obj, inert.Inert):
+        return [] if obj._state is inert._UNSET else [obj._state]
     if isinstance(obj, dict):
         return [*obj.keys(), *obj.values()]
     return list(obj)
 
 
-def _finish(root: Any, replace: bool) -> Any:
+def _finish(root: Any, replace: bool, loaded_by_torch: bool = False) -> Any:
     """Check the built structure as a whole (depth, cycles, size as a tree) and, with ``replace``, put the
-    finished numpy arrays and dtypes in place of their builders. Iterative: nothing here recurses."""
+    finished numpy arrays and dtypes in place of their builders (``loaded_by_torch``: in what torch's loader
+    returned, where the objects torch admits stay as they are). Iterative: nothing here recurses."""
     size: dict[int, int] = {}
     depth: dict[int, int] = {}
     done: dict[int, Any] = {}   # id -> replacement (or the object itself)
@@ -567,7 +652,7 @@ def _finish(root: Any, replace: bool) -> Any:
     todo: list[tuple[Any, bool]] = [(root, False)]
 
     def leaf(x: Any) -> bool:
-        return not isinstance(x, (_Node, *_CONTAINERS))
+        return not isinstance(x, _INNER)
 
     while todo:
         obj, after = todo.pop()
@@ -593,40 +678,59 @@ def _finish(root: Any, replace: bool) -> Any:
             raise _Refused(f"it nests containers more than {MAX_DEPTH} deep")
         size[i], depth[i] = n, d
         visiting.discard(i)
-        done[i] = _replaced(obj, done) if replace else obj
-    return _value(root, done) if replace else root
+        done[i] = _replaced(obj, done, loaded_by_torch) if replace else obj
+    return _value(root, done, loaded_by_torch) if replace else root
 
 
-def _value(x: Any, done: dict) -> Any:
+def settle_torch(obj: Any, where: str) -> Any:
+    """What ``torch.load`` returned with :func:`torch_globals`, with each numpy array and dtype in place of its
+    vetted builder (torch leaves the builder in the data); the structure is checked again as a whole."""
+    try:
+        return _finish(obj, replace=True, loaded_by_torch=True)
+    except inert.Refused as e:
+        raise UnsafePickleError(f"{where}: refused to load: {e}; it is unsafe or not a checkpoint") from None
+
+
+def _value(x: Any, done: dict, loaded_by_torch: bool = False) -> Any:
     if isinstance(x, _Array):
         if x.array is None:
             raise _Refused("it leaves a numpy array without its data")
         return x.array
     if isinstance(x, _Dtype):
         return x.dtype
-    if x is _NDARRAY or callable(x):
+    if x is _NDARRAY or callable(x) and not _is_stand_in(x) and not loaded_by_torch:
         raise _Refused("it leaves a bare global (a class or function) in the data")
     return done.get(id(x), x) if isinstance(x, _CONTAINERS) else x
 
 
-def _replaced(obj: Any, done: dict) -> Any:
+def _replaced(obj: Any, done: dict, loaded_by_torch: bool = False) -> Any:
     if isinstance(obj, dict):
         for k, v in obj.items():
-            obj[k] = _value(v, done)
+            obj[k] = _value(v, done, loaded_by_torch)
         return obj
     if isinstance(obj, list):
-        obj[:] = [_value(v, done) for v in obj]
+        obj[:] = [_value(v, done, loaded_by_torch) for v in obj]
         return obj
     if isinstance(obj, tuple):
-        new = tuple(_value(v, done) for v in obj)
+        new = tuple(_value(v, done, loaded_by_torch) for v in obj)
         return obj if all(a is b for a, b in zip(new, obj)) else new
     return obj  # sets: their items are plain keys
 
 
 # ----------------------------------------------------------------------------- entry points
 
+def refusal(name: str) -> str:
+    """Why a file naming the global ``name`` (not a known harmless object) is refused, and what to do."""
+    return (f"it names the global {name}, a stored Python object refused because unpickling it could run arbitrary "
+            "code (weights, plain data and known harmless objects are read); export the weights with the library "
+            "that made the file (its own export or extract script, run where you trust the file) or pass a "
+            "converted .pkl")
+
+
 def _one_line(where: str, e: BaseException) -> UnsafePickleError:
-    if isinstance(e, _Refused) and not isinstance(e, _Malformed):
+    if isinstance(e, _UnknownGlobal):
+        return UnsafePickleError(f"{where}: refused to load: {e}")
+    if isinstance(e, inert.Refused) and not isinstance(e, _Malformed):
         return UnsafePickleError(f"{where}: refused to load: {e}; it is unsafe or not a weights file")
     detail = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
     return UnsafePickleError(f"{where}: not a readable weights pickle ({detail}); "
@@ -636,7 +740,7 @@ def _one_line(where: str, e: BaseException) -> UnsafePickleError:
 def _load_stream(f: BinaryIO, where: str, size: int) -> Any:
     try:
         return _finish(_Machine(scan=False).run(f, size), replace=True)
-    except (_Refused, ValueError, TypeError, OverflowError, MemoryError, EOFError, UnicodeDecodeError) as e:
+    except (inert.Refused, ValueError, TypeError, OverflowError, MemoryError, EOFError, UnicodeDecodeError) as e:
         raise _one_line(where, e) from None
 
 

@@ -10,7 +10,8 @@ with the stride in the 3x3 conv: the ``*_rgb.yaml`` configs. The format is read 
   ``__author__`` keys (Detectron2 reads such a file as Caffe2 and renames it) -> **BGR**;
 * every other ``.pkl`` (reference MoCo converter ``__author__ "MOCO"``, ``convert-torchvision-to-d2``,
   other projects, this suite's ``convert.py``) -> **RGB**, unless its provenance says otherwise;
-* ``.pth``/``.pth.tar`` pretraining checkpoints (converted on the fly) -> **RGB**;
+* pretraining checkpoints (converted on the fly): ``torch.save`` files (``.pth``, ``.pth.tar``, ``.pt``, ``.ckpt``,
+  ``.bin``, ``.torch``) and ``.safetensors`` files, read by their content -> **RGB**;
 * ``detectron2://ImageNetPretrained/MSRA|FAIR/...`` -> **BGR** (Caffe2 model zoo), ``.../torchvision/...``
   -> **RGB**; another URL is read from its cached copy, or needs ``--input-format``. The FAIR models (style
   ``fair``) are BGR but were trained with the ImageNet std and the stride in the 3x3 conv, as Detectron2's own
@@ -33,7 +34,7 @@ from transfer import safe_pickle
 from transfer.plain import finite_numbers, hex_digest, plain
 
 FORMATS = ("RGB", "BGR")
-CONVERTIBLE = (".pth", ".pth.tar", ".pt", ".tar", ".ckpt")
+CONVERTIBLE = (".pth", ".pth.tar", ".pt", ".tar", ".ckpt", ".bin", ".torch", ".safetensors")
 D2_PREFIX, D2_URL = "detectron2://", "https://dl.fbaipublicfiles.com/detectron2/"
 
 
@@ -227,9 +228,33 @@ def decide_input_format(weights: str, override: str | None = None) -> InputForma
     if path.suffix == ".pkl":
         return _pkl_format(path)
     if weights.endswith(CONVERTIBLE):
-        return InputFormat("RGB", f"{path.name}: PyTorch checkpoint, converted by transfer/convert.py "
-                                  "(torchvision-style)")
-    raise WeightsFormatError(f"{weights}: unknown weights file type (expected .pkl or .pth/.pth.tar)")
+        what = "safetensors file" if content_kind(path) == "safetensors" else "PyTorch checkpoint"
+        return InputFormat("RGB", f"{path.name}: {what}, converted by transfer/convert.py (torchvision-style)")
+    raise WeightsFormatError(unknown_type_line(weights))
+
+
+def content_kind(path: str | os.PathLike) -> str:
+    """What a local file is by its first bytes (``transfer/safetensors_io.py: file_kind``); ``"unknown"`` when it
+    cannot be read."""
+    from transfer.safetensors_io import file_kind
+
+    try:
+        return file_kind(path)
+    except OSError:
+        return "unknown"
+
+
+def unknown_type_line(weights: str) -> str:
+    """The one line for a weights file whose name the suite does not read: what its content is, what is accepted."""
+    from transfer.safetensors_io import ACCEPTED
+
+    kind = content_kind(weights)
+    if kind in ("zip", "pickle", "safetensors"):
+        what = "a safetensors file" if kind == "safetensors" else f"a PyTorch checkpoint ({kind} format)"
+        ext = ".safetensors" if kind == "safetensors" else ".pth"
+        return (f"{weights}: {what} by its content, but the suite reads weights by name: rename it to end in {ext} "
+                f"(accepted: {ACCEPTED})")
+    return f"{weights}: unknown weights file type; the suite reads {ACCEPTED}"
 
 
 def remote_problem(weights: str, timeout: float = 5.0) -> str | None:
