@@ -301,6 +301,9 @@ def method_of(obj: Any, name: str = "") -> Method:
                                       "Twins models)")
         return Method(UNKNOWN, "a torchvision ResNet without a 1000-class fc: the backbone alone does not say its "
                                "method")
+    if found is not None and not found.layout.method:
+        return Method(UNKNOWN, f"the {found.layout.library} layout does not say which method made it "
+                               f"(encoder {found.describe().split(': ', 1)[-1]})")
     sample = ", ".join(list(sd)[:3]) or ", ".join(map(str, list(obj)[:3]))
     return Method(UNKNOWN, f"no rule matches its layout (keys like {sample[:120]})")
 
