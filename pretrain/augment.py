@@ -1,4 +1,4 @@
-"""Image augmentations of MoCo v1 and v2 (``--aug-plus``), and the evaluation transforms.
+"""Image augmentations of MoCo v1, v2 (``--aug-plus``) and v3 (:func:`v3_transform`), and the evaluation transforms.
 
 v1 (He et al. 2020, Sec. 3.3 and reference code): RandomResizedCrop(scale 0.2-1), RandomGrayscale(p 0.2),
 ColorJitter(0.4, 0.4, 0.4, 0.4), horizontal flip.
@@ -7,6 +7,10 @@ RandomGrayscale(p 0.2), Gaussian blur sigma ~ U[0.1, 2] with p 0.5, horizontal f
 
 Every random draw goes through torch's CPU generator, so seeding that generator per sample
 (``data.py`` does) makes the two crops of an image a pure function of (seed, epoch, index).
+v3 (Chen et al. 2021, App. A; moco-v3 main_moco.py, BYOL's recipe): two *different* views, both
+RandomResizedCrop(scale ``crop_min``-1), ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8, RandomGrayscale(p 0.2),
+then Gaussian blur sigma ~ U[0.1, 2] with p 1.0 (view 1) / 0.1 (view 2), solarization (threshold 128) with
+p 0 / 0.2, horizontal flip. PIL data backend only.
 At crop sizes other than 224 the blur's sigma range is scaled by ``crop_size / 224`` so that it
 blurs the same fraction of the image as in the paper (identical to the paper at 224).
 """
@@ -71,6 +75,19 @@ class GaussianBlur:
         return f"{type(self).__name__}(sigma={self.sigma})"
 
 
+class TwoViews:
+    """Two different random transforms: the first view by ``first``, the second by ``second`` (MoCo v3)."""
+
+    def __init__(self, first: Callable[[Image.Image], torch.Tensor], second: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.first, self.second = first, second
+
+    def __call__(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.first(img), self.second(img)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.first!r}, {self.second!r})"
+
+
 class TwoCrops:
     """Apply the same random transform twice: a query view and a key view of one image."""
 
@@ -105,6 +122,25 @@ def pil_transform(r: Recipe) -> TwoCrops:
         if r.blur_sigma is not None:
             ops.append(T.RandomApply([GaussianBlur(r.blur_sigma)], p=r.blur_p))
     return TwoCrops(T.Compose([*ops, T.RandomHorizontalFlip(r.flip_p), T.ToTensor(), normalize()]))
+
+
+def v3_transform(crop_size: int = PAPER_CROP, crop_min: float = 0.08) -> TwoViews:
+    """MoCo v3's asymmetric pair of views (module docstring); blur sigma scaled by ``crop_size / 224``."""
+    s = crop_size / PAPER_CROP
+
+    def view(blur_p: float, solarize_p: float) -> T.Compose:
+        return T.Compose([
+            T.RandomResizedCrop(crop_size, scale=(crop_min, 1.0)),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([GaussianBlur((0.1 * s, 2.0 * s))], p=blur_p),
+            T.RandomSolarize(128, p=solarize_p),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            normalize(),
+        ])
+
+    return TwoViews(view(1.0, 0.0), view(0.1, 0.2))
 
 
 def train_transform(crop_size: int = PAPER_CROP) -> T.Compose:

@@ -349,12 +349,15 @@ class DevicePrefetcher:
 
 def build_loader(backend: str, images: ImageList, sampler: EpochBatchSampler, recipe: augment.Recipe, workers: int,
                  device: torch.device, pin_memory: bool = False,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> Any:
+                 memory_format: torch.memory_format = torch.contiguous_format, views: Any = None) -> Any:
     """An iterable of ``((im_q, im_k), labels, n_skipped, index)`` batches for ``sampler`` with ``backend``
-    (already resolved). ``pil`` yields CPU tensors (the caller moves them); the others tensors on ``device``."""
+    (already resolved). ``pil`` yields CPU tensors (the caller moves them); the others tensors on ``device``.
+    ``views``: a PIL two-view transform replacing ``recipe`` (MoCo v3's asymmetric views; ``pil`` only)."""
+    if views is not None and backend != "pil":
+        raise BackendError(f"these augmentations (MoCo v3) run on the pil data backend only, not {backend!r}")
     common = dict(batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0)
     if backend == "pil":
-        ds = ImageDataset(images, augment.pil_transform(recipe), with_index=True)
+        ds = ImageDataset(images, views or augment.pil_transform(recipe), with_index=True)
         return DataLoader(ds, pin_memory=pin_memory, **common)
     reader = read_bytes if backend == "dali" else read_encoded
     loader = DataLoader(ImageDataset(images, EncodedPair(recipe), reader=reader, with_index=True), collate_fn=collate_encoded, **common)

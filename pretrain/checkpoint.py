@@ -164,17 +164,28 @@ def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
 def check_moco_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike, arch: str | None = None) -> None:
     """Raise :class:`CheckpointError` unless ``ckpt`` is a MoCo checkpoint (of ``arch`` when given)."""
     sd = ckpt.get("state_dict")
-    if not isinstance(sd, dict) or not any(isinstance(k, str) and "encoder_q." in k for k in sd):
+    if not isinstance(sd, dict) or not any(isinstance(k, str) and ("encoder_q." in k or "base_encoder." in k) for k in sd):
         keys = ", ".join(list(map(str, sd if isinstance(sd, dict) else ckpt))[:4])
-        raise CheckpointError(f"{path} is not a MoCo checkpoint (no state_dict with encoder_q.* keys; keys: {keys})")
+        raise CheckpointError(f"{path} is not a MoCo checkpoint (no state_dict with encoder_q.* or base_encoder.* keys; "
+                              f"keys: {keys})")
     ck_arch = ckpt.get("arch")
     if arch is not None and isinstance(ck_arch, str) and ck_arch != arch:
         raise CheckpointError(f"{path} was made with arch {ck_arch}, not {arch}: pass -a {ck_arch} or another checkpoint")
 
 
+def is_v3(ck: dict[str, Any]) -> bool:
+    """Whether a checkpoint is MoCo v3's (``base_encoder.*`` keys: this suite's or facebookresearch/moco-v3's)."""
+    sd = ck.get("state_dict")
+    return isinstance(sd, dict) and any(isinstance(k, str) and k.startswith(("module.base_encoder.", "base_encoder."))
+                                        for k in sd)
+
+
 def moco_version(args: dict[str, Any]) -> str:
-    """'v2' for the v2 recipe (preset v2*, or the MLP head / aug+ / cosine flags), else 'v1'."""
+    """'v3' for the moco-v3 mechanism (presets v3*), 'v2' for the v2 recipe (preset v2*, or the MLP head /
+    aug+ / cosine flags), else 'v1'."""
     preset = args.get("preset")
+    if args.get("mechanism") == "moco-v3" or str(preset or "").startswith("v3"):
+        return "v3"
     if preset:
         return "v2" if str(preset).startswith("v2") else "v1"
     return "v2" if args.get("mlp") or args.get("aug_plus") or args.get("cos") else "v1"

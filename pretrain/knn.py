@@ -2,8 +2,8 @@
 
 Features of a labeled train folder form the memory bank; each validation image votes with its ``k``
 most cosine-similar bank features, weighted by ``exp(sim / t)`` (k=200, t=0.1 by default). Features
-are the encoder's global-pooled backbone output (input of ``fc``; ``feature="head"`` uses the
-normalised ``fc`` output instead), L2-normalised, computed in eval mode.
+are the encoder's global-pooled backbone output (input of ``fc``; a ViT's class token, input of ``head``;
+``feature="head"`` uses the normalised ``fc``/``head`` output instead), L2-normalised, computed in eval mode.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def extract_features(encoder: nn.Module, loader: DataLoader, device: torch.devic
                      amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised features and labels of every image in ``loader`` (encoder left in its mode)."""
     captured: list[torch.Tensor] = []
-    hook = encoder.fc.register_forward_hook(lambda m, inp, out: captured.append(inp[0])) if feature == "pool" else None
+    head = encoder.fc if hasattr(encoder, "fc") else encoder.head  # ResNet: fc; ViT: head (MoCo v3 projector)
+    hook = head.register_forward_hook(lambda m, inp, out: captured.append(inp[0])) if feature == "pool" else None
     was_training = encoder.training
     encoder.eval()
     feats, labels = [], []

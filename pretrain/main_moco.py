@@ -1,7 +1,8 @@
-"""MoCo v1/v2 unsupervised pretraining (He et al. 2020; Chen et al. 2020), and the two other
-contrastive-loss mechanisms of MoCo's ablation (``--mechanism end-to-end|memory-bank``) in the same loop.
+"""MoCo v1/v2 unsupervised pretraining (He et al. 2020; Chen et al. 2020), the two other contrastive-loss
+mechanisms of MoCo's ablation (``--mechanism end-to-end|memory-bank``) and MoCo v3 (Chen, Xie, He 2021;
+``--preset v3`` for ResNets, ``--preset v3-vit`` or ``-a vit_tiny|vit_small|vit_base`` for ViTs) in the same loop.
 
-    python pretrain/main_moco.py [--preset v1|v2|v2-800ep] [--mechanism M] [reference flags] DATA_DIR
+    python pretrain/main_moco.py [--preset v1|v2|v2-800ep|v3|v3-vit] [--mechanism M] [reference flags] DATA_DIR
     python -m pretrain.main_moco ...            torchrun --nproc-per-node 8 pretrain/main_moco.py ...
 
 ``DATA_DIR`` is an ImageNet-style root (``DATA_DIR/train/<class>/*.jpg`` is used when it exists, as in
@@ -25,6 +26,7 @@ if __package__ in (None, ""):  # `python pretrain/main_moco.py`: make the reposi
 
 import numpy as np
 import torch
+import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -34,21 +36,41 @@ from pretrain.data import DataError, EpochBatchSampler, ImageDataset, ImageList,
 from pretrain.distributed import DistContext, LaunchError, all_reduce_mean_, barrier, launch
 from pretrain.knn import knn_accuracy
 from pretrain.logs import MetricsLog, format_seconds, setup_logging
-from pretrain.mechanisms import DISPLAY, MECHANISMS, build_mechanism
+from pretrain.mechanisms import ALL_MECHANISMS, DISPLAY, build_mechanism
 from pretrain.memory_bank import LOSSES as BANK_LOSSES, WU_BANK_MOMENTUM
 from pretrain.moco import auto_bn_splits, pretext_topk
-from pretrain.resnets import ARCHS
-from pretrain.schedule import epoch_lr
-from pretrain.speed import Speed, add_speed_args, check_precision, resolve_speed, sgd
+from pretrain.optim import OPTIMIZERS, build_optimizer
+from pretrain.resnets import ARCHS as RESNET_ARCHS
+from pretrain.schedule import cosine_momentum, epoch_lr, warmup_cosine_lr
+from pretrain.speed import Speed, add_speed_args, check_precision, resolve_speed
+from pretrain.vits import VIT_ARCHS, VIT_SIZES, is_vit
 
+ARCHS = RESNET_ARCHS + VIT_ARCHS
 PAPER_BATCH, PAPER_LR = 256, 0.03
 _COMMON = dict(arch="resnet50", moco_dim=128, moco_k=65536, moco_m=0.999, momentum=0.9, weight_decay=1e-4,
                batch_size=PAPER_BATCH, epochs=200, schedule=[120, 160])
+# MoCo v3 (Chen, Xie, He, ICCV 2021; "M3" = facebookresearch/moco-v3 at HEAD). Shared: no queue, feature dim 256
+# and MLP hidden 4096 (M3 main_moco.py L95-98), m 0.99 (L99) rising to 1 by cosine (--moco-m-cos, L101-103,
+# L431-434; used by every command of README.md/CONFIG.md), lr = base lr x batch/256 (L190), per-iteration
+# warm-up + half-cycle cosine (L420-428), batch 4096 (L60; paper Sec. 5; CONFIG.md L183 "batch 4096").
+_V3 = dict(mechanism="moco-v3", moco_dim=256, moco_mlp_dim=4096, moco_m=0.99, moco_m_cos=True, batch_size=4096,
+           momentum=0.9, mlp=False, aug_plus=False, cos=True, schedule=[])
 PRESETS: dict[str, dict[str, Any]] = {
     "v1": dict(_COMMON, moco_t=0.07, mlp=False, aug_plus=False, cos=False),
     "v2": dict(_COMMON, moco_t=0.2, mlp=True, aug_plus=True, cos=True),
     "v2-800ep": dict(_COMMON, moco_t=0.2, mlp=True, aug_plus=True, cos=True, epochs=800),
+    # ResNet-50, 100 epochs: M3 main_moco.py defaults -- LARS (L112), base lr 0.6 (L65), wd 1e-6 (L69), LARS
+    # momentum 0.9 (L67), T 1.0 (L104), 10 warm-up epochs (L115), 100 epochs (L56) -- plus CONFIG.md L14-16
+    # (--moco-m-cos --crop-min=.2); 2-layer projector, 2-layer predictor (moco/builder.py MoCo_ResNet).
+    "v3": dict(_V3, arch="resnet50", optimizer="lars", base_lr=0.6, weight_decay=1e-6, moco_t=1.0, epochs=100,
+               warmup_epochs=10, crop_min=0.2, stop_grad_conv1=False),
+    # ViT (ViT-S by default; -a vit_base): M3 README.md L112-137 / CONFIG.md L108-116 -- AdamW, base lr 1.5e-4,
+    # wd 0.1, 300 epochs, 40 warm-up epochs, --stop-grad-conv1 (paper Sec. 4.2), --moco-m-cos, T 0.2 (paper
+    # Sec. 5); crop-min 0.08 (main_moco.py L117 default, not overridden for ViT); 3-layer projector (builder.py MoCo_ViT).
+    "v3-vit": dict(_V3, arch="vit_small", optimizer="adamw", base_lr=1.5e-4, weight_decay=0.1, moco_t=0.2, epochs=300,
+                   warmup_epochs=40, crop_min=0.08, stop_grad_conv1=True),
 }
+V3_PRESETS = ("v3", "v3-vit")
 
 
 class UsageError(Exception):
@@ -56,16 +78,20 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="main_moco.py", description="MoCo v1/v2 pretraining",
+    p = argparse.ArgumentParser(prog="main_moco.py", description="MoCo v1/v2/v3 pretraining",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", metavar="DATA_DIR", help="ImageNet root (uses DATA_DIR/train if present), ImageFolder, or folder of images")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="published hyper-parameters (explicit flags still win)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="published hyper-parameters (explicit flags still win); -a vit_* without a preset: v3-vit")
     p.add_argument("-a", "--arch", default="resnet50", choices=ARCHS)
     p.add_argument("-j", "--workers", type=int, default=None, help="loader workers per node (default min(32, CPUs))")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--start-epoch", type=int, default=0, help="first epoch when not resuming")
     p.add_argument("-b", "--batch-size", type=int, default=PAPER_BATCH, help="total batch over all processes")
-    p.add_argument("--lr", "--learning-rate", type=float, default=None, help="initial lr (default 0.03 x batch/256)")
+    p.add_argument("--lr", "--learning-rate", type=float, default=None, help="initial lr (default --base-lr x batch/256)")
+    p.add_argument("--base-lr", type=float, default=PAPER_LR, help="lr per 256 images (v1/v2 0.03, v3 0.6, v3-vit 1.5e-4)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="sgd (v1/v2), lars (v3 ResNet), adamw (v3 ViT)")
+    p.add_argument("--warmup-epochs", type=int, default=0, help="MoCo v3: linear lr warm-up epochs before the cosine")
     p.add_argument("--schedule", type=int, nargs="*", default=[120, 160], help="lr x0.1 at these epochs (without --cos)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-4)
@@ -73,14 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default="", metavar="PATH|auto", help="checkpoint to continue from; 'auto': latest in --output-dir")
     p.add_argument("--seed", type=int, default=None, help="seed (default: random, recorded in the checkpoint)")
     g = p.add_argument_group("moco")
-    g.add_argument("--mechanism", choices=MECHANISMS, default="moco",
+    g.add_argument("--mechanism", choices=ALL_MECHANISMS, default="moco",
                    help="contrastive-loss mechanism (MoCo paper Sec. 3.2/4.1): moco (queue + momentum encoder), "
-                        "end-to-end (dictionary = the mini-batch, K = --batch-size), memory-bank (Wu et al. 2018)")
+                        "end-to-end (dictionary = the mini-batch, K = --batch-size), memory-bank (Wu et al. 2018); "
+                        "moco-v3 (set by --preset v3/v3-vit)")
     g.add_argument("--moco-dim", type=int, default=128, help="feature dimension")
     g.add_argument("--moco-k", type=int, default=65536,
                    help="dictionary size K: the queue length (moco) or negatives drawn per step (memory-bank); "
                         "end-to-end uses the batch")
-    g.add_argument("--moco-m", type=float, default=0.999, help="key encoder momentum (moco)")
+    g.add_argument("--moco-m", type=float, default=0.999, help="key (momentum) encoder momentum (moco, moco-v3)")
+    g.add_argument("--moco-m-cos", action=argparse.BooleanOptionalAction, default=False,
+                   help="raise the momentum from --moco-m to 1 with a half-cycle cosine over training (MoCo v3)")
+    g.add_argument("--moco-mlp-dim", type=int, default=4096, help="MoCo v3: hidden width of projector and predictor")
+    g.add_argument("--stop-grad-conv1", action=argparse.BooleanOptionalAction, default=False,
+                   help="MoCo v3 ViT: keep the random patch projection frozen")
     g.add_argument("--moco-t", type=float, default=0.07, help="softmax temperature")
     g.add_argument("--mlp", action=argparse.BooleanOptionalAction, default=False, help="v2 MLP head")
     g.add_argument("--aug-plus", action=argparse.BooleanOptionalAction, default=False, help="v2 augmentation (blur, stronger jitter)")
@@ -93,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory-bank: InfoNCE (MoCo's comparison) or Wu et al.'s NCE")
     g = p.add_argument_group("data, output")
     g.add_argument("--crop-size", type=int, default=224, help="training crop (e.g. 64 for tiny images)")
+    g.add_argument("--crop-min", type=float, default=0.08, help="MoCo v3: smallest RandomResizedCrop area fraction")
     g.add_argument("--data-layout", choices=("auto", "imagefolder", "flat"), default="auto")
     g.add_argument("--data-backend", choices=BACKENDS, default="auto",
                    help="decode+augment: pil (loader workers), tensor (torchvision decode + batched tensor ops on the "
@@ -128,15 +161,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolve_preset(preset: str | None, arch: str | None, mechanism: str | None) -> str | None:
+    """The preset a command line means: ``-a vit_*`` with no preset or ``v3`` is ``v3-vit`` (a ViT trains with
+    MoCo v3 only); ``--mechanism moco-v3`` with no preset is ``v3``."""
+    if arch and is_vit(arch) and preset in (None, "v3"):
+        return "v3-vit"
+    if preset is None and mechanism == "moco-v3":
+        return "v3"
+    return preset
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse flags; ``--preset`` replaces the defaults, so flags given explicitly still win."""
     parser = build_parser()
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", choices=sorted(PRESETS))
+    pre.add_argument("-a", "--arch")
+    pre.add_argument("--mechanism")
     known, _ = pre.parse_known_args(argv)
-    if known.preset:
-        parser.set_defaults(**PRESETS[known.preset])
-    return parser.parse_args(argv)
+    preset = resolve_preset(known.preset, known.arch, known.mechanism)
+    if preset:
+        parser.set_defaults(**PRESETS[preset])
+    args = parser.parse_args(argv)
+    args.preset = preset
+    return args
 
 
 # --- preparation (before any process is spawned, so bad input fails with one line) ---------------------
@@ -148,6 +196,7 @@ def prepare(args: argparse.Namespace) -> None:
     problem = check_precision(args)
     if problem:
         raise UsageError(problem)
+    check_v3(args)
     if args.data_backend == "dali":
         resolve_backend("dali", torch.device("cpu"))  # one line now if DALI is not installed
     args.output_dir = str(Path(args.output_dir).expanduser())
@@ -176,7 +225,7 @@ def prepare(args: argparse.Namespace) -> None:
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)
     if args.lr is None:
-        args.lr = PAPER_LR * args.batch_size / PAPER_BATCH
+        args.lr = args.base_lr * args.batch_size / PAPER_BATCH
     if args.workers is None:
         args.workers = min(32, os.cpu_count() or 1)
     if args.knn_val:
@@ -201,11 +250,34 @@ def check_mechanism(args: argparse.Namespace, n_images: int) -> None:
                              f"for a batch of {args.batch_size}")
 
 
+def check_v3(args: argparse.Namespace) -> None:
+    """MoCo v3's flags: preset and mechanism agree, ViTs only with v3, the PIL backend, no shuffling BN."""
+    v3 = args.mechanism == "moco-v3"
+    if (args.preset in V3_PRESETS) != v3:
+        raise UsageError(f"--preset {args.preset} and --mechanism {args.mechanism} do not go together: MoCo v3 is "
+                         "--preset v3 (ResNet) or v3-vit (ViT)")
+    if is_vit(args.arch) and not v3:
+        raise UsageError(f"-a {args.arch} trains with MoCo v3 only: drop --preset/--mechanism or pass --preset v3-vit")
+    if not v3:
+        return
+    if args.data_backend not in ("auto", "pil"):
+        raise UsageError(f"MoCo v3's asymmetric augmentation runs on --data-backend pil only, not {args.data_backend}")
+    if args.bn_splits not in (None, 1):
+        raise UsageError("MoCo v3 has no shuffling BN (SyncBN across GPUs): drop --bn-splits")
+    if is_vit(args.arch) and args.crop_size % VIT_SIZES[args.arch].patch_size:
+        raise UsageError(f"--crop-size {args.crop_size} is not a multiple of {args.arch}'s patch size "
+                         f"{VIT_SIZES[args.arch].patch_size}")
+    if not 0 <= args.warmup_epochs < args.epochs:
+        raise UsageError(f"--warmup-epochs {args.warmup_epochs} must be in [0, --epochs {args.epochs})")
+    if not 0 < args.crop_min <= 1:
+        raise UsageError(f"--crop-min {args.crop_min} must be in (0, 1]")
+
+
 def saved_mechanism(ck: dict[str, Any]) -> str:
-    """The mechanism a checkpoint was trained with (reference checkpoints: MoCo)."""
+    """The mechanism a checkpoint was trained with (reference checkpoints: MoCo; moco-v3's: moco-v3)."""
     suite = ck.get("suite") if isinstance(ck.get("suite"), dict) else {}
     args = suite.get("args") if isinstance(suite.get("args"), dict) else {}
-    return str(args.get("mechanism") or "moco")
+    return str(args.get("mechanism") or ("moco-v3" if ckpt_io.is_v3(ck) else "moco"))
 
 
 def check_compatible(ck: dict[str, Any], args: argparse.Namespace) -> None:
@@ -220,14 +292,17 @@ def check_compatible(ck: dict[str, Any], args: argparse.Namespace) -> None:
         raise ckpt_io.CheckpointError(f"{args.resume} has a queue of {tuple(queue.shape)} (dim, K), but --moco-dim "
                                       f"{args.moco_dim} --moco-k {args.moco_k} were given")
     has_mlp = any(k.endswith("encoder_q.fc.0.weight") for k in sd)
-    if has_mlp != args.mlp:
+    if mechanism != "moco-v3" and has_mlp != args.mlp:
         raise ckpt_io.CheckpointError(f"{args.resume} was trained {'with' if has_mlp else 'without'} the MLP head: "
                                       f"{'add' if has_mlp else 'drop'} --mlp")
 
 
-def lr_at(epoch: int, args: argparse.Namespace) -> float:
-    """Per-epoch learning rate: cosine (v2) or x0.1 at each ``--schedule`` milestone (v1)."""
-    return epoch_lr(args.lr, epoch, args.epochs, args.schedule, args.cos)
+def lr_at(progress: float, args: argparse.Namespace) -> float:
+    """Learning rate at ``progress`` epochs: per epoch cosine (v2) or x0.1 at each ``--schedule`` milestone (v1)
+    from ``floor(progress)``; MoCo v3: per iteration, ``--warmup-epochs`` linear warm-up then cosine."""
+    if args.mechanism == "moco-v3":
+        return warmup_cosine_lr(args.lr, progress, args.epochs, args.warmup_epochs)
+    return epoch_lr(args.lr, int(progress), args.epochs, args.schedule, args.cos)
 
 
 def seed_all(seed: int) -> None:
@@ -250,7 +325,8 @@ class Trainer:
         local_batch = args.batch_size // ctx.world_size
         if args.batch_size % ctx.world_size:
             raise UsageError(f"--batch-size {args.batch_size} is not divisible by the {ctx.world_size} processes")
-        splits = args.bn_splits if args.bn_splits is not None else (auto_bn_splits(local_batch) if ctx.world_size == 1 else 1)
+        splits = args.bn_splits if args.bn_splits is not None else (
+            auto_bn_splits(local_batch) if ctx.world_size == 1 and args.mechanism != "moco-v3" else 1)
         if local_batch % splits:
             raise UsageError(f"per-process batch {local_batch} is not divisible by --bn-splits {splits}")
         self.bn_splits = splits
@@ -260,9 +336,15 @@ class Trainer:
         self.model = build_mechanism(args.mechanism, args.arch, dim=args.moco_dim, K=args.moco_k, m=args.moco_m,
                                      T=args.moco_t, mlp=args.mlp, bn_splits=splits,
                                      channels_last=self.speed.channels_last, seed=args.seed,
-                                     num_samples=len(images.samples), bank_m=args.bank_m, bank_loss=args.bank_loss)
+                                     num_samples=len(images.samples), bank_m=args.bank_m, bank_loss=args.bank_loss,
+                                     mlp_dim=args.moco_mlp_dim, img_size=args.crop_size,
+                                     stop_grad_conv1=args.stop_grad_conv1)
+        if args.mechanism == "moco-v3" and ctx.distributed and ctx.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # as moco-v3 (BN over the global batch)
         self.model.to(ctx.device, memory_format=self.speed.memory_format)
-        self.optimizer = sgd(self.model.encoder_q.parameters(), args.lr, args.momentum, args.weight_decay, ctx.device)
+        params = (self.model.trainable_parameters() if hasattr(self.model, "trainable_parameters")
+                  else self.model.encoder_q.parameters())
+        self.optimizer = build_optimizer(args.optimizer, params, args.lr, args.momentum, args.weight_decay, ctx.device)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.speed.use_scaler)
         self.epoch, self.iteration = args.start_epoch, 0
         self.step = 0
@@ -270,8 +352,9 @@ class Trainer:
             self._load(args.resume)
         if self.speed.compile:
             self.model.encoder_q.compile()
-            if hasattr(self.model, "encoder_k"):
-                self.model.encoder_k.compile()
+            for name in ("encoder_k", "momentum_encoder", "predictor"):
+                if hasattr(self.model, name):
+                    getattr(self.model, name).compile()
         self.net = (DistributedDataParallel(self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                                             broadcast_buffers=False) if ctx.distributed else self.model)
         self.sampler = EpochBatchSampler(len(images.samples), args.batch_size, args.seed, ctx.rank, ctx.world_size)
@@ -282,9 +365,11 @@ class Trainer:
                 self.step = self.epoch * self.iters_per_epoch + self.iteration
             resume_step = self.step
         workers = -(-args.workers // ctx.local_world_size)  # the reference splits --workers over a node's GPUs
-        self.data_backend = resolve_backend(args.data_backend, ctx.device)
+        v3 = args.mechanism == "moco-v3"
+        self.data_backend = "pil" if v3 else resolve_backend(args.data_backend, ctx.device)
         self.loader = build_loader(self.data_backend, images, self.sampler, augment.moco_recipe(args.crop_size, args.aug_plus),
-                                   workers, ctx.device, self.speed.pin_memory, self.speed.memory_format)
+                                   workers, ctx.device, self.speed.pin_memory, self.speed.memory_format,
+                                   views=augment.v3_transform(args.crop_size, args.crop_min) if v3 else None)
         self.total_iters = args.epochs * self.iters_per_epoch
         if args.max_iters:
             self.total_iters = min(self.total_iters, args.max_iters)
@@ -336,7 +421,12 @@ class Trainer:
                    f"shuffling BN across {ctx.world_size} processes" if ctx.distributed else
                    f"shuffling BN emulated with {self.bn_splits} BN groups of {a.batch_size // self.bn_splits}"
                    if self.bn_splits > 1 else "no shuffling BN (--bn-splits 1)")
-        if a.mechanism == "moco":
+        if a.mechanism == "moco-v3":
+            self.log.info("MoCo v3: %s (%.1fM params in encoder + projector), dim %d, MLP hidden %d, m %g%s, T %g, %s, "
+                          "augmentation v3 (crop-min %g)%s", a.arch, n_params / 1e6, a.moco_dim, a.moco_mlp_dim, a.moco_m,
+                          " -> 1 (cosine)" if a.moco_m_cos else "", a.moco_t, a.optimizer, a.crop_min,
+                          ", frozen patch projection" if a.stop_grad_conv1 and is_vit(a.arch) else "")
+        elif a.mechanism == "moco":
             self.log.info("MoCo %s: %s (%.1fM params), dim %d, K %d, m %g, T %g, %s head, %s augmentation",
                           ckpt_io.moco_version(vars(a)), a.arch, n_params / 1e6, a.moco_dim, a.moco_k, a.moco_m,
                           a.moco_t, "MLP" if a.mlp else "linear", "v2 (aug+)" if a.aug_plus else "v1")
@@ -346,9 +436,13 @@ class Trainer:
                           a.batch_size if a.mechanism == "end-to-end" else a.moco_k, a.moco_t,
                           "MLP" if a.mlp else "linear", "v2 (aug+)" if a.aug_plus else "v1")
         self.log.info("%s", self.model.describe())
+        if a.mechanism == "moco-v3":
+            shuffle = "SyncBN across processes" if ctx.distributed and ctx.device.type == "cuda" else "per-process BN"
+        schedule = (f"{a.warmup_epochs} warm-up epochs then cosine, per iteration" if a.mechanism == "moco-v3"
+                    else "cosine" if a.cos else f"x0.1 at {a.schedule}")
         self.log.info("batch %d (%d per process x %d), lr %g, %s, %d epochs x %d iterations, %s",
-                      a.batch_size, a.batch_size // ctx.world_size, ctx.world_size, a.lr,
-                      "cosine" if a.cos else f"x0.1 at {a.schedule}", a.epochs, self.iters_per_epoch, shuffle)
+                      a.batch_size, a.batch_size // ctx.world_size, ctx.world_size, a.lr, schedule, a.epochs,
+                      self.iters_per_epoch, shuffle)
         self.log.info("data %s: %d images (%s), crop %d, %d workers, %s backend; device %s, %s; seed %d; output %s",
                       self.images.root, len(self.images.samples), self.images.layout, a.crop_size, workers,
                       self.data_backend, ctx.device, self.speed.describe(), a.seed, self.out)
@@ -373,7 +467,8 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": {**ckpt_io.rng_state(), **{k: g.get_state() for k, g in self.model.generators().items()}},
             "world_size": self.ctx.world_size,
-            "suite": ckpt_io.suite_marker(a, precision=self.speed.record(), data_backend=self.data_backend),
+            "suite": ckpt_io.suite_marker(a, precision=self.speed.record(), data_backend=self.data_backend,
+                                          **self._architecture()),
         }
         path = ckpt_io.save_atomic(state, self.out / ckpt_io.checkpoint_name(epoch_index, iteration))
         ckpt_io.prune(self.out, self.args.keep_checkpoints)
@@ -381,6 +476,11 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.flush()
         return path
+
+    def _architecture(self) -> dict[str, Any]:
+        """``{"vit": {embed_dim, depth, num_heads, patch_size, mlp_ratio, img_size}}`` for a ViT, else nothing."""
+        encoder = self.model.encoder_q
+        return {"vit": encoder.record()} if hasattr(encoder, "record") else {}
 
     # --- the loop ---
     def train_step(self, im_q: torch.Tensor, im_k: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -395,7 +495,8 @@ class Trainer:
         self.scaler.update()
         self.model.after_step(pending)  # enqueue keys / update bank entries
         self.n_logits = logits.shape[1]  # 1 positive + the negatives: chance acc@1 is 1/n_logits
-        stats = torch.stack([loss.detach(), *pretext_topk(logits)])
+        topk = getattr(self.model, "pretext_topk", pretext_topk)  # MoCo v3: positives off column 0
+        stats = torch.stack([loss.detach(), *topk(logits)])
         return all_reduce_mean_(stats)
 
     def run(self) -> Path | None:
@@ -415,6 +516,7 @@ class Trainer:
             t_data, i = time.perf_counter(), self.iteration - 1
             for i, ((im_q, im_k), _, n_skipped, index) in enumerate(self.loader, start=self.iteration):
                 data_time += time.perf_counter() - t_data
+                lr = self._per_iteration(epoch + i / self.iters_per_epoch, lr)
                 skipped += int(n_skipped.sum())
                 stats = self.train_step(im_q.to(dev, non_blocking=True), im_k.to(dev, non_blocking=True),
                                         index.to(dev, non_blocking=True))
@@ -449,6 +551,17 @@ class Trainer:
         self._summary()
         barrier()
         return self.last_saved
+
+    def _per_iteration(self, progress: float, lr: float) -> float:
+        """MoCo v3's per-iteration lr and ``--moco-m-cos`` momentum at ``progress`` epochs; returns the lr."""
+        a = self.args
+        if a.moco_m_cos and a.mechanism in ("moco", "moco-v3"):
+            self.model.m = cosine_momentum(a.moco_m, progress, a.epochs)
+        if a.mechanism == "moco-v3":
+            lr = lr_at(progress, a)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        return lr
 
     def _write_pending(self) -> list[float]:
         """Write the per-iteration rows not yet in metrics.csv; return the last [loss, acc1, acc5]."""

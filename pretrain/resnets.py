@@ -40,10 +40,16 @@ def widened_resnet(layers: list[int], multiplier: int, num_classes: int = 1000) 
     return net
 
 
-def build_resnet(arch: str, num_classes: int = 1000) -> ResNet:
-    """Build an (untrained) ResNet encoder by name; ``fc`` has ``num_classes`` outputs."""
+def build_resnet(arch: str, num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:
+    """Build an (untrained) ResNet encoder by name; ``fc`` has ``num_classes`` outputs. ``zero_init_residual``:
+    the last BN of each residual branch starts at 0 (torchvision's option; MoCo v3 uses it)."""
     if arch in WIDENED_ARCHS:
-        return widened_resnet([3, 4, 6, 3], WIDENED_ARCHS[arch], num_classes)
+        net = widened_resnet([3, 4, 6, 3], WIDENED_ARCHS[arch], num_classes)
+        if zero_init_residual:
+            for m in net.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.constant_(m.bn3.weight, 0)
+        return net
     if arch in TORCHVISION_ARCHS:
-        return getattr(tvm, arch)(weights=None, num_classes=num_classes)
+        return getattr(tvm, arch)(weights=None, num_classes=num_classes, zero_init_residual=zero_init_residual)
     raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
