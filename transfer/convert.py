@@ -1,6 +1,6 @@
 """Convert a pretraining checkpoint into a Detectron2 backbone file.
 
-    python transfer/convert.py ckpt.pth [out.pkl] [--prefix P] [--no-verify]
+    python transfer/convert.py ckpt.pth [out.pkl] [--prefix P] [--no-verify] [--vit-heads N]
 
 Input: any checkpoint layout of the registry ``transfer/layouts.py`` (MoCo v1/v2/v3, this suite's ``pretrain/``,
 DINO, SlotCon, SoCo, PixPro, SimSiam, Barlow Twins, BYOL, solo-learn, mmpretrain, VISSL, lightly, Lightning,
@@ -15,6 +15,11 @@ Output (default ``ckpt.pkl`` beside the input), in Detectron2's model-zoo pickle
     {"model": {d2_name: numpy array}, "__author__": ..., "matching_heuristics": True,
      "provenance": {source, sha256, format, method, arch, epoch, prefix, dropped, verification,
                     pretrain_precision, pretrain_data_backend}}
+
+A Vision Transformer (MoCo v3, DINO, MAE, DeiT/timm: the layouts with ``arch="vit"``) goes to Detectron2's ViT as
+ViTDet uses it: ``backbone.net.<name>`` keys, ``matching_heuristics`` False, ``provenance.arch`` the dict
+``{"type": "vit", embed_dim, depth, num_heads, patch_size, pretrain_img_size, pretrain_use_cls_token, ...}``
+(``transfer/vit_convert.py``; verified by ``transfer/verify_vit.py``).
 
 The file is written atomically and only after verification passes (when Detectron2 is importable):
 nothing is left behind on failure. Errors are one line on stderr, exit status 2.
@@ -118,8 +123,69 @@ def pretrain_facts(obj: Any) -> dict[str, Any]:
             "pretrain_data_backend": backend[:100] if isinstance(backend, str) else None}
 
 
+def _write_verified(out: Path, model: dict[str, Any], provenance: dict[str, Any], matching: bool,
+                    verify_fn: Any, log=print) -> None:
+    """Write the Detectron2 pickle atomically; ``verify_fn(tmp)`` (or None: skipped) fills ``verification``."""
+    def write(tmp: Path) -> None:
+        data = {"model": model, "__author__": AUTHOR, "matching_heuristics": matching, "provenance": provenance}
+        with open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        provenance["verification"] = verify_fn(tmp) if verify_fn is not None else None
+        if verify_fn is None:
+            log("[convert] verification skipped")
+            return
+        with open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    write_atomic(out, write, suffix=".pkl")
+    provenance["output"] = str(out)
+    log(f"[convert] wrote {out}")
+
+
+def _convert_vit(src: Path, out: Path, obj: Any, enc: Any, method: Any, do_verify: bool, heads: int | None,
+                 log=print) -> dict[str, Any]:
+    """The ViT branch of :func:`convert` (``transfer/vit_convert.py``)."""
+    from transfer import vit_convert
+
+    kept, dropped = vit_convert.split(enc.tensors, str(src))
+    spec = vit_convert.infer_spec(kept, str(src), table=enc.heads, name=vit_convert.arch_name(obj), heads=heads,
+                                  recorded=vit_convert.recorded_heads(obj))
+    try:
+        kept, notes = check_tensors(kept, str(src))
+    except WeightValuesError as e:
+        raise ConvertError(str(e)) from None
+    for line in [*enc.notes, *notes]:
+        log(f"[convert] note: {line}")
+    model = {vit_convert.PREFIX + k: v.detach().to("cpu").float().numpy() for k, v in kept.items()}
+    provenance: dict[str, Any] = {
+        "source": str(src.resolve()), "sha256": sha256_of(src), "format": enc.format, "method": method.name,
+        "prefix": enc.prefix, "layout": enc.layout, "arch": spec.as_dict(),
+        "arch_hint": vit_convert.arch_name(obj), "epoch": enc.epoch, "dropped": sorted(dropped),
+        "load_report": {"encoder_tensors": len(enc.tensors), "mapped": len(kept), "dropped": dropped,
+                        "taken": enc.layout},
+        "input_format": "RGB", "pixel_mean": [123.675, 116.280, 103.530], "pixel_std": [58.395, 57.120, 57.375],
+        **pretrain_facts(obj),
+    }
+    reasons = sorted(set(dropped.values()))
+    log(f"[convert] {src.name}: {enc.layout}; method {method.name}, {spec.name} (heads from {spec.heads_source}), "
+        f"epoch {enc.epoch}; {len(kept)}/{len(enc.tensors)} encoder tensors mapped to backbone.net.*, "
+        f"{len(dropped)} dropped" + (f" ({'; '.join(reasons)})" if reasons else ""))
+
+    def check(tmp: Path) -> dict:
+        from transfer.verify_vit import verify_vit_pkl
+
+        cls = {"cls_token": enc.tensors["cls_token"]} if "cls_token" in enc.tensors else {}
+        result = verify_vit_pkl(tmp, spec, {**kept, **cls})
+        log(f"[convert] verified in Detectron2's ViT: patch features match the source (max rel. error "
+            f"{result['max_relative_error']['last_block_patch_tokens']:.1e})")
+        return result
+
+    _write_verified(out, model, provenance, False, check if do_verify else None, log)
+    return provenance
+
+
 def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | None = None,
-            verify: bool | None = None, log=print) -> dict[str, Any]:
+            verify: bool | None = None, log=print, vit_heads: int | None = None) -> dict[str, Any]:
     """Convert ``src`` and write ``out``; return the provenance dict. Raises :class:`ConvertError`."""
     try:
         src = Path(local_weights(str(src)))  # file:///abs/ckpt.pth -> /abs/ckpt.pth
@@ -133,6 +199,12 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
     if enc.format == "transformers":
         transformers_config_check(src)
     method = method_of(obj, src.name)  # from the source's layout, before its heads are dropped (transfer/methods.py)
+    if enc.arch == "vit":
+        do_verify = detectron2_available() if verify is None else verify
+        if do_verify and not detectron2_available():
+            raise ConvertError("verification needs Detectron2, which is not importable; run `make setup` or pass "
+                               "--no-verify")
+        return _convert_vit(src, out, obj, enc, method, do_verify, vit_heads, log)
     tensors, dropped = backbone_tensors(enc.tensors)
     spec = infer_spec(tensors, str(src))
     try:  # the backbone's values (the head is dropped): finite, floating point, not all zero
@@ -198,10 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", help="[PATH:]PREFIX of the encoder (overrides layout detection), e.g. 'module.encoder_k.' or 'teacher:module.backbone.'")
     parser.add_argument("--no-verify", dest="verify", action="store_false", default=None,
                         help="skip the Detectron2 load + feature-equivalence check")
+    parser.add_argument("--vit-heads", type=int, help="attention heads of a Vision Transformer whose checkpoint "
+                                                          "does not name its arch and whose size is not in the tables")
     parser.add_argument("--debug", action="store_true", help="show a traceback for unexpected errors")
     args = parser.parse_args(argv)
     try:
-        convert(args.checkpoint, args.output, prefix=args.prefix, verify=args.verify)
+        convert(args.checkpoint, args.output, prefix=args.prefix, verify=args.verify, vit_heads=args.vit_heads)
     except ConvertError as e:
         print(f"convert.py: error: {e}", file=sys.stderr)
         return 2

@@ -13,6 +13,11 @@ stem and ``layer1`` are found, once its ``names`` are read as torchvision names 
 ``nn.Sequential(*list(resnet.children())[:-1])``, numbered 0 = conv1, 1 = bn1, 4..7 = layer1..4;
 ``detectron2``: ``stem.conv1``, ``res2``..``res5``; ``transformers``: Hugging Face's ``embedder.embedder``,
 ``encoder.stages.S.layers.B.layer.I``).
+
+Vision Transformers (issue 29) are entries of the same registry with ``arch="vit"``: their encoder is the first
+prefix under which a timm-style ViT is found (``patch_embed.proj.weight`` and ``blocks.0.attn.qkv.weight``), names
+kept as they are (timm's, which MoCo v3, DINO, MAE and DeiT all use); ``heads`` names the table of
+``transfer/vit_convert.py`` that gives its attention heads. ``transfer/convert.py`` converts by ``arch``.
 """
 
 from __future__ import annotations
@@ -42,9 +47,38 @@ class Layout:
     needs_top: tuple[str, ...] = ()
     meta_any: tuple[str, ...] = ()
     names: str = "torchvision"      # torchvision | sequential | detectron2 | transformers
+    arch: str = "resnet"            # resnet | vit: what the encoder is (transfer/convert.py dispatches on it)
+    heads: str = ""                 # vit: the heads table of transfer/vit_convert.py (moco-v3 | dino | mae | timm)
 
 
-LAYOUTS: tuple[Layout, ...] = (
+_VIT_LAYOUTS: tuple[Layout, ...] = (
+    Layout("moco-v3-vit", "MoCo v3", "MoCo v3", ("module.base_encoder.", "base_encoder."),
+           "base_encoder (its head, the projector MLP, dropped; not momentum_encoder or predictor)",
+           "facebookresearch/moco-v3 main_moco.py save_checkpoint (epoch, arch, state_dict, optimizer, scaler), "
+           "vits.py (timm VisionTransformer, fixed sin-cos pos_embed with a zero cls entry), moco/builder.py "
+           "(base_encoder.head = projector); convert_to_deit.py takes module.base_encoder. without head",
+           arch="vit", heads="moco-v3"),
+    Layout("dino-vit", "DINO", "DINO", ("backbone.", "module.backbone."), "teacher",
+           "facebookresearch/dino main_dino.py save_dict (student, teacher: MultiCropWrapper .backbone/.head, a ViT "
+           "teacher not DDP-wrapped; optimizer, epoch, args, dino_loss), vision_transformer.py; eval_linear.py "
+           "--checkpoint_key teacher", where=("teacher",), needs_top=("student",), arch="vit", heads="dino"),
+    Layout("dino-vit-teacher", "DINO", "DINO", ("backbone.", "module.backbone."), "teacher (saved alone)",
+           "facebookresearch/dino main_dino.py save_dict['teacher'] re-saved on its own (DINOHead's weight-normed "
+           "head.last_layer.weight_g)", needs=("head.last_layer.weight_g",), arch="vit", heads="dino"),
+    Layout("mae", "MAE", "MAE", ("", "module."), "encoder (decoder_*, mask_token dropped)",
+           "facebookresearch/mae util/misc.py save_model (model, optimizer, epoch, scaler, args), models_mae.py "
+           "(fixed sin-cos pos_embed with cls; decoder_embed, mask_token, decoder_pos_embed, decoder_blocks, "
+           "decoder_norm, decoder_pred)", where=("model",), any_of=("decoder_embed.", "mask_token"),
+           arch="vit", heads="mae"),
+    Layout("deit", "DeiT (timm ViT, supervised)", "", ("", "module."), "the network (its head dropped)",
+           "facebookresearch/deit main.py save_on_master (model, optimizer, lr_scheduler, epoch, model_ema, scaler, "
+           "args), timm's VisionTransformer names", where=("model",), arch="vit", heads="timm"),
+    Layout("timm-vit", "timm", "", ("", "module."), "the network (its head dropped)",
+           "huggingface/pytorch-image-models timm/models/vision_transformer.py (VisionTransformer state_dict, "
+           "model.safetensors on the Hub; train.py's CheckpointSaver: state_dict)", arch="vit", heads="timm"),
+)
+
+LAYOUTS: tuple[Layout, ...] = _VIT_LAYOUTS + (
     Layout("slotcon", "SlotCon", "SlotCon", ("module.encoder_k.", "encoder_k."), "teacher (momentum) encoder_k",
            "CVMI-Lab/SlotCon main_pretrain.py save_checkpoint, models/slotcon.py; "
            "transfer/detection/convert_pretrain_to_d2.py takes module.encoder_k.",
@@ -231,6 +265,15 @@ def is_resnet(sub: dict[str, Any]) -> bool:
     return "conv1.weight" in sub and "layer1.0.conv1.weight" in sub
 
 
+def is_vit(sub: dict[str, Any]) -> bool:
+    """A timm-style ViT: a patch embedding and a first attention block."""
+    return "patch_embed.proj.weight" in sub and "blocks.0.attn.qkv.weight" in sub
+
+
+def is_encoder(sub: dict[str, Any], arch: str) -> bool:
+    return is_vit(sub) if arch == "vit" else is_resnet(sub)
+
+
 def under(sd: dict[str, Any], prefix: str, names: str = "torchvision") -> dict[str, Any]:
     """The entries of ``sd`` under ``prefix``, prefix stripped, read as torchvision names."""
     return torchvision_names({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, names)
@@ -281,7 +324,7 @@ def match(obj: Any) -> Match | None:
             continue
         for prefix in lay.prefixes:
             sub = under(sd, prefix, lay.names)
-            if is_resnet(sub):
+            if is_encoder(sub, lay.arch):
                 return Match(lay, prefix, sub, any(isinstance(k, str) and COMPILED in k for k in raw))
     return None
 

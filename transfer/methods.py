@@ -56,6 +56,10 @@ SimCLR                      ``backbone.*`` + ``neck.fc0.weight`` (OpenSelfSup's 
                                                                                         ``simclr/simclr.py``
 torchvision supervised      a plain torchvision ResNet state dict whose only head is a  pytorch/vision ``torchvision/
                             1000-class ``fc``                                           models/resnet.py``
+MAE                         a ViT under ``model`` with ``decoder_*``/``mask_token``     facebookresearch/mae
+                            (the ViT layouts of the registry)                           ``models_mae.py``
+timm supervised             a plain timm-style ViT (``patch_embed.proj``, ``blocks.N.   huggingface/pytorch-image-
+                            attn.qkv``) whose head is a 1000-class ``head``             models ``vision_transformer.py``
 ==========================  ==========================================================  ===========================
 
 What no rule can tell: a backbone saved alone (the released SwAV/DINO/Barlow Twins ``resnet50.pth`` files, DenseCL's
@@ -80,9 +84,11 @@ from transfer import layouts
 
 UNKNOWN = "unknown"
 SUPERVISED = "torchvision supervised"  # the method key (records, tables group by it); shown as SHOWN[SUPERVISED]
-SHOWN = {SUPERVISED: "supervised, or re-saved with its fc"}
+VIT_SUPERVISED = "timm supervised"     # a timm/DeiT ViT with its 1000-class head
+SHOWN = {SUPERVISED: "supervised, or re-saved with its fc", VIT_SUPERVISED: "supervised ViT, or re-saved with its head"}
 METHODS = ("MoCo v1", "MoCo v2", "MoCo v3", "MoCo", "DenseCL", "PixPro", "SoCo", "SlotCon", "SimSiam", "SwAV", "DINO",
-           "BYOL", "Barlow Twins", "SimCLR", "torchvision supervised", "end-to-end", "memory bank")
+           "BYOL", "Barlow Twins", "SimCLR", "torchvision supervised", "end-to-end", "memory bank", "MAE",
+           VIT_SUPERVISED)
 _CONTAINERS = ("state_dict", "model", "teacher", "student", "model_state", "network")
 _RESNET_ROOTS = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "fc.")
 SUITE_NAME = "moco-transfer-bench"  # the "suite" marker of this suite's checkpoints (pretrain/checkpoint.py)
@@ -241,10 +247,11 @@ def _from_suite(suite: dict) -> Method:
     args = suite.get("args") if isinstance(suite.get("args"), dict) else {}
     mechanism = args.get("mechanism") or "moco"
     if mechanism != "moco":
-        name = {"end-to-end": "end-to-end", "memory-bank": "memory bank"}.get(str(mechanism), UNKNOWN)
+        name = {"end-to-end": "end-to-end", "memory-bank": "memory bank", "moco-v3": "MoCo v3"}.get(str(mechanism),
+                                                                                                UNKNOWN)
         return Method(name, f"this suite's checkpoint (mechanism {str(mechanism)[:40]})")
     version = suite.get("moco_version")
-    name = f"MoCo {version}" if version in ("v1", "v2") else "MoCo"
+    name = f"MoCo {version}" if version in ("v1", "v2", "v3") else "MoCo"
     return Method(name, f"this suite's checkpoint (MoCo {version or 'version not recorded'})")
 
 
@@ -294,6 +301,11 @@ def method_of(obj: Any, name: str = "") -> Method:
     if (_has(sd, "encoder.") and "projector.0.weight" in sd and "projector.2.weight" in sd
             and not _has(sd, "projector.1.") and not _has(sd, "encoder_k.")):
         return Method("SimCLR", "encoder.* with the two-layer projector projector.0/2 (SimCLR)")
+    if layouts.is_vit(sd):  # a plain timm-style ViT (timm, DeiT, MoCo v3's convert_to_deit.py output)
+        if _rows(sd.get("head.weight")) == 1000:
+            return Method(VIT_SUPERVISED, "a timm-style ViT with a 1000-class head: supervised (timm, DeiT), or a "
+                                          "network re-saved with its head")
+        return Method(UNKNOWN, "a timm-style ViT without a 1000-class head: the network alone does not say its method")
     if "conv1.weight" in sd and "layer1.0.conv1.weight" in sd and all(k.startswith(_RESNET_ROOTS) for k in sd):
         if _rows(sd.get("fc.weight")) == 1000:
             return Method(SUPERVISED, "a torchvision ResNet with its untouched 1000-class fc: supervised, or a "
