@@ -26,13 +26,12 @@ from benchmarks.runner import REPO, Row, SweepStop, child_env, plan_trials, prin
 from benchmarks.scaleout import batch_overrides, submit, write_sweep
 from cluster.slurm import add_slurm_args
 from transfer.tasks.base import RGB_FLAVOUR, RunSpec
-from transfer.weights import CONVERTIBLE
+from transfer.weights import CONVERTIBLE, MSRA_R50
 
 if TYPE_CHECKING:
     from transfer.methods import Method
 
 CONFIGS = REPO / "transfer" / "configs"
-MSRA_R50 = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 ROWS = ("supervised", "pretrained", "random")
 ROW_ALIASES = {"moco": "pretrained"}  # the pretrained rows' name before rows had a method (--rows moco still works)
 # Tiny pretraining of the embedded default: ResNet-18 on the 64 px tiny ImageFolder.
@@ -41,6 +40,8 @@ TINY_MOCO_EPOCHS = 20
 # K well below the 300 tiny images (a longer queue holds each image as its own negative) and a momentum
 # suited to 180 steps (0.999 would leave the key encoder ~84% random); the MoCo paper's K and m ablations.
 TINY_MOCO_DICT = ("--moco-k", "64", "--moco-m", "0.99")
+# Tiny pretraining of `--arch ViTDet --tiny`: MoCo v3 on a tiny ViT (pretrain/main_moco.py --preset v3-vit).
+TINY_MOCO_V3_EPOCHS = 10
 
 
 def tiny_banner(table: str) -> str:
@@ -78,6 +79,9 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     p.add_argument("--no-wait", action="store_true",
                    help="do not wait for trials another runner is training; print the table of what finished")
     p.add_argument("--with-paper", action="store_true", help="show the paper's rows beside the measured ones")
+    p.add_argument("--reference", metavar="LABEL",
+                   help="the row the table's gaps and paired differences are to (default: supervised)")
+    p.add_argument("--cost", action="store_true", help="show the GPU-hours each row's trials spent in the table")
     p.add_argument("--amp", action="store_true",
                    help="mixed-precision fine-tuning (Detectron2 SOLVER.AMP.ENABLED; GPUs only). Off by default: the "
                         "paper's protocol is fp32. AMP trials go to their own <run dir>-amp folder")
@@ -307,6 +311,8 @@ def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag
     rows = []
     if "random" in names:
         rows.append(make_row("random init", "random", config, "", fixed_config=True))
+    if getattr(args, "arch", None) == "ViTDet":
+        return _in_order(rows + _tiny_vit_rows(args, names, given, out, train, val, config, tag, prog, dry_run))
     if "supervised" in names:
         sup_dir, what = tiny_pretrain_dir(out, "supervised", args.seed), "supervised counterpart (ImageFolder labels)"
         sup = sup_dir / checkpoint_name(TINY_SUPERVISED_EPOCHS - 1)
@@ -334,6 +340,37 @@ def tiny_rows(args: argparse.Namespace, data: Path, out: Path, config: Path, tag
         rows[-1].pending = "made by the tiny MoCo v2 pretraining"
         rows[-1].method, rows[-1].method_reason = "MoCo v2", "this suite's MoCo v2 pretraining (--preset v2)"
     return _in_order(rows)
+
+
+def _tiny_vit_rows(args: argparse.Namespace, names: list[str], given: list[Row], out: Path, train: Path, val: Path,
+                   config: Path, tag: str, prog: str, dry_run: bool) -> list[Row]:
+    """``--tiny --arch ViTDet``: the given supervised ViT (there is no tiny supervised ViT pretraining: without
+    ``--supervised-weights`` the row is left out) and tiny MoCo v3 ViT pretraining (or the ``--weights`` rows)."""
+    from pretrain import main_moco
+    from pretrain.checkpoint import checkpoint_name
+
+    rows = []
+    if "supervised" in names and args.supervised_weights != MSRA_R50:
+        rows.append(make_row("supervised ViT", "supervised", config, args.supervised_weights, args.supervised_format,
+                             fixed_config=True))
+    elif "supervised" in names:
+        print(f"[{tag}] supervised row left out: no tiny supervised ViT (pass --supervised-weights FILE for one)")
+    if given:
+        return rows + given
+    if "pretrained" in names:
+        moco_dir, what = tiny_pretrain_dir(out, "moco-v3-vit", args.seed), "MoCo v3 ViT pretraining"
+        moco = moco_dir / checkpoint_name(TINY_MOCO_V3_EPOCHS - 1)
+        if not dry_run:
+            moco = _finished(moco_dir, TINY_MOCO_V3_EPOCHS, what, tag) or _pretrain(
+                main_moco.main, [str(train), "--preset", "v3-vit", "--arch", "vit_tiny", "--epochs",
+                                 str(TINY_MOCO_V3_EPOCHS), "--warmup-epochs", "2", "-b", "32", "--crop-size", "64",
+                                 "--seed", str(args.seed),
+                                 "-j", "0", "--output-dir", str(moco_dir), "--resume", "auto", "--keep-checkpoints",
+                                 "1", "--knn-val", str(val), "--knn-every", "5", "--no-tensorboard"], what, tag, prog)
+        rows.append(make_row("MoCo v3 (tiny ViT pretraining)", "pretrained", config, str(moco), fixed_config=True))
+        rows[-1].pending = "made by the tiny MoCo v3 ViT pretraining"
+        rows[-1].method, rows[-1].method_reason = "MoCo v3", "this suite's MoCo v3 pretraining (--preset v3-vit)"
+    return rows
 
 
 # ----------------------------------------------------------------------------- the run
@@ -370,12 +407,25 @@ def _preflight(bench: RunSpec, args: argparse.Namespace, rows: list[Row], trials
                                                          log=lambda line: print(f"[{tag}] {line}"), prefix=row.prefix)
                 except Exception as e:  # noqa: BLE001  (ConvertError and friends: one line)
                     return _fail(bench.prog, f"{row.label}: {e}")
+        if getattr(args, "arch", None) == "ViTDet":  # the ViT size of weights converted just now
+            from transfer.vitdet import rows_sized
+
+            rows_sized(rows)
     checks = preflight.check_rows(rows, args.opts, args.allow_partial_weights)
     disk_line, disk_problem = preflight.disk_problem(rows, trials, out)
     print(f"[{tag}] plan: {len(rows)} row(s) x {trials} trial(s) -> {out / run_dir}")
     for line in preflight.describe_rows(checks, trials, args.seed):
         print(f"[{tag}]   {line}")
+    for row in rows:  # ViTDet: the ViT size each row takes from its weights (transfer/vitdet.py)
+        size = [f"{k} {v}" for k, v in zip(row.opts[::2], row.opts[1::2]) if k.startswith("MODEL.VIT.")]
+        if size:
+            print(f"[{tag}]   {row.label}: ViT sized from the weights: {', '.join(size)}")
     print(f"[{tag}] disk: {disk_line}")
+    from benchmarks.cost import plan_cost
+
+    for line in plan_cost(rows, trials, args.opts, args.gpus * max(getattr(args, "nodes", 1) or 1, 1),
+                          args.parallel_trials):
+        print(f"[{tag}] {line}")
     if args.opts:
         print(f"[{tag}] Detectron2 overrides for every trial: {' '.join(args.opts)}")
     problems = [p for c in checks for p in c.problems] + ([disk_problem] if disk_problem else [])
@@ -447,6 +497,10 @@ def _run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
         return _fail(bench.prog, "no rows to run (pass --weights for a pretrained row)")
     if args.allow_partial_weights:
         extra = [*extra, "--allow-partial-weights"]
+    if getattr(args, "arch", None) == "ViTDet" and not tiny:  # one table: each row runs its own Table 11 length
+        from transfer.tasks.coco import VITDET_SCHEDULE
+
+        extra = [*extra, "--schedule", VITDET_SCHEDULE]
     if bench.prepare is not None:
         from benchmarks.sweep_data import SweepContext, SweepDataError
 
@@ -496,8 +550,14 @@ def _run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
           + f"; {time.perf_counter() - t0:.0f}s")
     if tiny:
         print(f"[{tag}] {bench.banner or tiny_banner(bench.table)}")
-    rc = print_table(out, with_paper=args.with_paper and not tiny)
+    rc = print_table(out, with_paper=args.with_paper and not tiny, extra=table_args(args))
     return 1 if counts["failed"] else rc
+
+
+def table_args(args: argparse.Namespace) -> list[str]:
+    """The ``python -m results`` flags a runner passes through: ``--reference LABEL``, ``--cost``."""
+    return ((["--reference", args.reference] if getattr(args, "reference", None) else [])
+            + (["--cost"] if getattr(args, "cost", False) else []))
 
 
 def _writable(out: Path) -> str | None:

@@ -105,7 +105,7 @@ def load_check(row: Row, opts: list[str], weights: str | None = None) -> tuple[s
     from transfer.trainer import Trainer, load_cfg
     from transfer.weights import local_file
 
-    cfg = load_cfg(str(row.config), [*opts, "MODEL.DEVICE", "cpu"])
+    cfg = load_cfg(str(row.config), [*row.opts, *opts, "MODEL.DEVICE", "cpu"])  # as the trial: its row values first
     model = Trainer.build_model(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     ckpt_bytes = int(n_params * 4 * 2.05)  # fp32 weights + SGD momentum (+ a few buffers)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# COCO Mask R-CNN transfer (MoCo paper Table 5). `bash benchmarks/run_coco.sh --help` for flags.
+# COCO Mask R-CNN transfer (MoCo paper Table 5; --arch ViTDet: ViTDet's recipe on a plain ViT). `bash benchmarks/run_coco.sh --help` for flags.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 py=${VENV:-$repo/.venv}/bin/python

@@ -20,11 +20,14 @@ Schema ``SCHEMA`` (version 1)::
       "metrics": {"AP50": 81.5, "AP": 55.9, "AP75": 62.6, ...},   # percent, paper metric names
       "dataset": {"train": [...], "test": [...]},
       "config_file": "...", "config": "full YAML of the run",
-      "timings": {"train_s": ..., "eval_s": ..., "s_per_iter": ...},
+      "timings": {"train_and_eval_s": ..., "iterations_run": ..., "s_per_iter": ...},   # failed: {"train_s": ...}
+      "world_size": 8,                      # processes (one per GPU) the trial ran on
+      "gpu_hours": 41.2 | null,             # optional: time in this run x world size / 3600 on GPUs; null on a CPU
       "tiny": false, "created": "ISO-8601 UTC", "host": "...", "versions": {...}
     }
 
-``kind`` is generic: ``pretrained`` (a backbone under test, whatever its method), ``supervised`` (the reference row
+``gpu_hours`` is optional (records written before it existed do not have it and still read; :func:`gpu_hours_of`
+derives it from their time and world size when they ran on a GPU). ``kind`` is generic: ``pretrained`` (a backbone under test, whatever its method), ``supervised`` (the reference row
 of the gaps) or ``random``; ``method`` is what the weights' layout says made them (``transfer/methods.py``) and
 ``order`` the row's place in the sweep (tables list pretrained rows in that order). Records written before these
 existed read through :func:`pretrain_of`: kind ``moco`` is ``pretrained``, its method guessed from the label.
@@ -123,6 +126,30 @@ def is_finished(output_dir: str | os.PathLike) -> bool:
         return read_record(Path(output_dir) / RECORD_NAME)["status"] == "finished"
     except RecordError:
         return False
+
+
+def spent_gpu_hours(seconds: float | None, world_size: int, device: str) -> float | None:
+    """GPU-hours of ``seconds`` on ``world_size`` processes (one GPU each); None on a CPU or without a time."""
+    if seconds is None or not str(device).startswith("cuda"):
+        return None
+    return round(float(seconds) * max(int(world_size), 1) / 3600, 4)
+
+
+def gpu_hours_of(record: dict[str, Any]) -> float | None:
+    """The GPU-hours a record says its trial spent: ``gpu_hours`` when written, else (older records) its training
+    time x ``world_size`` when its config ran on a GPU; None when it cannot say."""
+    value = record.get("gpu_hours")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if value >= 0 and value == value and value != float("inf") else None
+    timings = record.get("timings") if isinstance(record.get("timings"), dict) else {}
+    seconds = timings.get("train_and_eval_s", timings.get("train_s"))
+    world = record.get("world_size")
+    config = record.get("config") if isinstance(record.get("config"), str) else ""
+    on_gpu = "DEVICE: cuda" in config
+    if not (isinstance(seconds, (int, float)) and isinstance(world, int) and not isinstance(world, bool)
+            and world >= 1 and on_gpu and seconds >= 0):
+        return None
+    return spent_gpu_hours(seconds, world, "cuda")
 
 
 def method_from_label(label: str) -> str:

@@ -23,7 +23,7 @@ from results.collect import collect_ablation
 from results.collect import Collection, collect
 from results.render import FORMATS, write_outputs
 from results.render_md import render_markdown
-from results.tables import build_tables
+from results.tables import build_tables, find_reference, measured_labels
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--formats", default=",".join(FORMATS),
                    help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
     p.add_argument("--no-std", action="store_true", help="hide the ±std in Markdown/LaTeX cells")
+    p.add_argument("--reference", metavar="LABEL",
+                   help="the row every gap and paired difference is to (its pre-train label, as in the tables; "
+                        "default: the supervised row)")
+    p.add_argument("--cost", action="store_true",
+                   help="a GPU-h column: the GPU-hours each row's trials spent, from their records")
     p.add_argument("--table6", action="store_true",
                    help="MoCo v1 Table 6 as one view (six tasks side by side) instead of one table per benchmark; "
                         "written as table6.md")
@@ -59,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if args.table6:
         return table6_main(args, coll.records)
-    tables = build_tables(coll.records, with_paper=args.with_paper)
+    tables = build_tables(coll.records, with_paper=args.with_paper, reference=args.reference, cost=args.cost)
+    if args.reference is not None and not any(find_reference(t.rows, args.reference) for t in tables):
+        labels = ", ".join(repr(x) for x in measured_labels(coll.records)) or "(none)"
+        print(f"results: no row {args.reference!r} to use as --reference; the labels are: {labels}", file=sys.stderr)
+        return 2
     tables += build_ablation_tables(abl.records, coll.records, with_paper=args.with_paper)
     if args.with_paper:
         from results.paper_only import paper_only_tables

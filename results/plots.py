@@ -59,9 +59,17 @@ def cut_texts(fig) -> list[str]:
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     box = fig.bbox
+    undrawn = set()  # labels of ticks outside their axis's view limits: kept by matplotlib, never drawn
+    for ax in fig.axes:
+        for axis, lims in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            lo, hi = sorted(lims)
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                loc = tick.get_loc()
+                if loc is not None and not lo - 1e-9 * (1 + abs(lo)) <= loc <= hi + 1e-9 * (1 + abs(hi)):
+                    undrawn.update({id(tick.label1), id(tick.label2)})
     out = []
     for t in fig.findobj(matplotlib.text.Text):
-        if not t.get_visible() or not t.get_text().strip():
+        if not t.get_visible() or not t.get_text().strip() or id(t) in undrawn:
             continue
         e = t.get_window_extent(renderer)
         if e.x0 < box.x0 - 1 or e.x1 > box.x1 + 1 or e.y0 < box.y0 - 1 or e.y1 > box.y1 + 1:

@@ -45,9 +45,11 @@ def _write_text(path: Path, text: str) -> Path:
 
 def write_plots(tables: list[Table], out_dir: str | os.PathLike,
                 errors: list[tuple[str, str]] | None = None) -> dict[str, list[Path]]:
-    """``plots/bars_<id>.png`` and, where metrics logs exist, ``plots/curves_<id>.png`` per table; a table
+    """``plots/diffs_<id>.png`` (the differences plot, where rows have differences to a reference),
+    ``plots/bars_<id>.png`` and, where metrics logs exist, ``plots/curves_<id>.png`` per table; a table
     with its own ``make_plots(plots_dir)`` (the ablation tables: ``plots/figure_<id>.png``) makes its own.
     A plot that fails is left out with one line in ``errors``; the other plots are still made."""
+    from results import forest
     from results.plots import bar_chart, plt, training_curves
 
     plots_dir = Path(out_dir) / "plots"
@@ -55,6 +57,7 @@ def write_plots(tables: list[Table], out_dir: str | os.PathLike,
     for t in tables:
         own = getattr(t, "make_plots", None)
         makers = [lambda t=t: own(plots_dir)] if own is not None else [
+            lambda t=t: [forest.forest_plot(t, plots_dir / f"diffs_{t.id}.png")],
             lambda t=t: [bar_chart(t, plots_dir / f"bars_{t.id}.png")],
             lambda t=t: [training_curves(t, plots_dir / f"curves_{t.id}.png")]]
         out[t.id] = []

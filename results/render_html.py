@@ -42,6 +42,7 @@ td.incomplete { background: #fff4d6; }
 table.diffs td.excludes-zero { font-weight: bold; }
 .tiny { border-left: 4px solid #d80; padding: 0.3em 0.8em; background: #fff8ec; font-weight: bold; }
 figure { margin: 1em 0; }
+p.closing { font-size: 0.9em; color: #444; border-top: 1px solid #ddd; padding-top: 0.8em; }
 figure img { max-width: 100%; height: auto; box-sizing: border-box; border: 1px solid #eee; }
 .table-wrap { overflow-x: auto; max-width: 100%; }
 </style>
@@ -55,11 +56,11 @@ figure img { max-width: 100%; height: auto; box-sizing: border-box; border: 1px 
 {% if t.tiny %}<p class="tiny">{{ tiny_caption }}</p>{% endif %}
 <div class="table-wrap"><table>
 <caption>{{ t.legend() }}</caption>
-<thead><tr><th scope="col">pre-train</th>{% if t.has_methods %}<th scope="col">method</th>{% endif %}{% if t.has_paper_rows %}<th scope="col">source</th>{% endif %}<th scope="col">trials</th>{% for m in t.metrics %}<th scope="col">{{ m }}</th>{% endfor %}</tr></thead>
+<thead><tr>{% for h in t.lead_columns %}<th scope="col">{{ h }}</th>{% endfor %}{% for m in t.metrics %}<th scope="col">{{ m }}</th>{% endfor %}</tr></thead>
 <tbody>
 {% for r in t.rows %}
 <tr class="{{ 'measured' if r.measured else 'paper' }}{% if r is sameas t.reference or r is sameas t.paper_reference %} reference{% endif %}{% if not r.measured and loop.previtem is defined and loop.previtem.measured %} first-paper{% endif %}">
-<th scope="row"{% if r is sameas t.reference or r is sameas t.paper_reference %} title="gap reference"{% endif %}>{{ r.display }}</th>{% if t.has_methods %}<td>{{ r.method_text }}</td>{% endif %}{% if t.has_paper_rows %}<td>{{ r.source_text }}</td>{% endif %}<td>{{ r.trials_text() }}</td>
+{% set lead = t.lead_cells(r) %}<th scope="row"{% if r is sameas t.reference or r is sameas t.paper_reference %} title="gap reference"{% endif %}>{{ lead[0] }}</th>{% for c in lead[1:] %}<td>{{ c }}</td>{% endfor %}
 {% for m in t.metrics %}{% set c = r.cells[m] %}<td class="{{ cell_class(c) }}" title="{{ cell_title(c) }}"{% if c.mean is not none %} data-mean="{{ c.mean }}"{% endif %}{% if c.gap is not none %} data-gap="{{ c.gap }}"{% endif %}><span class="v">{{ c.value_text(std=False) }}</span>{% if r.measured and c.std is not none %}<span class="std">±{{ fmt(c.std) }}</span>{% endif %}{% if c.gap is not none %} <span class="gap">({{ c.gap_text(minus='−') }})</span>{% endif %}{% if c.incomplete %} <span class="count">[{{ c.count_text() }}]</span>{% endif %}</td>{% endfor %}
 </tr>
 {% endfor %}
@@ -76,10 +77,11 @@ figure img { max-width: 100%; height: auto; box-sizing: border-box; border: 1px 
 </table></div>
 {% endif %}
 {% if t.notes %}<ul class="notes">{% for n in t.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
-{% for src, alt in images.get(t.id, []) %}<figure><img src="{{ src }}" alt="{{ alt }}"><figcaption>{{ alt }}</figcaption></figure>
+{% for src, alt, kind in images.get(t.id, []) %}<figure class="plot-{{ kind }}"><img src="{{ src }}" alt="{{ alt }}"><figcaption>{{ alt }}</figcaption></figure>
 {% endfor %}
 </section>
 {% endfor %}
+<p class="closing" id="what-this-page-shows">{{ closing }}</p>
 {% if skipped %}
 <section id="skipped">
 <h2>Skipped records</h2>
@@ -107,7 +109,19 @@ def _cell_title(cell: Cell) -> str:
     return ", ".join(parts)
 
 
+CLOSING = ("What this page shows: per table, the mean ± std of every metric over each row's finished trials "
+           "(percent), the gap to the reference row in brackets (green ≥ +0.5, the paper's convention; red ≤ −0.5, "
+           "this suite's addition), the paired differences to the reference with their 95% intervals as a table and "
+           "as the differences plot (dashed line: no difference; a row with fewer than 2 paired trials has no "
+           "interval and says so), the means as bars and the training curves; the notes under each table say where "
+           "a row's protocol differs from the paper's.")
+
+
 def _plot_caption(path: Path) -> str:
+    if path.name.startswith("diffs_"):
+        return ("Differences plot: each row's paired difference to the reference row per metric, with its 95% "
+                "interval (t distribution); dashed line: no difference; a row without an interval had fewer than 2 "
+                "paired trials; an arrow at the edge: a row off the others' scale, with its value.")
     if path.name.startswith("bars_"):
         return "Mean per metric; error bars: std over trials (paper rows hatched)."
     if path.name.startswith("curves_"):
@@ -128,8 +142,9 @@ def render_html(tables: list[Table], plots: dict[str, Iterable[str | os.PathLike
     from results.tables import DIFF_LEGEND, TINY_CAPTION, diff_text, fmt1
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    images = {tid: [(data_uri(p), _plot_caption(Path(p))) for p in paths] for tid, paths in (plots or {}).items()}
+    images = {tid: [(data_uri(p), _plot_caption(Path(p)), Path(p).name.split("_")[0]) for p in paths]
+              for tid, paths in (plots or {}).items()}
     return env.from_string(_TEMPLATE).render(
-        title=title, tables=tables, diff_legend=DIFF_LEGEND, diff_text=diff_text, images=images, skipped=list(skipped), tiny_caption=TINY_CAPTION,
+        title=title, tables=tables, closing=CLOSING, diff_legend=DIFF_LEGEND, diff_text=diff_text, images=images, skipped=list(skipped), tiny_caption=TINY_CAPTION,
         n_rows=sum(len(t.measured_rows()) for t in tables), fmt=fmt1, cell_class=_cell_class,
         cell_title=_cell_title, created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))

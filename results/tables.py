@@ -33,7 +33,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from core.records import pretrain_of
+from core.records import gpu_hours_of, pretrain_of
 from results import paper as paper_mod
 from results.stats import LEVEL, Diff, difference
 
@@ -141,9 +141,12 @@ class Row:
     resumed: list[str] = field(default_factory=list)  # "trial 2 (from iteration 12000)"
     pretrain_precision: dict | None = None  # the pretraining checkpoint's arithmetic (pretrain/speed.py), if it says
     seed_values: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> {seed: value}
-    diffs: dict[str, dict[str, Diff]] = field(default_factory=dict)  # "supervised"/"random" -> metric -> Diff
+    diffs: dict[str, dict[str, Diff]] = field(default_factory=dict)  # "supervised"/"random"/"reference" -> metric -> Diff
+    gpu_hours: float | None = None          # GPU-hours its trials spent (records that say, core.records.gpu_hours_of)
+    gpu_hours_trials: int = 0               # how many of its trials said
     method: str = ""                       # what made the weights (transfer/methods.py); "" for the baselines
     order: int | None = None               # the row's place in its sweep (None: not recorded)
+    world_sizes: list[int] = field(default_factory=list)  # processes (GPUs) its trials ran on, as recorded
 
     @property
     def measured(self) -> bool:
@@ -182,6 +185,13 @@ class Table:
     paper_reference: Row | None = None
     notes: list[str] = field(default_factory=list)
     random_reference: Row | None = None
+    reference_chosen: bool = False          # ``--reference LABEL``: gaps and differences to that row, not supervised
+    show_cost: bool = False                 # ``--cost``: a GPU-h column (GPU-hours the row's trials spent)
+
+    @property
+    def diff_key(self) -> str:
+        """The key of :attr:`Row.diffs` that holds the differences to :attr:`reference`."""
+        return "reference" if self.reference_chosen else "supervised"
 
     @property
     def id(self) -> str:
@@ -215,12 +225,13 @@ class Table:
         """Headers of the text columns before the metrics: pre-train, method (when recorded), source (with paper
         rows), trials."""
         return (["pre-train"] + (["method"] if self.has_methods else []) + (["source"] if self.has_paper_rows else [])
-                + ["trials"])
+                + ["trials"] + (["GPU-h"] if self.show_cost else []))
 
     def lead_cells(self, row: Row) -> list[str]:
         """``row``'s text under :attr:`lead_columns`."""
         return ([row.display] + ([row.method_text] if self.has_methods else [])
-                + ([row.source_text] if self.has_paper_rows else []) + [row.trials_text()])
+                + ([row.source_text] if self.has_paper_rows else []) + [row.trials_text()]
+                + ([gpu_hours_text(row)] if self.show_cost else []))
 
     def measured_rows(self) -> list[Row]:
         return [r for r in self.rows if r.measured]
@@ -239,8 +250,11 @@ class Table:
             parts.append(TINY_CAPTION)
         parts.append("Mean ± std over finished trials (percent).")
         if self.reference is not None:
-            parts.append(f"In brackets: gap to {self.reference.display}; {better} gap ≥ +{MARK_THRESHOLD}, "
-                         f"{worse} gap ≤ {minus}{MARK_THRESHOLD}.")
+            parts.append(f"In brackets: gap to {self.reference.display}; {better} gap ≥ +{MARK_THRESHOLD} (the paper's "
+                         f"green), {worse} gap ≤ {minus}{MARK_THRESHOLD} (this suite's addition: the paper marks gains "
+                         "only).")
+        elif self.reference_chosen:
+            parts.append("The chosen reference row has no finished trial, so no gaps are shown.")
         else:
             parts.append("No finished supervised row, so no gaps are shown.")
         if any(c.incomplete for r in self.rows for c in r.cells.values()):
@@ -249,23 +263,45 @@ class Table:
             parts.append("Paper rows are the published numbers; their gaps are to the paper's supervised row.")
         if self.diff_rows():
             parts.append(DIFF_LEGEND)
+        if self.show_cost:
+            parts.append(COST_LEGEND)
         return " ".join(parts)
 
     def diff_rows(self) -> list[tuple[Row, str, dict[str, Diff]]]:
         """(row, reference display name, {metric: Diff}) for every measured row with a difference."""
-        refs = {"supervised": self.reference, "random": self.random_reference}
-        return [(r, refs[k].display, r.diffs[k]) for r in self.measured_rows() for k in ("supervised", "random")
-                if k in r.diffs and refs[k] is not None]
+        refs = {"supervised": self.reference, "random": self.random_reference, "reference": self.reference}
+        return [(r, refs[k].display, r.diffs[k]) for r in self.measured_rows()
+                for k in ("reference", "supervised", "random") if k in r.diffs and refs[k] is not None]
+
+    def reference_diffs(self) -> list[tuple[Row, dict[str, Diff]]]:
+        """(row, {metric: Diff}) for every measured row with a difference to :attr:`reference`: the differences
+        plot's rows (``results/forest.py``)."""
+        return [(r, r.diffs[self.diff_key]) for r in self.measured_rows()
+                if self.reference is not None and r.diffs.get(self.diff_key)]
 
 
 DIFF_LEGEND = (f"Differences: mean of the per-seed differences to the reference row over the seeds both ran, with its "
                f"{LEVEL * 100:.0f}% interval (t distribution); * the interval excludes 0.")
 
 
+COST_LEGEND = ("GPU-h: GPU-hours the row's finished and failed trials spent (training and evaluation time × GPUs, "
+               "from the records; k/n: only k of its n trials recorded it).")
+
+
+def gpu_hours_text(row: Row) -> str:
+    """``"41.2"`` GPU-hours, ``"41.2 (3/5)"`` when only some trials recorded it, ``"—"`` when none did or a paper
+    row."""
+    if not row.measured or row.gpu_hours is None:
+        return "—"
+    n = row.finished + row.failed
+    return f"{row.gpu_hours:.1f}" + (f" ({row.gpu_hours_trials}/{n})" if row.gpu_hours_trials < n else "")
+
+
 def diff_text(d: Diff, minus: str = "-", star: str = "*") -> str:
     """``+1.2 [-0.3, +2.7]`` (``*`` when the interval excludes 0); ``+1.2 (1 pair)`` without an interval."""
     def sig(x: float) -> str:
-        return f"+{x:.1f}" if round1(x) >= 0 else f"{minus}{abs(x):.1f}"
+        r = round1(x)  # the paper's half-up rounding, and never "+-0.0" for a small negative
+        return f"+{r:.1f}" if r >= 0 else f"{minus}{-r:.1f}"
     if math.isnan(d.mean):
         return "—"
     if d.lo is None or d.hi is None:
@@ -302,6 +338,7 @@ def records_frames(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.Data
                      "dir": str(Path(r["_path"]).parent) if r.get("_path") else "",
                      "fp_values": fp.get("values") if isinstance(fp.get("values"), dict) else None,
                      "pre_precision": pre.get("precision") if isinstance(pre.get("precision"), dict) else None,
+                     "gpu_hours": gpu_hours_of(r), "world_size": r.get("world_size"),
                      "resumed_from": list(resumed.get("from_iters") or [])})
         if r["status"] == "finished":
             for metric, value in r["metrics"].items():
@@ -323,6 +360,7 @@ def _measured_rows(recs: pd.DataFrame, stats: dict[tuple, dict[str, tuple[float,
         methods = Counter(m for m in grp.method if m)
         orders = [int(o) for o in grp.order if o is not None and not (isinstance(o, float) and math.isnan(o))]
         weights = next((str(w) for w in grp.weights if isinstance(w, str) and w), None)
+        spent = [float(h) for h in grp.gpu_hours if h is not None and not (isinstance(h, float) and math.isnan(h))]
         st = stats.get((label, sha, fp), {})
         cells = {}
         for m in metrics:
@@ -337,6 +375,8 @@ def _measured_rows(recs: pd.DataFrame, stats: dict[tuple, dict[str, tuple[float,
                         errors=errors, fingerprint=fp, resumed=resumed,
                         method=methods.most_common(1)[0][0] if methods else "", order=min(orders) if orders else None,
                         fingerprint_values=next((v for v in grp.fp_values if isinstance(v, dict)), None),
+                        gpu_hours=sum(spent) if spent else None, gpu_hours_trials=len(spent),
+                        world_sizes=sorted({int(w) for w in grp.world_size if _is_count(w)}),
                         pretrain_precision=next((v for v in grp.pre_precision if isinstance(v, dict)), None)))
     by_label: dict[str, list[Row]] = {}
     for r in rows:
@@ -348,6 +388,12 @@ def _measured_rows(recs: pd.DataFrame, stats: dict[tuple, dict[str, tuple[float,
                    ([f"protocol {r.fingerprint[:6] or 'unknown'}"] if len(fps) > 1 else [])
             r.display = f"{r.label} [{', '.join(tags)}]" if tags else r.label
     return rows
+
+
+def _is_count(value: Any) -> bool:
+    """A whole number of processes (a record's ``world_size``), not a bool, NaN or text."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 1 \
+        and float(value).is_integer()
 
 
 def pretrain_precision_deviation(precision: dict | None) -> str | None:
@@ -364,7 +410,7 @@ def pretrain_precision_deviation(precision: dict | None) -> str | None:
 def _protocol_notes(table_key: tuple, rows: list[Row], tiny: bool) -> list[str]:
     """Footnotes of rows whose fingerprint differs from the paper's protocol (marked †), and of rows without
     a fingerprint; the tiny demonstration is not compared (its caption says it is not the protocol)."""
-    from transfer.protocol import deviations
+    from transfer.protocol import deviations, world_size_deviation
 
     task, arch, schedule = table_key[:3]
     notes = []
@@ -380,10 +426,38 @@ def _protocol_notes(table_key: tuple, rows: list[Row], tiny: bool) -> list[str]:
         pre = pretrain_precision_deviation(r.pretrain_precision)
         if r.deviations is not None and pre:
             r.deviations.append(pre)
+        world = world_size_deviation(values)
+        if r.deviations is not None and world:
+            r.deviations.append(world)
         if r.deviations:
             r.display += f" {DEVIATION_MARK}"
             notes.append(f"{DEVIATION_MARK} {r.display[:-2]}: protocol differs from the paper's for this table: "
                          + "; ".join(r.deviations) + ".")
+    return notes
+
+
+READING_MARK = "‡"
+
+
+def _reading_notes(task: str, arch: str, rows: list[Row], tiny: bool) -> list[str]:
+    """Footnotes of what the table's measured rows depend on that no source confirms (the protocol's unconfirmed
+    readings) and of upstream code that changed under its recipe (``transfer/configs/protocol.yaml``)."""
+    from transfer.protocol import code_changes, unconfirmed_readings
+
+    measured = [r for r in rows if r.measured]
+    if tiny or not measured:
+        return []
+    notes = []
+    for change in code_changes(task, arch):
+        names = ", ".join(r.display for r in measured)
+        notes.append(f"Every row ({names}): {' '.join(str(change['what']).split())} (source: "
+                     f"{' '.join(str(change['source']).split())}).")
+    for reading in unconfirmed_readings(task, arch, {r.kind for r in measured}):
+        kinds = reading.get("kinds")
+        who = (", ".join(r.display for r in measured if r.kind in kinds) if kinds else "Every row")
+        notes.append(f"{READING_MARK} {who}: depends on a reading no source confirms: "
+                     f"{' '.join(str(reading['what']).split())} (paper: {' '.join(str(reading['paper']).split())}; "
+                     f"source: {' '.join(str(reading['source']).split())}).")
     return notes
 
 
@@ -433,6 +507,35 @@ def _pick_reference(rows: list[Row], notes: list[str]) -> Row | None:
     return ref
 
 
+def find_reference(rows: list[Row], label: str) -> Row | None:
+    """The measured row whose display name or label is ``label`` (the one with the most finished trials when
+    several rows share the label), or None."""
+    hits = [r for r in rows if r.measured and label in (r.display, r.label, r.display.removesuffix(f" {DEVIATION_MARK}"))]
+    return max(hits, key=lambda r: r.finished) if hits else None
+
+
+def _apply_reference_diffs(rows: list[Row], ref: Row, notes: list[str]) -> None:
+    """``--reference``: every other measured row's per-metric difference to ``ref`` (``results.stats``)."""
+    unpaired = []
+    for row in rows:
+        if row is ref:
+            continue
+        diffs = {m: difference(row.seed_values[m], ref.seed_values[m])
+                 for m in row.seed_values if row.seed_values[m] and ref.seed_values.get(m)}
+        if diffs:
+            row.diffs["reference"] = diffs
+            if any(d.method == "welch" for d in diffs.values()):
+                unpaired.append(row.display)
+    if unpaired:
+        notes.append(f"Fewer than 2 common seeds with {ref.display}, so Welch's interval for independent samples: "
+                     f"{'; '.join(unpaired)}.")
+
+
+def measured_labels(records: list[dict[str, Any]]) -> list[str]:
+    """The pre-training labels of ``records``, in first-seen order (what ``--reference`` may name)."""
+    return list(dict.fromkeys(str(pretrain_of(r).get("label")) for r in records))
+
+
 def _apply_diffs(rows: list[Row], ref: Row | None, rand: Row | None, notes: list[str]) -> None:
     """Each measured row's per-metric difference to the supervised and to the random-init row (``results.stats``)."""
     unpaired = []
@@ -466,8 +569,10 @@ def _paper_rows(task: str, arch: str, schedule: str, metrics: list[str], paper_c
 
 
 def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
-                 paper_csv: str | None = None) -> list[Table]:
-    """Group ``records`` (as from :func:`results.collect.collect`) into paper-ordered tables."""
+                 paper_csv: str | None = None, reference: str | None = None, cost: bool = False) -> list[Table]:
+    """Group ``records`` (as from :func:`results.collect.collect`) into paper-ordered tables. ``reference``: the
+    label (or display name) of the row the gaps and differences are to, in every table that has it (the supervised
+    row otherwise, said in a note); ``cost``: a GPU-h column."""
     if not records:
         return []
     recs, vals = records_frames(records)
@@ -491,18 +596,28 @@ def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
         rows = sorted(_measured_rows(grp, tstats, metrics), key=_row_sort_key)
         notes += _protocol_notes(tuple(tkey), rows, bool(tiny))
         notes += _subset_notes(rows)
-        ref = _pick_reference(rows, notes)
+        notes += _reading_notes(task, arch, rows, bool(tiny))
+        chosen = find_reference(rows, reference) if reference else None
+        if reference and chosen is None:
+            notes.append(f"No row {reference!r} in this table: gaps and differences are to the supervised row.")
+        ref = chosen if chosen is not None and chosen.finished > 0 else None if chosen is not None \
+            else _pick_reference(rows, notes)
         _apply_gaps(rows, ref)
         for r in rows:
             r.seed_values = seed_vals.get(tuple(tkey), {}).get((r.label, r.sha256, r.fingerprint), {})
         rand = _pick_random(rows)
-        _apply_diffs(rows, ref, rand, notes)
+        if chosen is not None:
+            if ref is not None:
+                _apply_reference_diffs(rows, ref, notes)
+        else:
+            _apply_diffs(rows, ref, rand, notes)
         for r in rows:
             notes.extend(f"{r.display}: {e}" for e in r.errors)
             if r.resumed:
                 notes.append(f"{r.display}: resumed after an interruption: {'; '.join(r.resumed)} (the data stream "
                              "continues exactly; on GPUs the last digits may differ, see docs/trust.md).")
-        table = Table(task, arch, schedule, bool(tiny), metrics, rows, reference=ref, notes=notes, random_reference=rand)
+        table = Table(task, arch, schedule, bool(tiny), metrics, rows, reference=ref, notes=notes, random_reference=rand,
+                      reference_chosen=chosen is not None, show_cost=cost)
         if with_paper:
             prows = sorted(_paper_rows(task, arch, schedule, metrics, paper_csv),  # stable: keeps paper order
                            key=lambda r: KIND_ORDER.get(r.kind, 2))
@@ -536,12 +651,16 @@ def tables_frame(tables: list[Table]) -> pd.DataFrame:
                 c = r.cells[m]
                 out.append({"table": t.id, "task": t.task, "arch": t.arch, "schedule": t.schedule, "tiny": t.tiny,
                             "source": r.source, "paper_table": r.paper_table or "", "pretrain": r.display,
-                            "label": r.label, "kind": r.kind, "method": r.method, "sha256": r.sha256,
+                            "label": r.label, "kind": r.kind, "method": r.method,
+                            "method_shown": r.method_text if r.method else "", "sha256": r.sha256,
                             "weights": r.weights or "",
                             "metric": m, "mean": c.mean, "mean_1d": round1(c.mean) if c.mean is not None else None,
                             "std": c.std, "n": c.n, "requested": c.requested if r.measured else None,
                             "failed": c.failed if r.measured else None, "gap": c.gap, "mark": c.mark or "",
                             "reference": r is t.reference or r is t.paper_reference,
+                            "gpu_hours": r.gpu_hours if r.measured else None,
+                            "reference_row": t.reference.display if t.reference is not None else "",
+                            **_diff_columns(r.diffs.get(t.diff_key, {}).get(m), "vs_reference"),
                             **_diff_columns(r.diffs.get("supervised", {}).get(m), "vs_supervised"),
                             **_diff_columns(r.diffs.get("random", {}).get(m), "vs_random")})
     return pd.DataFrame(out)

@@ -254,3 +254,80 @@ def test_tiny_pretraining_is_reused_only_for_its_own_seed(tiny_root: Path, tmp_p
     zero, three = weights(0), weights(3)
     assert set(zero) == {"supervised", "pretrained"}
     assert all(zero[k] != three[k] for k in zero) and all("seed3" in w for w in three.values())
+
+
+# ----------------------------------------------------------------------------- footnotes of issue #30
+
+def _fp_record(task: str, arch: str, schedule: str, label: str, kind: str, trial: int, values: dict,
+               method: str | None = None) -> dict:
+    return {"schema": "moco-transfer-bench/trial-record/1", "task": task, "arch": arch, "schedule": schedule,
+            "pretrain": {"label": label, "kind": kind, "sha256": label.encode().hex().ljust(64, "0")[:64],
+                         "method": method},
+            "trial": trial, "seed": trial, "status": "finished", "metrics": {"AP50": 80.0 + trial, "AP": 50.0},
+            "trials_requested": 2, "fingerprint": {"hash": "h", "values": values}, "_path": f"/x/{label}/{trial}/r.json"}
+
+
+def _notes(recs: list[dict]) -> tuple:
+    from results.render_md import render_markdown
+    from results.tables import build_tables
+
+    (table,) = build_tables(recs)
+    return table, render_markdown([table])
+
+
+def test_naive_syncbn_on_another_world_size_is_a_deviation() -> None:
+    four = protocol.fingerprint(_cfg(), 4, "0.7.2")["values"]
+    eight = protocol.fingerprint(_cfg(), 8, "0.7.2")["values"]
+    table, text = _notes([_fp_record("voc_det", "R50-C4", "24k", "A", "pretrained", t, four) for t in range(2)]
+                         + [_fp_record("voc_det", "R50-C4", "24k", "B", "pretrained", t, eight) for t in range(2)])
+    rows = {r.label: r for r in table.rows}
+    assert rows["A"].deviations == ["world size 4 with naiveSyncBN (paper 8 GPUs: BN statistics pooled over 4 GPU(s)' "
+                                    "images instead of 8, and per-GPU padding differs)"]
+    assert rows["B"].deviations == [] and "world size 4 with naiveSyncBN" in text
+    assert protocol.world_size_deviation({**four, "MODEL.RESNETS.NORM": "FrozenBN"}) is None  # no naiveSyncBN: no note
+
+
+def test_every_densepose_row_says_the_code_changed_under_the_recipe() -> None:
+    recs = [_fp_record("coco_densepose", "R50-FPN", "s1x", label, kind, t, {})
+            for label, kind in (("supervised IN-1M", "supervised"), ("MoCo IN-1M", "pretrained")) for t in range(2)]
+    table, text = _notes(recs)
+    note = next(n for n in table.notes if "5ac96b29" in n)
+    assert note.startswith("Every row (supervised IN-1M †, MoCo IN-1M †):")  # † : their fingerprints differ too
+    assert "2020-01-10" in note and "49.8 dp AP before" in note and "52.1 after retraining" in note
+    assert "torso" in note and "no config restores it" in note
+    doc = (REPO / "transfer" / "configs" / "protocol.yaml").read_text()
+    assert "52.1 for the legacy recipe\"" not in doc and "49.8 before it" in doc
+
+
+def test_tables_that_depend_on_unconfirmed_readings_mark_them() -> None:
+    kp, kp_text = _notes([_fp_record("coco_keypoints", "R50-FPN", "2x", "MoCo IN-1M", "pretrained", t, {})
+                          for t in range(2)])
+    marked = [n for n in kp.notes if n.startswith("‡ Every row: depends on a reading no source confirms")]
+    assert len(marked) == 3 and any("Keypoint head" in n for n in marked) and any("4conv1fc" in n for n in marked)
+    voc, _ = _notes([_fp_record("voc_det", "R50-C4", "24k", "MoCo IN-1M", "pretrained", t, {}) for t in range(2)])
+    assert not [n for n in voc.notes if "no source confirms" in n]  # C4 depends on none of them
+    city, _ = _notes([_fp_record("cityscapes_instance", "R50-FPN", "d2-cityscapes", "MoCo", "pretrained", t, {})
+                      for t in range(2)])
+    assert [n for n in city.notes if "4conv1fc" in n]
+    lvis_recs = [_fp_record("lvis_v0.5", "R50-FPN", "2x", label, kind, t, {})
+                 for label, kind in (("supervised IN-1M", "supervised"), ("MoCo IN-1M", "pretrained")) for t in range(2)]
+    lvis, _ = _notes(lvis_recs)
+    frozen = [n for n in lvis.notes if "BN frozen" in n]
+    assert len(frozen) == 1 and frozen[0].startswith("‡ supervised IN-1M †: depends on a reading no source confirms")
+    only_moco, _ = _notes(lvis_recs[2:])
+    assert not [n for n in only_moco.notes if "BN frozen" in n]
+
+
+def test_legend_method_label_and_syncbn_note() -> None:
+    table, text = _notes([_fp_record("voc_det", "R50-C4", "24k", label, kind, t, {}, method)
+                          for label, kind, method in (("supervised IN-1M", "supervised", None),
+                                                      ("tv R-50", "pretrained", "torchvision supervised"))
+                          for t in range(2)])
+    assert "(this suite's addition: the paper marks gains only)" in table.legend()
+    assert "| tv R-50 † | supervised, or re-saved with its fc |" in text
+    said = "\n".join(protocol.describe())
+    assert "02478d2e (which made it torch's SyncBatchNorm, for PyTorch >= 1.6 only)" in said
+    assert "PyTorch >= 1.6 only" in (REPO / "transfer" / "configs" / "protocol.yaml").read_text()
+    for name in ("lvis_v0.5_R_50_FPN_2x.yaml", "lvis_v0.5_R_50_FPN_2x_frozenbn.yaml"):
+        comment = (REPO / "transfer" / "configs" / "lvis" / name).read_text()
+        assert "--supervised-frozen-bn" not in comment and "default" in comment

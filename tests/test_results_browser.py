@@ -47,11 +47,15 @@ window.addEventListener('load', () => {
     rows: [...s.querySelectorAll('table:not(.diffs) tbody tr')].length,
     diffs: [...s.querySelectorAll('table.diffs tbody tr')].length,
     images: [...s.querySelectorAll('img')].map(i => ({ok: i.complete && i.naturalWidth > 0, w: i.naturalWidth,
+      h: i.naturalHeight, kind: i.parentElement.className, left: i.getBoundingClientRect().left,
+      right: i.getBoundingClientRect().right, shownH: Math.round(i.getBoundingClientRect().height),
       shown: Math.round(i.getBoundingClientRect().width), room: Math.round(i.parentElement.getBoundingClientRect().width)}))
   }));
+  const closing = document.querySelector('p.closing');
   const pre = document.createElement('pre');
   pre.id = 'layout-report';
-  pre.textContent = JSON.stringify({viewport: vw, page: document.documentElement.scrollWidth, cut, sections});
+  pre.textContent = JSON.stringify({viewport: vw, page: document.documentElement.scrollWidth, cut, sections,
+                                    closing: closing ? closing.textContent.trim() : null});
   document.body.appendChild(pre);
 });
 </script>"""
@@ -99,6 +103,33 @@ def test_results_page_lays_out_every_table_and_plot_uncut(page, tmp_path: Path) 
         for img in s["images"]:
             assert img["ok"] and img["shown"] > 100 and img["shown"] <= img["room"] + 1, img
     assert sections[tables[0].id]["diffs"] >= 3  # MoCo rows against supervised and random init
+
+
+def _probe(html: Path, tmp_path: Path) -> dict:
+    probed = tmp_path / "probed.html"
+    probed.write_text(html.read_text(encoding="utf-8").replace("</body>", PROBE + "\n</body>"), encoding="utf-8")
+    proc = _chromium("--virtual-time-budget=10000", "--dump-dom", probed.as_uri(), cwd=tmp_path)
+    found = re.search(r'<pre id="layout-report">(.*?)</pre>', proc.stdout, re.S)
+    assert proc.returncode == 0 and found, proc.stderr[-2000:]
+    return json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"'))
+
+
+def test_differences_plot_is_shown_whole_and_the_closing_note_says_what_the_page_shows(page, tmp_path: Path) -> None:
+    assert CHROMIUM, "CI=true: chromium must be installed (.ci/run installs it)"
+    html, tables = page
+    report = _probe(html, tmp_path)
+    sections = {s["id"]: s for s in report["sections"]}
+    with_diffs = [t for t in tables if t.reference_diffs()]
+    assert with_diffs  # the Table 2 rows against supervised, the tiny table's MoCo row
+    for t in with_diffs:
+        plots = [i for i in sections[t.id]["images"] if i["kind"] == "plot-diffs"]
+        assert len(plots) == 1, sections[t.id]["images"]
+        img = plots[0]
+        assert img["ok"] and img["w"] > 0 and img["h"] > 0 and img["shownH"] > 50  # decoded, drawn at a real size
+        assert img["left"] >= 0 and img["right"] <= report["page"] + 1 and img["right"] <= report["viewport"] + 1
+        assert img["shown"] <= img["room"] + 1  # scaled into its box, never cropped by it
+    assert report["closing"] and report["closing"].startswith("What this page shows:")
+    assert "differences plot" in report["closing"] and report["cut"] == []
 
 
 def test_results_page_screenshot(page, tmp_path: Path) -> None:

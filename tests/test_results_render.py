@@ -173,13 +173,14 @@ def test_write_outputs_and_plots(tmp_path: Path) -> None:
     assert sorted(written) == ["csv", "html", "md", "png", "tex"]
     names = sorted(p.name for p in written["png"])
     assert names == ["bars_voc_det_R50-C4_24k.png", "bars_voc_det_R50-dilated-C5_24k.png",
-                     "curves_voc_det_R50-C4_24k.png"]  # no metrics log for the C5 trial: no curves
+                     "curves_voc_det_R50-C4_24k.png",  # no metrics log for the C5 trial: no curves
+                     "diffs_voc_det_R50-C4_24k.png"]  # the differences plot; the C5 table has one row: none
     for p in written["png"]:
         data = p.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
     for fmt in ("md", "tex", "csv", "html"):
         assert written[fmt][0].stat().st_size > 200
-    assert (tmp_path / "out" / "index.html").read_text().count("data:image/png;base64,") == 3
+    assert (tmp_path / "out" / "index.html").read_text().count("data:image/png;base64,") == 4
     only = write_outputs(tables, tmp_path / "md-only", ["md"])
     assert list(only) == ["md"] and not (tmp_path / "md-only" / "plots").exists()
     with pytest.raises(ValueError, match="unknown format"):

@@ -80,3 +80,11 @@ def test_unpaired_rows_fall_back_to_welch_with_a_note() -> None:
     assert d.method == "welch" and d.lo is not None and d.lo < 0 < d.hi
     assert any("Welch" in n and "MoCo IN-1M vs supervised IN-1M" in n for n in table.notes)
     assert diff_text(d).startswith("+") and "[" in diff_text(d) and not diff_text(d).endswith("*")
+
+
+def test_diff_text_rounds_half_up_and_never_prints_plus_minus_zero() -> None:
+    from results.tables import Diff
+
+    assert diff_text(Diff(-0.04, None, None, 1, "paired")) == "+0.0 (1 pair: no interval)"
+    assert diff_text(Diff(-0.06, -0.25, 0.15, 3, "paired")) == "-0.1 [-0.3, +0.2]"  # half-up, like the tables' means
+    assert diff_text(Diff(0.25, 0.05, 0.45, 3, "paired")) == "+0.3 [+0.1, +0.5]*"  # the interval excludes 0

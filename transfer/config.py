@@ -62,6 +62,10 @@ def merge_overrides(cfg: CfgNode, opts: list[str]) -> None:
 
 
 def arch_of(cfg: CfgNode) -> str:
+    if cfg.MODEL.BACKBONE.NAME == "build_vitdet_backbone":
+        from transfer.vitdet import arch_name
+
+        return arch_name(cfg)  # ViTDet-B, ViTDet-S, ...
     depth = f"R{cfg.MODEL.RESNETS.DEPTH}"
     if cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor" and cfg.MODEL.SEM_SEG_HEAD.NAME == "FCNDilatedHead":
         return f"{depth}-dilated-FCN16s"

@@ -22,7 +22,11 @@ SHOWN = 4
 
 
 def is_backbone_key(key: str) -> bool:
-    """True for a tensor of the pretrained ResNet (stem, residual blocks), not of a new layer."""
+    """True for a tensor of the pretrained ResNet (stem, residual blocks) or ViT (ViTDet's ``backbone.net``: patch
+    embedding, position embedding, blocks; its relative position biases are new, zero-initialised layers), not of a
+    new layer."""
+    if key.startswith("backbone.net."):
+        return ".rel_pos_" not in key
     return bool(_BACKBONE.search(key)) and not key.endswith(_IGNORED)
 
 

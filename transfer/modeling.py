@@ -7,6 +7,7 @@
 * ``build_resnet_dc5_reduce_backbone`` — the paper's R50-dilated-C5: res5 with dilation 2 / stride 1,
   followed by a 3x3 conv + norm + ReLU reducing to ``MODEL.DC5_REDUCE.CHANNELS`` (512) channels, which
   the RPN and the 2-fc box head read as feature ``res5``.
+* ``build_vitdet_backbone`` (``transfer/vitdet.py``) — Detectron2's ViT + simple feature pyramid of ViTDet.
 * ``KRCNNConvNormDeconvUpsampleHead`` — Detectron2's keypoint head (3x3 convs, deconv, 2x upsampling) with
   ``MODEL.ROI_KEYPOINT_HEAD.NORM`` (SyncBN) after each conv: normalized fine-tuning puts BN in the heads too.
 
@@ -26,6 +27,8 @@ from detectron2.modeling.roi_heads import Res5ROIHeads
 from detectron2.modeling.roi_heads.keypoint_head import ROI_KEYPOINT_HEAD_REGISTRY, BaseKeypointRCNNHead
 from fvcore.nn import weight_init
 from torch import nn
+
+from transfer.vitdet import add_vitdet_config  # also registers build_vitdet_backbone
 
 _BASIC_RES5_BLOCKS = {18: 2, 34: 3}
 
@@ -53,6 +56,8 @@ def add_suite_config(cfg: CfgNode) -> CfgNode:
     cfg.SOLVER.TF32 = False
     # Norm after each 3x3 conv of KRCNNConvNormDeconvUpsampleHead ("" : none, as Detectron2's keypoint head)
     cfg.MODEL.ROI_KEYPOINT_HEAD.NORM = ""
+    # ViTDet (transfer/vitdet.py): MODEL.VIT, MODEL.VITDET, SOLVER.OPTIMIZER/BETAS/LAYER_DECAY, INPUT.LSJ
+    add_vitdet_config(cfg)
     return cfg
 
 

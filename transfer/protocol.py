@@ -32,6 +32,11 @@ DENSEPOSE_HEAD_KEYS = tuple(f"MODEL.ROI_DENSEPOSE_HEAD.{k}" for k in (
     "POINT_REGRESSION_WEIGHTS", "DECODER_ON"))
 
 
+VIT_KEYS = ("EMBED_DIM", "DEPTH", "NUM_HEADS", "MLP_RATIO", "PATCH_SIZE", "IMG_SIZE", "PRETRAIN_IMG_SIZE",
+            "PRETRAIN_USE_CLS_TOKEN", "DROP_PATH_RATE", "WINDOW_SIZE", "WINDOW_BLOCK_INDEXES", "USE_REL_POS")
+VITDET_KEYS = ("SCALE_FACTORS", "OUT_CHANNELS", "NORM", "SQUARE_PAD")
+
+
 def _get(cfg: Any, dotted: str) -> Any:
     node = cfg
     for part in dotted.split("."):
@@ -75,6 +80,11 @@ def protocol_keys(cfg: Any) -> list[str]:
     if _get(cfg, "MODEL.META_ARCHITECTURE") == "SemanticSegmentor":
         keys += ["MODEL.SEM_SEG_HEAD.NAME", "MODEL.SEM_SEG_HEAD.NORM", "INPUT.CROP.ENABLED", "INPUT.CROP.SIZE",
                  "INPUT.RANDOM_SCALE.ENABLED", "INPUT.RANDOM_SCALE.RANGE"]
+    if _get(cfg, "MODEL.BACKBONE.NAME") == "build_vitdet_backbone":  # the ViT size, pyramid, optimizer and LSJ
+        keys += [f"MODEL.VIT.{k}" for k in VIT_KEYS] + [f"MODEL.VITDET.{k}" for k in VITDET_KEYS]
+        keys += ["MODEL.RPN.CONV_DIMS", "MODEL.ROI_BOX_HEAD.CONV_DIM", "SOLVER.OPTIMIZER", "SOLVER.BETAS",
+                 "SOLVER.LAYER_DECAY", "SOLVER.WEIGHT_DECAY_NORM", "SOLVER.WARMUP_FACTOR", "INPUT.LSJ.ENABLED",
+                 "INPUT.LSJ.IMAGE_SIZE", "INPUT.LSJ.MIN_SCALE", "INPUT.LSJ.MAX_SCALE"]
     if _get(cfg, "MODEL.BACKBONE.NAME") == "build_resnet_dc5_reduce_backbone":
         keys.append("MODEL.DC5_REDUCE.CHANNELS")
     if _get(cfg, "DATALOADER.SAMPLER_TRAIN") not in (None, "TrainingSampler"):
@@ -139,14 +149,19 @@ def paper_protocol(task: str, arch: str, schedule: str, path: str | Path | None 
     A schedule the paper did not run (e.g. ``12k`` on VOC) is compared with the benchmark's paper entry
     when there is exactly one for ``(task, arch)``, so the differing iteration count is named.
     """
+    entry = _entry(task, arch, schedule, path)
+    if entry is None:
+        return None
+    return {**entry["values"], **((entry.get("rows") or {}).get(kind) or {})}
+
+
+def _entry(task: str, arch: str, schedule: str, path: str | Path | None = None) -> dict[str, Any] | None:
     benches = protocol_document(path)["benchmarks"]
     entry = benches.get(f"{task}/{arch}/{schedule}")
     if entry is None:
         same = [v for k, v in benches.items() if k.startswith(f"{task}/{arch}/")]
         entry = same[0] if len(same) == 1 else None
-    if entry is None:
-        return None
-    return {**entry["values"], **((entry.get("rows") or {}).get(kind) or {})}
+    return entry
 
 
 def expected_input(kind: str, path: str | Path | None = None) -> dict[str, Any]:
@@ -181,13 +196,45 @@ def readings(path: str | Path | None = None) -> list[dict[str, str]]:
     return list(protocol_document(path).get("readings") or [])
 
 
+PAPER_WORLD_SIZE = 8  # the recipes' 8 GPUs (batch 16, 2 images per GPU)
+
+
+def world_size_deviation(values: dict[str, Any]) -> str | None:
+    """``"world size 4 with naiveSyncBN (paper 8 GPUs: ...)"`` for a fingerprint of a run with naiveSyncBN on another
+    number of GPUs (its BN statistics are pooled over other images, and per-GPU padding differs); None otherwise."""
+    world = values.get("world_size")
+    norms = {str(v) for k, v in values.items() if str(k).endswith(".NORM")}
+    if not isinstance(world, int) or isinstance(world, bool) or world == PAPER_WORLD_SIZE or "naiveSyncBN" not in norms:
+        return None
+    return (f"world size {world} with naiveSyncBN (paper {PAPER_WORLD_SIZE} GPUs: BN statistics pooled over "
+            f"{world} GPU(s)' images instead of {PAPER_WORLD_SIZE}, and per-GPU padding differs)")
+
+
+def _applies(entry: dict[str, Any], task: str, arch: str) -> bool:
+    return any(t in (task, f"{task}/{arch}") for t in entry.get("tables") or [])
+
+
+def unconfirmed_readings(task: str, arch: str, kinds: set[str] | None = None,
+                         path: str | Path | None = None) -> list[dict[str, Any]]:
+    """The readings no source confirms that a (task, arch) table depends on (for rows of ``kinds``, if given)."""
+    return [r for r in readings(path) if r.get("unconfirmed") and _applies(r, task, arch)
+            and (not r.get("kinds") or kinds is None or set(r["kinds"]) & kinds)]
+
+
+def code_changes(task: str, arch: str = "", path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Upstream code changes under a recipe the (task, arch) table runs (``code_changes:`` in protocol.yaml)."""
+    return [c for c in protocol_document(path).get("code_changes") or [] if _applies(c, task, arch)]
+
+
 def deviations(values: dict[str, Any], task: str, arch: str, schedule: str, kind: str,
                path: str | Path | None = None) -> list[str] | None:
     """``["SOLVER.WARMUP_ITERS 200 (paper 100)", ...]`` for one fingerprint; ``None``: no paper protocol."""
     paper = paper_protocol(task, arch, schedule, path, kind)
     if paper is None:
         return None
-    paper.update(expected_input(kind, path))
+    entry_input = (_entry(task, arch, schedule, path) or {}).get("input")  # one input format for every row (ViTDet)
+    paper.update(dict(protocol_document(path)["input_formats"][entry_input]["values"]) if entry_input
+                 else expected_input(kind, path))
     out = []
     for key, want in paper.items():
         got = values.get(key)
@@ -206,7 +253,8 @@ def describe(path: str | Path | None = None) -> list[str]:
     """The protocol's choices in words: SyncBN's meaning, the per-row-kind entries, the variants, the readings."""
     doc = protocol_document(path)
     lines = ["Norm: the paper's SyncBN is run as Detectron2's naiveSyncBN (NaiveSyncBatchNorm), what \"SyncBN\" built "
-             "before Detectron2 02478d2e; every trial records the norm classes that ran.",
+             "before Detectron2 02478d2e (which made it torch's SyncBatchNorm, for PyTorch >= 1.6 only); every trial "
+             "records the norm classes that ran.",
              "Precision: fine-tuning in fp32 with TF32 off (runner --tf32 / --amp: footnoted).", "Per row kind:"]
     for key, entry in doc["benchmarks"].items():
         for kind, values in (entry.get("rows") or {}).items():

@@ -54,8 +54,8 @@ from detectron2.utils.logger import setup_logger
 import transfer.modeling  # noqa: F401  (registers the extra-norm head, DC5 backbone, FCN head)
 from cluster.signals import default_dispositions_in_forks, stop_signals
 from core.process import die_with_parent
-from core.records import LEGACY_KINDS, UNKNOWN_METHOD, is_finished, write_json_atomic, write_record
-from transfer import checkpointer, custom_data, identity, voc_xml
+from core.records import LEGACY_KINDS, UNKNOWN_METHOD, is_finished, spent_gpu_hours, write_json_atomic, write_record
+from transfer import checkpointer, custom_data, identity, vitdet, voc_xml
 from transfer.accumulate import AccumulatingTrainer
 from transfer.safe_pickle import UnsafePickleError
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of
@@ -152,8 +152,16 @@ class Trainer(DefaultTrainer):
         return evaluator_for(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
 
     @classmethod
+    def build_optimizer(cls, cfg, model):
+        if cfg.SOLVER.OPTIMIZER.upper() == "ADAMW":  # ViTDet: layer-wise lr decay, no wd on norms and pos_embed
+            return vitdet.build_adamw(cfg, model)
+        return super().build_optimizer(cfg, model)
+
+    @classmethod
     def build_train_loader(cls, cfg):
         mapper = scale_crop_flip_mapper(cfg) if cfg.INPUT.RANDOM_SCALE.ENABLED else None  # semantic segmentation
+        if cfg.INPUT.LSJ.ENABLED:  # ViTDet's large-scale jitter
+            mapper = vitdet.lsj_mapper(cfg)
         if cfg.MODEL.get("DENSEPOSE_ON", False):
             from transfer.tasks.densepose import train_mapper
 
@@ -335,6 +343,8 @@ def setup(args) -> tuple[CfgNode, dict[str, Any]]:
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="transfer", abbrev_name="transfer")
     kind = LEGACY_KINDS.get(args.kind, args.kind)
     pretrain = prepare_weights(cfg, args.input_format, detect=not args.method and kind in (None, "pretrained"))
+    for line in vitdet.apply_checkpoint_size(cfg, pretrain.get("provenance")):  # a ViT-S file: a ViT-S detector
+        logger.info(f"ViT size: {line}")
     pretrain["identity"] = check_identity(cfg, args, pretrain)
     cfg.freeze()
     default_setup(cfg, args)
@@ -385,6 +395,8 @@ def make_record(cfg: CfgNode, args, pretrain: dict[str, Any], status: str, metri
         "timings": timings, "tiny": bool(args.tiny),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(), "world_size": comm.get_world_size(), "versions": _versions(),
+        "gpu_hours": spent_gpu_hours(timings.get("train_and_eval_s", timings.get("train_s")), comm.get_world_size(),
+                                     str(cfg.MODEL.DEVICE)),  # this run's time only (not a resumed run's before)
     }
 
 

@@ -178,6 +178,16 @@ def split(t: dict[str, torch.Tensor], where: str) -> tuple[dict[str, torch.Tenso
     return kept, dropped
 
 
+def import_timm_layers() -> None:
+    """Import ``timm.models.layers`` once, quietly: Detectron2's ViT blocks import ``Mlp`` and ``DropPath`` from it,
+    and timm warns that this path is deprecated (the warning is timm's to Detectron2, not the user's)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import timm.models.layers  # noqa: F401
+
+
 def build_d2_vit(spec: ViTSpec, img_size: int | None = None) -> nn.Module:
     """Detectron2's ``ViT`` for ``spec`` with ViTDet's options (rel. positions, zero-initialised), global attention
     in every block, ``img_size`` (default: the pre-training size, so positions are not interpolated); eval mode."""
@@ -185,6 +195,7 @@ def build_d2_vit(spec: ViTSpec, img_size: int | None = None) -> nn.Module:
 
     from detectron2.modeling.backbone.vit import ViT
 
+    import_timm_layers()
     size = img_size or spec.pretrain_img_size
     return ViT(img_size=size, patch_size=spec.patch_size, embed_dim=spec.embed_dim, depth=spec.depth,
                num_heads=spec.num_heads, mlp_ratio=spec.mlp_ratio, qkv_bias=spec.qkv_bias,

@@ -36,6 +36,7 @@ from transfer.plain import finite_numbers, hex_digest, plain
 FORMATS = ("RGB", "BGR")
 CONVERTIBLE = (".pth", ".pth.tar", ".pt", ".tar", ".ckpt", ".bin", ".torch", ".safetensors")
 D2_PREFIX, D2_URL = "detectron2://", "https://dl.fbaipublicfiles.com/detectron2/"
+MSRA_R50 = D2_PREFIX + "ImageNetPretrained/MSRA/R-50.pkl"  # the supervised row's default (the papers' MSRA R-50)
 
 
 class WeightsFormatError(Exception):

@@ -4,7 +4,7 @@ train2017 -> val2017, 1x (90k) or 2x (180k) iterations, box and mask AP/AP50/AP7
 
 All the suite knows about it: the tasks and their evaluator, the COCO-json dataset check
 (``transfer/tasks/checks.py``), the tiny ``coco/`` layout, and the runner entry (``bash benchmarks/run_coco.sh``:
-``--arch C4|FPN``, ``--schedule 1x|2x``, ``--train-fraction``). Detectron2 registers ``coco_2017_{train,val}``.
+``--arch C4|FPN|ViTDet``, ``--schedule 1x|2x``, ``--train-fraction``). Detectron2 registers ``coco_2017_{train,val}``.
 """
 
 from __future__ import annotations
@@ -121,11 +121,51 @@ def has_coco(root: Path) -> bool:
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", choices=["C4", "FPN"], default="FPN", help="Mask R-CNN R50-C4 or R50-FPN (default FPN)")
-    p.add_argument("--schedule", choices=["1x", "2x"], default="1x", help="1x (90k iterations) or 2x (180k)")
+    p.add_argument("--arch", choices=["C4", "FPN", "ViTDet"], default="FPN",
+                   help="Mask R-CNN R50-C4, R50-FPN (default), or ViTDet (a plain ViT, the size read from the weights, "
+                        "with ViTDet's recipe and each initialisation's schedule of its Table 11)")
+    p.add_argument("--schedule", choices=["1x", "2x"], default="1x",
+                   help="1x (90k iterations) or 2x (180k); ViTDet: each row's Table 11 length, this flag is not read")
+
+
+# ViTDet (transfer/vitdet.py): one recipe, each initialisation with its own Table 11 row (lr, wd, epochs)
+VITDET_CONFIGS = {"pretrained": "coco_ViTDet_B_100ep.yaml", "supervised": "coco_ViTDet_B_50ep_supervised.yaml",
+                  "random": "coco_ViTDet_B_300ep_random.yaml"}
+VITDET_SCHEDULE = "table11"  # the records' schedule: each row's ViTDet Table 11 length (100 / 50 / 300 epochs)
+NO_SUPERVISED_VIT = ("no default supervised ViT weights: pass --supervised-weights FILE (e.g. DeiT-B converted with "
+                     "transfer/convert.py), or leave the row out with --rows pretrained,random")
+
+
+def vitdet_rows(rows: list, tiny: bool) -> None:
+    """Row rules of ViTDet: each kind's Table 11 config (full protocol), each row's ViT size from its weights."""
+    from transfer.vitdet import rows_sized
+
+    if not tiny:
+        for row in rows:
+            row.config = CONFIGS / "coco" / VITDET_CONFIGS[row.kind]
+    rows_sized(rows)
+
+
+def _vitdet_spec(args: argparse.Namespace) -> RunSpec:
+    from transfer.weights import MSRA_R50
+
+    rows = [r.strip() for r in args.rows.split(",")]
+    default_sup = "supervised" in rows and args.supervised_weights == MSRA_R50 and not args.tiny
+    return RunSpec(
+        name="coco", prog="run_coco.sh", table="ViTDet Table 4", dataset="COCO 2017", has_data=has_coco,
+        check=lambda root, notes: check_coco(root, need_masks=True, notes=notes),
+        config=CONFIGS / "coco" / VITDET_CONFIGS["pretrained"], run_dir=f"ViTDet-{VITDET_SCHEDULE}",
+        tiny_config=CONFIGS / "tiny" / "coco_ViTDet_tiny.yaml", tiny_run_dir="ViTDet-tiny",
+        requires=(lambda: NO_SUPERVISED_VIT) if default_sup else None, adjust_rows=vitdet_rows,
+        banner=("SMALL-SCALE DEMONSTRATION on generated tiny data (a 4-block tiny ViT, 128 px, a few iterations): "
+                "it exercises ViTDet's pipeline end to end, it is NOT ViTDet's protocol and its numbers are not "
+                "comparable to ViTDet Table 4") if args.tiny else "",
+    )  # no --train-fraction: its epoch rule scales one config, ViTDet rows have three
 
 
 def _spec(args: argparse.Namespace) -> RunSpec:
+    if args.arch == "ViTDet":
+        return _vitdet_spec(args)
     return RunSpec(
         name="coco", prog="run_coco.sh", table="Table 5", dataset="COCO 2017", has_data=has_coco,
         check=lambda root, notes: check_coco(root, need_masks=True, notes=notes),
