@@ -9,6 +9,7 @@ problem found here stops the sweep before the first trial, with one line each.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -177,27 +178,35 @@ def encoder_note(weights: str) -> str:
 
 
 def check_rows(rows: list[Row], opts: list[str], allow_partial: bool) -> list[RowCheck]:
-    """Weights and load checks of every row (fills ``row.checkpoint_bytes``)."""
-    checks = []
-    for row in rows:
-        rc = RowCheck(row)
-        if row.pending and not Path(row.weights).exists():
-            rc.weights_note = f"{row.weights} ({row.pending})"
-            checks.append(rc)
-            continue
-        rc.weights_note, problem = weights_problem(row.weights)
-        with tempfile.TemporaryDirectory(prefix="preflight-") as tmp:
-            converted = None
+    """Weights and load checks of every row (fills ``row.checkpoint_bytes``). A ``.pth`` not converted yet (a dry
+    run) is converted to a temporary copy first, and a ViT row takes its size from that copy before its model is
+    built (``transfer/vitdet.py: rows_sized``), as the trial will."""
+    from transfer.vitdet import rows_sized
+
+    checks = [RowCheck(row) for row in rows]
+    with contextlib.ExitStack() as stack:
+        converted: dict[int, str] = {}
+        for rc in checks:
+            row = rc.row
+            if row.pending and not Path(row.weights).exists():
+                rc.weights_note = f"{row.weights} ({row.pending})"
+                continue
+            rc.weights_note, problem = weights_problem(row.weights)
             if not problem:
-                converted, problem = converted_for_check(row.weights, tmp, row.prefix)  # a .pth in a dry run
-                rc.encoder_note = encoder_note(converted or row.weights)
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="preflight-"))
+                path, problem = converted_for_check(row.weights, tmp, row.prefix)  # a .pth in a dry run
+                rc.encoder_note = encoder_note(path or row.weights)
+                if path:
+                    converted[id(row)] = path
             if problem:
                 rc.problems.append(problem)
-            else:
-                rc.load_note, problem, row.checkpoint_bytes = load_check(row, opts, converted)
-                if problem and not allow_partial:
-                    rc.problems.append(problem + " (--allow-partial-weights trains anyway)")
-        checks.append(rc)
+        rows_sized(rows, converted)
+        for rc in checks:
+            if rc.problems or (rc.row.pending and not Path(rc.row.weights).exists()):
+                continue
+            rc.load_note, problem, rc.row.checkpoint_bytes = load_check(rc.row, opts, converted.get(id(rc.row)))
+            if problem and not allow_partial:
+                rc.problems.append(problem + " (--allow-partial-weights trains anyway)")
     return checks
 
 

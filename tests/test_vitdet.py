@@ -183,6 +183,24 @@ def test_runner_dry_run_plans_the_vit_size_from_the_file(tmp_path: Path, capsys:
     assert all("MODEL.VIT.NUM_HEADS" in r.opts for r in rows)  # random init takes the pretrained row's size
 
 
+def test_a_dry_run_sizes_the_vit_of_a_checkpoint_not_converted_yet(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """A MoCo v3 ``.pth`` (converted only for the dry run's check) builds a detector of its own size and loads every
+    backbone tensor; before, the check built the config's size and skipped every tensor as shape-mismatched."""
+    from test_convert_vit import moco_v3
+
+    from benchmarks import run
+
+    pth, _, _ = moco_v3(tmp_path)  # 48-dim, 2 blocks, patch 16, 12 heads (vit_small in its arch)
+    rc = run.main(["coco", "--arch", "ViTDet", "--weights", str(pth), "--dry-run", "--tiny", "--rows",
+                   "pretrained,random", "--output", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "MODEL.VIT.EMBED_DIM 48" in out and "MODEL.VIT.DEPTH 2" in out, out
+    assert "backbone 27/27 tensors loaded, 0 missing, 0 shape-mismatched" in out, out  # 3 + 2 blocks x 12
+    assert "method   MoCo v3" in out
+
+
 def _row(kind: str, weights: str):
     from benchmarks.plan import Row
 

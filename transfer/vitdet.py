@@ -186,14 +186,16 @@ def lsj_mapper(cfg: CfgNode) -> Any:
 
 # ----------------------------------------------------------------------------- runner rows
 
-def rows_sized(rows: list) -> None:
-    """Give each runner row the ViT size of its weights (a ``.pkl`` with a ViT provenance); random init and rows
-    whose weights do not say take the size of the first pretrained row that does (the config's otherwise)."""
+def rows_sized(rows: list, converted: dict[int, str] | None = None) -> None:
+    """Give each runner row the ViT size of its weights (a ``.pkl`` with a ViT provenance; ``converted``: row id ->
+    a converted copy to read instead, as a dry run's checks make); random init and rows whose weights do not say
+    take the size of the first pretrained row that does (the config's otherwise). Rows of a ResNet are unchanged."""
     from transfer.weights import weights_provenance
 
     sized = {}
     for row in rows:
-        prov = weights_provenance(row.weights) if row.weights.endswith(".pkl") else None
+        weights = (converted or {}).get(id(row)) or row.weights
+        prov = weights_provenance(weights) if weights.endswith(".pkl") else None
         opts = size_overrides(prov)
         if opts:
             sized[id(row)] = opts
