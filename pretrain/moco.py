@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pretrain.distributed import all_gather_cat, broadcast_, get_rank, is_distributed
+from pretrain.momentum import MomentumUpdated
 from pretrain.resnets import build_resnet
 
 
@@ -99,7 +100,7 @@ def draw_permutation(generator: torch.Generator, n: int, device: torch.device) -
     return broadcast_(perm.to(device), 0)
 
 
-class MoCo(nn.Module):
+class MoCo(MomentumUpdated):
     """Query encoder, momentum key encoder and queue. ``forward`` returns ``(logits, keys_all)``.
 
     ``logits`` are ``N x (1+K)`` with the positive in column 0, already divided by ``T`` (float32);
@@ -124,23 +125,12 @@ class MoCo(nn.Module):
         self.register_buffer("queue", F.normalize(torch.randn(dim, K, generator=g), dim=0))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         self.shuffle_generator = torch.Generator().manual_seed(seed + 1)  # CPU: same draws on any device
-        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self._ptr: int | None = None  # host copy of queue_ptr: no device->host sync per step
         self.register_load_state_dict_post_hook(lambda module, incompatible: setattr(module, "_ptr", None))
 
     # --- momentum encoder -------------------------------------------------------------------------
-    @torch.no_grad()
-    def momentum_update(self) -> None:
-        """``theta_k <- m theta_k + (1 - m) theta_q`` over all parameters (fused over tensors)."""
-        if self._pairs is None:
-            self._pairs = (list(self.encoder_k.parameters()), list(self.encoder_q.parameters()))
-        ks, qs = self._pairs
-        torch._foreach_mul_(ks, self.m)
-        torch._foreach_add_(ks, qs, alpha=1.0 - self.m)
-
-    def _apply(self, fn, recurse=True):  # .to()/.cuda() replace parameter tensors: drop the cached lists
-        self._pairs = None
-        return super()._apply(fn, recurse)
+    def momentum_encoders(self) -> tuple[nn.Module, nn.Module]:
+        return self.encoder_k, self.encoder_q
 
     # --- shuffling BN -------------------------------------------------------------------------------
     def _permutation(self, n: int, device: torch.device) -> torch.Tensor:

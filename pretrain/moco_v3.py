@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pretrain.distributed import all_gather_cat, get_rank
+from pretrain.momentum import MomentumUpdated
 from pretrain.resnets import build_resnet
 from pretrain.vits import build_vit, is_vit
 
@@ -75,7 +76,7 @@ def v3_topk(logits: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Te
     return [(rank < k).float().mean() * 100 for k in ks]
 
 
-class MoCoV3(nn.Module):
+class MoCoV3(MomentumUpdated):
     """Base encoder (with projector), momentum encoder and predictor. ``forward`` returns ``(logits, None)``."""
 
     name = "moco-v3"
@@ -88,7 +89,6 @@ class MoCoV3(nn.Module):
         for p in self.momentum_encoder.parameters():
             p.requires_grad_(False)
         self.predictor = predictor
-        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
     @property
     def encoder_q(self) -> nn.Module:
@@ -99,18 +99,8 @@ class MoCoV3(nn.Module):
         """Base encoder and predictor, less the frozen ones (``stop_grad_conv1``, the fixed position embedding)."""
         return [p for p in [*self.base_encoder.parameters(), *self.predictor.parameters()] if p.requires_grad]
 
-    @torch.no_grad()
-    def momentum_update(self) -> None:
-        """``theta_k <- m theta_k + (1 - m) theta_q`` over all encoder parameters (fused over tensors)."""
-        if self._pairs is None:
-            self._pairs = (list(self.momentum_encoder.parameters()), list(self.base_encoder.parameters()))
-        ks, qs = self._pairs
-        torch._foreach_mul_(ks, self.m)
-        torch._foreach_add_(ks, qs, alpha=1.0 - self.m)
-
-    def _apply(self, fn, recurse=True):  # .to()/.cuda() replace parameter tensors: drop the cached lists
-        self._pairs = None
-        return super()._apply(fn, recurse)
+    def momentum_encoders(self) -> tuple[nn.Module, nn.Module]:
+        return self.momentum_encoder, self.base_encoder
 
     def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, index: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         q1 = self.predictor(self.base_encoder(im_q))

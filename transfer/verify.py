@@ -57,21 +57,24 @@ def torchvision_stages(net: torch.nn.Module, x: torch.Tensor) -> dict[str, torch
     return out
 
 
-def verify_pkl(pkl: Path, spec: ResNetSpec, source: dict[str, torch.Tensor], size: int = 64, rtol: float = 1e-4) -> dict:
-    """Load ``pkl`` into Detectron2 and compare features with the source tensors; return a summary."""
+def load_every_tensor(model: torch.nn.Module, pkl: Path, within: str = "", may_stay_empty: tuple[str, ...] = ()) -> None:
+    """Load ``pkl`` into ``model`` the way a trial does (Detectron2's checkpointer, the suite's safe reader) and raise
+    :class:`ConvertError` (one line) unless every parameter under ``within`` is filled (but those ending in
+    ``may_stay_empty``), every tensor of the file is used and every shape fits."""
     from detectron2.checkpoint import DetectionCheckpointer
 
     from transfer.checkpointer import install
 
     install()  # the .pkl is read like every weights file: without running code
-    d2 = build_detectron2_resnet(spec)
-    checkpointer = DetectionCheckpointer(d2)
-    logging.getLogger("fvcore.common.checkpoint").setLevel(logging.ERROR)
-    logging.getLogger("detectron2.checkpoint.c2_model_loading").setLevel(logging.ERROR)
+    checkpointer = DetectionCheckpointer(model)
+    for name in ("fvcore.common.checkpoint", "detectron2.checkpoint.c2_model_loading"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     incompatible = checkpointer._load_model(checkpointer._load_file(str(pkl)))
+    missing = [k for k in incompatible.missing_keys
+               if k.startswith(within) and not (may_stay_empty and k.endswith(may_stay_empty))]
     problems = []
-    if incompatible.missing_keys:
-        problems.append(f"Detectron2 parameters not filled: {', '.join(sorted(incompatible.missing_keys)[:3])}")
+    if missing:
+        problems.append(f"Detectron2 parameters not filled: {', '.join(sorted(missing)[:3])}")
     if incompatible.unexpected_keys:
         problems.append(f"tensors left unused by Detectron2: {', '.join(sorted(incompatible.unexpected_keys)[:3])}")
     if getattr(incompatible, "incorrect_shapes", None):
@@ -79,6 +82,12 @@ def verify_pkl(pkl: Path, spec: ResNetSpec, source: dict[str, torch.Tensor], siz
         problems.append(f"shape mismatch for {k}: file {tuple(got)} vs model {tuple(want)}")
     if problems:
         raise ConvertError(f"{pkl.name}: verification failed: {'; '.join(problems)}")
+
+
+def verify_pkl(pkl: Path, spec: ResNetSpec, source: dict[str, torch.Tensor], size: int = 64, rtol: float = 1e-4) -> dict:
+    """Load ``pkl`` into Detectron2 and compare features with the source tensors; return a summary."""
+    d2 = build_detectron2_resnet(spec)
+    load_every_tensor(d2, pkl)
 
     net = build_torchvision(spec)
     net.load_state_dict(source, strict=False)

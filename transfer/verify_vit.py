@@ -12,7 +12,6 @@ reference run with it) is recorded beside, for information. Any unfilled, unused
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transfer.checkpoint_io import ConvertError
+from transfer.verify import load_every_tensor
 from transfer.vit_convert import PREFIX, ViTSpec, build_d2_vit
 
 
@@ -63,27 +63,9 @@ def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
 
 def verify_vit_pkl(pkl: Path, spec: ViTSpec, source: dict[str, torch.Tensor], rtol: float = 1e-4) -> dict:
     """Load ``pkl`` into Detectron2's ViT and compare patch features with the source tensors; return a summary."""
-    from detectron2.checkpoint import DetectionCheckpointer
-
-    from transfer.checkpointer import install
-
-    install()  # the .pkl is read like every weights file: without running code
     model = _Detector(spec).eval()
-    checkpointer = DetectionCheckpointer(model)
-    for name in ("fvcore.common.checkpoint", "detectron2.checkpoint.c2_model_loading"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    incompatible = checkpointer._load_model(checkpointer._load_file(str(pkl)))
-    missing = [k for k in incompatible.missing_keys if k.startswith(PREFIX) and not k.endswith(("rel_pos_h", "rel_pos_w"))]
-    problems = []
-    if missing:
-        problems.append(f"Detectron2 ViT parameters not filled: {', '.join(sorted(missing)[:3])}")
-    if incompatible.unexpected_keys:
-        problems.append(f"tensors left unused by Detectron2: {', '.join(sorted(incompatible.unexpected_keys)[:3])}")
-    if getattr(incompatible, "incorrect_shapes", None):
-        k, got, want = incompatible.incorrect_shapes[0]
-        problems.append(f"shape mismatch for {k}: file {tuple(got)} vs model {tuple(want)}")
-    if problems:
-        raise ConvertError(f"{pkl.name}: verification failed: {'; '.join(problems)}")
+    # the ViT's parameters (not the pyramid's, which the detector learns); relative positions stay zero, as ViTDet's
+    load_every_tensor(model, pkl, within=PREFIX, may_stay_empty=("rel_pos_h", "rel_pos_w"))
     size = spec.pretrain_img_size
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     src = {k: v.detach().float() for k, v in source.items()}
