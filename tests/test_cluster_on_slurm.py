@@ -172,10 +172,11 @@ def test_wait_waits_for_requeued_jobs_and_status_shows_them_requeued(interrupted
 
 @pytest.fixture(scope="module")
 def failures(interrupted, tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """With --wait, at once: a trial that fails before training (its ROI heads name no registered class: the
-    model cannot be built) and one that fails during training (the loss diverges)."""
+    """With --wait, at once: a trial that fails before training (its training sampler does not exist: the data
+    loader cannot be built; the runner's checks build the model and load its weights, not the loader) and one that
+    fails during training (the loss diverges)."""
     before, during = (tiny_output(tmp_path_factory.mktemp(n), tiny_root) for n in ("before", "during"))
-    procs = [sweep(before, "--trials", "1", "--wait", opts=("MODEL.ROI_HEADS.NAME", "NopeHeads"), popen=True),
+    procs = [sweep(before, "--trials", "1", "--wait", opts=("DATALOADER.SAMPLER_TRAIN", "NopeSampler"), popen=True),
              sweep(during, "--trials", "1", "--wait", opts=("SOLVER.BASE_LR", "1e5"), popen=True)]
     outs = [p.communicate(timeout=600) for p in procs]
     return SimpleNamespace(before=before, during=during, rc=[p.returncode for p in procs],
@@ -185,7 +186,7 @@ def failures(interrupted, tiny_root: Path, tmp_path_factory: pytest.TempPathFact
 def test_a_failure_before_training_leaves_a_failed_record_whose_reason_wait_and_status_print(failures,
                                                                                              tmp_path: Path) -> None:
     rec = read_record(failures.before / TRIALS / "trial0" / RECORD_NAME)
-    assert rec["status"] == "failed" and rec["error"].startswith("KeyError: ") and "NopeHeads" in rec["error"]
+    assert rec["status"] == "failed" and rec["error"].startswith("ValueError: ") and "NopeSampler" in rec["error"]
     assert failures.rc[0] == 1, failures.stdout[0][-3000:]
     assert f"random init / trial 0: failed: {rec['error']}" in failures.stdout[0]
     shim = no_accounting_path(tmp_path / "noacct")

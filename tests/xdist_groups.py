@@ -16,7 +16,7 @@ from xdist.scheduler import LoadScopeScheduling
 GROUPED_FILES = ("test_cluster_on_slurm", "test_backbone_rows", "test_hostile_weights", "test_sweep_resume",
                  "test_trust", "test_pretrain_cli", "test_pretrain_mechanisms", "test_ablation_sweep",
                  "test_results_browser", "test_tiny_data", "test_data_backends", "test_methods",
-                 "test_pretrain_data", "test_results_render", "test_gpu_path")
+                 "test_pretrain_data", "test_results_render", "test_gpu_path", "test_pretrain_v3")
 
 
 def file_stem(nodeid: str) -> str:
