@@ -407,11 +407,7 @@ def _preflight(bench: RunSpec, args: argparse.Namespace, rows: list[Row], trials
                                                          log=lambda line: print(f"[{tag}] {line}"), prefix=row.prefix)
                 except Exception as e:  # noqa: BLE001  (ConvertError and friends: one line)
                     return _fail(bench.prog, f"{row.label}: {e}")
-        if getattr(args, "arch", None) == "ViTDet":  # the ViT size of weights converted just now
-            from transfer.vitdet import rows_sized
-
-            rows_sized(rows)
-    checks = preflight.check_rows(rows, args.opts, args.allow_partial_weights)
+    checks = preflight.check_rows(rows, args.opts, args.allow_partial_weights)  # sizes ViT rows from their weights
     disk_line, disk_problem = preflight.disk_problem(rows, trials, out)
     print(f"[{tag}] plan: {len(rows)} row(s) x {trials} trial(s) -> {out / run_dir}")
     for line in preflight.describe_rows(checks, trials, args.seed):

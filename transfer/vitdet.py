@@ -130,21 +130,21 @@ def size_overrides(prov: dict | None) -> tuple[str, ...]:
 
 
 def apply_checkpoint_size(cfg: CfgNode, prov: dict | None) -> list[str]:
-    """Set ``cfg``'s ViT size from the weights' provenance (a ViTDet config only); the changed keys, as lines."""
-    arch = checkpoint_arch(prov)
-    if arch is None or not is_vitdet(cfg):
-        return []
-    changed = []
-    for key, value in size_values(arch).items():
-        node, leaf = cfg, key.split(".")
-        for part in leaf[:-1]:
-            node = node[part]
-        old = node[leaf[-1]]
-        new = type(old)(value) if not isinstance(old, (list, tuple)) else list(value)
-        if (list(old) if isinstance(old, (list, tuple)) else old) != new:
-            node[leaf[-1]] = new
-            changed.append(f"{key} {new} (from the weights' provenance; config {old})")
-    return changed
+    """Set ``cfg``'s ViT size from the weights' provenance (a ViTDet config only), through the same overrides a
+    runner passes (:func:`size_overrides`); the changed keys, as lines."""
+    opts = size_overrides(prov) if is_vitdet(cfg) else ()
+    keys = opts[::2]
+    before = {key: _value(cfg, key) for key in keys}
+    cfg.merge_from_list(list(opts))
+    return [f"{key} {_value(cfg, key)} (from the weights' provenance; config {before[key]})"
+            for key in keys if _value(cfg, key) != before[key]]
+
+
+def _value(cfg: CfgNode, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return list(node) if isinstance(node, (list, tuple)) else node
 
 
 # ----------------------------------------------------------------------------- optimizer and data
