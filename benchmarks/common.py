@@ -472,6 +472,7 @@ def _run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
                          else f"generated tiny data under {data} is not usable:", problems)
         rows = tiny_rows(args, data, out, bench.tiny_config, tag, bench.prog, dry_run=args.dry_run)
         trials, run_dir, extra, env = args.trials or 1, bench.tiny_run_dir, ["--tiny", "--schedule", "tiny"], child_env(data)
+        extra += demonstrates(bench, args)
     else:
         problems = _check_dataset(bench, root, tag)
         if problems:
@@ -546,8 +547,25 @@ def _run_benchmark(bench: RunSpec, args: argparse.Namespace) -> int:
           + f"; {time.perf_counter() - t0:.0f}s")
     if tiny:
         print(f"[{tag}] {bench.banner or tiny_banner(bench.table)}")
-    rc = print_table(out, with_paper=args.with_paper and not tiny, extra=table_args(args))
+    rc = print_table(out, with_paper=args.with_paper, extra=table_args(args))
     return 1 if counts["failed"] else rc
+
+
+def demonstrates(bench: RunSpec, args: argparse.Namespace) -> list[str]:
+    """``["--demonstrates", "ARCH/SCHEDULE"]``: the full-scale benchmark a tiny run stands in for, recorded so that
+    ``--with-paper`` can show its published rows beside the tiny ones (for orientation); [] when it cannot be told."""
+    if getattr(args, "arch", None) == "ViTDet":
+        from transfer.tasks.coco import VITDET_SCHEDULE
+
+        return ["--demonstrates", f"ViTDet-B/{VITDET_SCHEDULE}"]
+    try:
+        from transfer.config import arch_of, load_cfg, schedule_of
+        from transfer.tasks import task_of
+
+        cfg = load_cfg(str(bench.config), [])
+        return ["--demonstrates", f"{arch_of(cfg)}/{schedule_of(cfg, task_of(cfg))}"]
+    except Exception:  # noqa: BLE001  (a runner without a full-scale config: nothing to show beside)
+        return []
 
 
 def table_args(args: argparse.Namespace) -> list[str]:

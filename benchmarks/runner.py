@@ -337,6 +337,8 @@ def record_failure(trial: Trial, why: str, trials_requested: int, extra: list[st
                             "order": trial.row.order, "weights": trial.row.weights or None, "sha256": None},
                "trial": trial.index, "seed": trial.seed, "trials_requested": trials_requested, "status": "failed",
                "error": why, "metrics": {}, "tiny": "--tiny" in extra, "written_by": "runner",
+               "demonstrates": dict(zip(("arch", "schedule"), _flag(extra, "--demonstrates").split("/", 1)))
+               if "/" in _flag(extra, "--demonstrates") else None,
                "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
         write_record(trial.output, rec)
     except Exception:  # noqa: BLE001  (the runner's own log line still says why)

@@ -107,5 +107,5 @@ def submit(bench, args: argparse.Namespace, plan: list, trials: int, env: dict, 
         print(f"[{tag}] {line}")
     if tiny:
         print(f"[{tag}] {banner}")
-    rc = print_table(out, with_paper=args.with_paper and not tiny)
+    rc = print_table(out, with_paper=args.with_paper)
     return 1 if problems else rc

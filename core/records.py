@@ -23,7 +23,8 @@ Schema ``SCHEMA`` (version 1)::
       "timings": {"train_and_eval_s": ..., "iterations_run": ..., "s_per_iter": ...},   # failed: {"train_s": ...}
       "world_size": 8,                      # processes (one per GPU) the trial ran on
       "gpu_hours": 41.2 | null,             # optional: time in this run x world size / 3600 on GPUs; null on a CPU
-      "tiny": false, "created": "ISO-8601 UTC", "host": "...", "versions": {...}
+      "tiny": false, "created": "ISO-8601 UTC", "host": "...", "versions": {...},
+      "demonstrates": null | {"arch": "ViTDet-B", "schedule": "table11"}   # tiny only: the full-scale benchmark
     }
 
 ``gpu_hours`` is optional (records written before it existed do not have it and still read; :func:`gpu_hours_of`

@@ -260,7 +260,9 @@ class Table:
         if any(c.incomplete for r in self.rows for c in r.cells.values()):
             parts.append("[k/n, f failed]: only k of the n requested trials finished (f failed).")
         if self.has_paper_rows:
-            parts.append("Paper rows are the published numbers; their gaps are to the paper's supervised row.")
+            parts.append("Paper rows are the published numbers" + (" of the full-scale benchmark, for orientation"
+                                                                    if self.tiny else "")
+                         + "; their gaps are to the paper's supervised row.")
         if self.diff_rows():
             parts.append(DIFF_LEGEND)
         if self.show_cost:
@@ -319,6 +321,14 @@ def _row_sort_key(row: Row) -> tuple[int, float, str, str]:
     return (KIND_ORDER.get(row.kind, 2), math.inf if row.order is None else row.order, row.label.lower(), row.sha256)
 
 
+def _demonstrates(record: dict[str, Any]) -> tuple[str, str] | None:
+    """(arch, schedule) of the full-scale benchmark a tiny record stands in for (the runner records it), if said."""
+    d = record.get("demonstrates")
+    if isinstance(d, dict) and isinstance(d.get("arch"), str) and isinstance(d.get("schedule"), str):
+        return d["arch"][:40], d["schedule"][:40]
+    return None
+
+
 def records_frames(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per record, one row per finished record × finite metric value)."""
     recs, vals = [], []
@@ -339,7 +349,8 @@ def records_frames(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.Data
                      "fp_values": fp.get("values") if isinstance(fp.get("values"), dict) else None,
                      "pre_precision": pre.get("precision") if isinstance(pre.get("precision"), dict) else None,
                      "gpu_hours": gpu_hours_of(r), "world_size": r.get("world_size"),
-                     "resumed_from": list(resumed.get("from_iters") or [])})
+                     "resumed_from": list(resumed.get("from_iters") or []),
+                     "demonstrates": _demonstrates(r) if base["tiny"] else None})
         if r["status"] == "finished":
             for metric, value in r["metrics"].items():
                 if value is not None and math.isfinite(value):
@@ -558,6 +569,12 @@ def _pick_random(rows: list[Row]) -> Row | None:
     return max(rand, key=lambda r: r.finished) if rand else None
 
 
+def _full_scale(grp: pd.DataFrame) -> tuple[str, str] | None:
+    """The (arch, schedule) a tiny table's records say they demonstrate (the most common), or None."""
+    said = [d for d in grp["demonstrates"] if d] if "demonstrates" in grp else []
+    return max(set(said), key=said.count) if said else None
+
+
 def _paper_rows(task: str, arch: str, schedule: str, metrics: list[str], paper_csv: str | None) -> list[Row]:
     rows = []
     for pr in paper_mod.paper_rows(task, arch, schedule, paper_csv):
@@ -619,14 +636,24 @@ def build_tables(records: list[dict[str, Any]], with_paper: bool = False,
         table = Table(task, arch, schedule, bool(tiny), metrics, rows, reference=ref, notes=notes, random_reference=rand,
                       reference_chosen=chosen is not None, show_cost=cost)
         if with_paper:
-            prows = sorted(_paper_rows(task, arch, schedule, metrics, paper_csv),  # stable: keeps paper order
+            full = _full_scale(grp) if tiny else (arch, schedule)
+            prows = sorted(_paper_rows(task, *full, metrics, paper_csv) if full else [],  # stable: keeps paper order
                            key=lambda r: KIND_ORDER.get(r.kind, 2))
             table.paper_reference = next((r for r in prows if r.kind == "supervised"), None)
             _apply_gaps(prows, table.paper_reference)
             table.rows += prows
             sources = dict.fromkeys(f"{r.source}, {r.paper_table}" for r in prows)
-            table.notes.append(f"Published numbers: {'; '.join(sources)}." if sources
-                               else "No published numbers for this configuration.")
+            if tiny:  # each published row says which model it is, the tiny table's title names the tiny one
+                for r in prows:
+                    r.paper_table = f"{r.paper_table}, {full[0]}"
+            if sources and tiny:
+                table.notes.append(f"Published numbers of the full-scale benchmark this demonstration stands in for "
+                                   f"({full[0]}, {full[1]}; {'; '.join(sources)}), for orientation only: the tiny "
+                                   "rows ran another model size, data and schedule, so no gap or difference is taken "
+                                   "between them and the published rows.")
+            else:
+                table.notes.append(f"Published numbers: {'; '.join(sources)}." if sources
+                                   else "No published numbers for this configuration.")
         tables.append(table)
     t_order = _order_key({t.task for t in tables}, task_order())
     a_order = _order_key({t.arch for t in tables}, ARCH_ORDER)

@@ -156,6 +156,29 @@ def test_with_paper_adds_reference_rows_with_their_own_gaps() -> None:
     assert all(r.measured for r in tiny.rows) and "No published numbers" in tiny.notes[-1]
 
 
+def test_a_tiny_table_shows_the_published_rows_of_the_benchmark_it_demonstrates() -> None:
+    """A tiny record that says which full-scale benchmark it stands in for gets that benchmark's published rows
+    with ``with_paper``, apart from its own: gaps among the published rows only, a note saying they are not
+    comparable; without the field (older records) nothing is added."""
+    m = {"AP50": 30.0, "AP": 12.0, "AP75": 9.0}
+    recs = _trials("MoCo v2 (tiny)", [m], schedule="tiny", tiny=True) + _trials("random init", [m], schedule="tiny",
+                                                                                 tiny=True)
+    for r in recs:
+        r["demonstrates"] = {"arch": "R50-C4", "schedule": "24k"}
+    (t,) = build_tables(recs, with_paper=True)
+    paper = [r for r in t.rows if not r.measured]
+    assert t.tiny and paper and {r.label for r in paper} >= {"supervised IN-1M", "MoCo IN-1M"}
+    assert t.row("MoCo IN-1M", source="paper").cells["AP"].gap == 2.4  # to the paper's supervised row
+    measured = t.row("MoCo v2 (tiny)")
+    assert measured.cells["AP"].gap is None and "supervised" not in measured.diffs  # never against the paper
+    assert any("stands in for (R50-C4, 24k" in n and "for orientation only" in n for n in t.notes), t.notes
+    assert "full-scale benchmark, for orientation" in t.legend()
+    for r in recs:
+        del r["demonstrates"]
+    (t,) = build_tables(recs, with_paper=True)
+    assert all(r.measured for r in t.rows) and "No published numbers" in t.notes[-1]
+
+
 def test_unknown_task_uses_recorded_metrics() -> None:
     recs = _trials("MoCo IN-1M", [{"mIoU": 70.0, "pixAcc": 90.0}], task="ade20k_semseg", arch="R50-FCN",
                    schedule="80k")

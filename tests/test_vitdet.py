@@ -96,6 +96,104 @@ def test_the_checkpoint_size_sets_the_vit() -> None:
     assert size_overrides({"arch": {"type": "resnet"}}) == () and size_overrides(None) == ()
 
 
+SIZE_RECIPES = {  # ViTDet Table 11 and Detectron2's mask_rcnn_vitdet_{l_100ep,h_75ep}.py, per row kind
+    "L": {"embed_dim": 1024, "depth": 24, "num_heads": 16,
+          "pretrained": {"MODEL.VIT.DROP_PATH_RATE": 0.4, "SOLVER.LAYER_DECAY": 0.8, "SOLVER.MAX_ITER": 184375},
+          "supervised": {"MODEL.VIT.DROP_PATH_RATE": 0.4, "SOLVER.LAYER_DECAY": 1.0, "SOLVER.MAX_ITER": 92187},
+          "random": {"MODEL.VIT.DROP_PATH_RATE": 0.4, "SOLVER.LAYER_DECAY": 1.0, "SOLVER.MAX_ITER": 368750,
+                     "SOLVER.BASE_LR": 0.00016}},
+    "H": {"embed_dim": 1280, "depth": 32, "num_heads": 16,
+          "pretrained": {"MODEL.VIT.DROP_PATH_RATE": 0.5, "SOLVER.LAYER_DECAY": 0.9, "SOLVER.MAX_ITER": 138281,
+                         "SOLVER.WEIGHT_DECAY_NORM": 0.1, "SOLVER.POS_EMBED_NO_DECAY": False}},
+}
+
+
+@pytest.mark.parametrize("size,kind", [("L", "pretrained"), ("L", "supervised"), ("L", "random"), ("H", "pretrained")])
+def test_a_larger_vit_gets_that_sizes_vitdet_recipe_for_its_row_kind(size: str, kind: str) -> None:
+    """A ViT-L (or H) file on the ViT-B config of its row kind: the size from the weights and ViTDet's recipe of that
+    size (drop path, layer decay, epochs), so the run matches that size's protocol entry and not ViT-B's."""
+    from transfer.config import load_cfg
+    from transfer.protocol import deviations, fingerprint
+    from transfer.tasks.coco import VITDET_CONFIGS
+    from transfer.vitdet import apply_checkpoint_size, arch_name
+
+    want = SIZE_RECIPES[size]
+    arch = {"type": "vit", "embed_dim": want["embed_dim"], "depth": want["depth"], "num_heads": want["num_heads"],
+            "patch_size": 16, "pretrain_img_size": 224}
+    cfg = load_cfg(str(REPO / "transfer" / "configs" / "coco" / VITDET_CONFIGS[kind]), [])
+    values = fingerprint(cfg, 8, "x")["values"]
+    assert deviations(values, "coco_maskrcnn", f"ViTDet-{size}", "table11", kind)  # ViT-B's values are not L's
+    changed = apply_checkpoint_size(cfg, {"arch": arch}, kind)
+    assert arch_name(cfg) == f"ViTDet-{size}"
+    for key, value in want[kind].items():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key
+    assert any("DROP_PATH_RATE" in line and f"ViTDet's ViTDet-{size} recipe" in line for line in changed), changed
+    assert deviations(fingerprint(cfg, 8, "x")["values"], "coco_maskrcnn", f"ViTDet-{size}", "table11", kind) == []
+    glob = [i for i in range(want["depth"]) if i not in cfg.MODEL.VIT.WINDOW_BLOCK_INDEXES]
+    assert glob == [want["depth"] * q // 4 - 1 for q in (1, 2, 3, 4)]
+
+
+def test_the_command_line_wins_over_a_sizes_recipe_and_vit_s_is_checked_against_the_reading() -> None:
+    from transfer.config import load_cfg
+    from transfer.protocol import deviations, fingerprint, unconfirmed_readings
+    from transfer.vitdet import apply_checkpoint_size, size_overrides
+
+    arch = {"type": "vit", "embed_dim": 1024, "depth": 24, "num_heads": 16}
+    cfg = load_cfg(str(REPO / "transfer" / "configs" / "coco" / "coco_ViTDet_B_300ep_random.yaml"),
+                   ["SOLVER.MAX_ITER", "40"])
+    apply_checkpoint_size(cfg, {"arch": arch}, "random", given=["SOLVER.MAX_ITER"])
+    assert cfg.SOLVER.MAX_ITER == 40 and cfg.MODEL.VIT.DROP_PATH_RATE == 0.4  # the rest of L's recipe applies
+    # ViT-S (DeiT-S: 6 heads): ViT-B's recipe with ViT-S's width; the heads come from the weights, not compared
+    s_arch = {"type": "vit", "embed_dim": 384, "depth": 12, "num_heads": 6}
+    opts = size_overrides({"arch": s_arch}, "pretrained")
+    assert dict(zip(opts[::2], opts[1::2]))["MODEL.VIT.NUM_HEADS"] == "6" and "SOLVER.LAYER_DECAY" not in opts
+    cfg = load_cfg(str(REPO / "transfer" / "configs" / "coco" / "coco_ViTDet_B_100ep.yaml"), list(opts))
+    values = fingerprint(cfg, 8, "x")["values"]
+    assert deviations(values, "coco_maskrcnn", "ViTDet-S", "table11", "pretrained") == []
+    assert deviations({**values, "MODEL.VIT.DROP_PATH_RATE": 0.3}, "coco_maskrcnn", "ViTDet-S", "table11",
+                      "pretrained") == ["MODEL.VIT.DROP_PATH_RATE 0.3 (paper 0.1)"]
+    assert [r["what"] for r in unconfirmed_readings("coco_maskrcnn", "ViTDet-S")][0].startswith("ViTDet with a ViT-S")
+
+
+def test_runner_rows_of_a_vit_l_file_get_each_kinds_recipe(tmp_path: Path) -> None:
+    """``rows_sized``: the pretrained, supervised and random rows of a sweep whose pretrained file is a ViT-L each
+    get ViT-L's recipe for their kind; sizing again (the preflight) replaces, never stacks."""
+    from transfer.tasks.coco import VITDET_CONFIGS
+    from transfer.vitdet import rows_sized
+
+    big = {"type": "vit", "embed_dim": 1024, "depth": 24, "num_heads": 16, "patch_size": 16, "pretrain_img_size": 224}
+    pkl = tmp_path / "vit_l.pkl"
+    pkl.write_bytes(pickle.dumps({"model": {}, "__author__": "transfer/vit_convert.py", "matching_heuristics": False,
+                                  "provenance": {"format": "vit", "arch": big, "method": "MAE"}}))
+    rows = [_row("pretrained", str(pkl)), _row("supervised", "sup.pth"), _row("random", "")]
+    for row in rows:
+        row.config = REPO / "transfer" / "configs" / "coco" / VITDET_CONFIGS[row.kind]
+        row.opts = ("INPUT.FORMAT", "RGB")
+    for _ in range(2):
+        rows_sized(rows)
+    opts = [dict(zip(r.opts[::2], r.opts[1::2])) for r in rows]
+    assert [o["MODEL.VIT.EMBED_DIM"] for o in opts] == ["1024"] * 3
+    assert [o.get("SOLVER.LAYER_DECAY") for o in opts] == ["0.8", None, None]  # B's configs say 1.0 for these two
+    assert [o.get("SOLVER.MAX_ITER") for o in opts] == [None, None, "368750"]  # random init: 200 epochs for L
+    assert all(o["INPUT.FORMAT"] == "RGB" for o in opts) and all(len(r.opts) == len(set(r.opts[::2])) * 2 for r in rows)
+
+
+def test_vit_h_recipe_decays_norms_and_pos_embed() -> None:
+    from detectron2.modeling import build_model
+
+    from transfer.trainer import Trainer
+
+    cfg = _cfg(["SOLVER.WEIGHT_DECAY", "0.1", "SOLVER.WEIGHT_DECAY_NORM", "0.1", "SOLVER.POS_EMBED_NO_DECAY", "False"])
+    model = build_model(cfg)
+    group = {id(p): g for g in Trainer.build_optimizer(cfg, model).param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert group[id(params["backbone.net.pos_embed"])]["weight_decay"] == pytest.approx(0.1)
+    assert group[id(params["backbone.net.blocks.1.norm1.weight"])]["weight_decay"] == pytest.approx(0.1)
+
+
 def test_adamw_has_layer_decayed_lr_and_no_decay_on_norms_and_pos_embed() -> None:
     from detectron2.modeling import build_model
 
@@ -242,7 +340,7 @@ def test_tiny_vitdet_chain_pretrains_converts_finetunes_and_tabulates(tiny_root:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VENV": str(Path(sys.executable).parents[1]),
            "OMP_NUM_THREADS": "1", "DETECTRON2_DATASETS": str(tiny_root)}
     res = subprocess.run(["bash", str(REPO / "benchmarks" / "run_coco.sh"), "--tiny", "--arch", "ViTDet", "--rows",
-                          "pretrained", "--output", str(out), "--", "SOLVER.MAX_ITER", "4"],
+                          "pretrained", "--with-paper", "--output", str(out), "--", "SOLVER.MAX_ITER", "4"],
                          env=env, capture_output=True, text=True, timeout=600)
     text = res.stdout + res.stderr
     assert res.returncode == 0, text[-3000:]
@@ -253,4 +351,12 @@ def test_tiny_vitdet_chain_pretrains_converts_finetunes_and_tabulates(tiny_root:
     assert rec["status"] == "finished" and "APbb" in rec["metrics"] and "APmk" in rec["metrics"]
     assert rec["pretrain"]["method"] == "MoCo v3"
     assert "backbone 51/51 tensors loaded, 0 missing" in (records[0].parent / "console.log").read_text()
-    assert [ln for ln in text.splitlines() if ln.startswith("| MoCo v3 (tiny ViT pretraining) | MoCo v3 | 1/1 |")]
+    assert rec["demonstrates"] == {"arch": "ViTDet-B", "schedule": "table11"}
+    lines = text.splitlines()
+    tiny_row = next(i for i, ln in enumerate(lines) if ln.startswith("| MoCo v3 (tiny ViT pretraining) | MoCo v3 |"))
+    assert "| this run | 1/1 |" in lines[tiny_row]
+    # the published ViTDet-B rows beside, after the tiny row, for orientation only
+    after = lines[tiny_row + 1:tiny_row + 40]
+    assert any(ln.startswith("| MAE IN-1K (100 ep) |") and "paper: ViTDet" in ln for ln in after), after
+    assert any(ln.startswith("| random init (300 ep, no rel. pos.) |") for ln in after), after
+    assert "Published numbers of the full-scale benchmark this demonstration stands in for (ViTDet-B, table11" in text

@@ -343,7 +343,9 @@ def setup(args) -> tuple[CfgNode, dict[str, Any]]:
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="transfer", abbrev_name="transfer")
     kind = LEGACY_KINDS.get(args.kind, args.kind)
     pretrain = prepare_weights(cfg, args.input_format, detect=not args.method and kind in (None, "pretrained"))
-    for line in vitdet.apply_checkpoint_size(cfg, pretrain.get("provenance")):  # a ViT-S file: a ViT-S detector
+    # a ViT-L file: a ViT-L detector with ViTDet's ViT-L recipe for this row's kind (what the command line set stays)
+    for line in vitdet.apply_checkpoint_size(cfg, pretrain.get("provenance"), kind or pretrain.get("kind"),
+                                             given=list(args.opts)[::2]):
         logger.info(f"ViT size: {line}")
     pretrain["identity"] = check_identity(cfg, args, pretrain)
     cfg.freeze()
@@ -359,6 +361,15 @@ def _versions() -> dict[str, str]:
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "detectron2": detectron2.__version__}
+
+
+def demonstrates(args) -> dict[str, str] | None:
+    """``{"arch", "schedule"}`` of ``--demonstrates ARCH/SCHEDULE`` on a tiny run, else None."""
+    said = getattr(args, "demonstrates", None)
+    if not args.tiny or not said or "/" not in said:
+        return None
+    arch, schedule = said.split("/", 1)
+    return {"arch": arch, "schedule": schedule}
 
 
 def make_record(cfg: CfgNode, args, pretrain: dict[str, Any], status: str, metrics: dict[str, float],
@@ -392,7 +403,7 @@ def make_record(cfg: CfgNode, args, pretrain: dict[str, Any], status: str, metri
                     "root": os.environ.get("DETECTRON2_DATASETS", "datasets"),
                     **custom_data.dataset_record(args.datasets_spec)},
         "config_file": str(args.config_file), "config": cfg.dump(),
-        "timings": timings, "tiny": bool(args.tiny),
+        "timings": timings, "tiny": bool(args.tiny), "demonstrates": demonstrates(args),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(), "world_size": comm.get_world_size(), "versions": _versions(),
         "gpu_hours": spent_gpu_hours(timings.get("train_and_eval_s", timings.get("train_s")), comm.get_world_size(),
@@ -543,6 +554,9 @@ def build_parser():
     parser.add_argument("--arch-name", help="architecture name in records (default: inferred, e.g. R50-C4)")
     parser.add_argument("--schedule", help="schedule name in records (default: inferred, e.g. 24k)")
     parser.add_argument("--tiny", action="store_true", help="mark the record as a small-scale demonstration")
+    parser.add_argument("--demonstrates", metavar="ARCH/SCHEDULE",
+                        help="with --tiny: the full-scale benchmark it stands in for, recorded (e.g. ViTDet-B/table11: "
+                             "results --with-paper shows that benchmark's published rows beside, for orientation)")
     parser.add_argument("--input-format", choices=["RGB", "BGR"],
                         help="input format the weights need (default: decided from the weights file)")
     parser.add_argument("--allow-partial-weights", action="store_true",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from detectron2.config import CfgNode
@@ -35,6 +35,7 @@ BACKBONE_NAME = "build_vitdet_backbone"
 ARCH_KEYS = {"embed_dim": "EMBED_DIM", "depth": "DEPTH", "num_heads": "NUM_HEADS", "patch_size": "PATCH_SIZE",
              "pretrain_img_size": "PRETRAIN_IMG_SIZE", "pretrain_use_cls_token": "PRETRAIN_USE_CLS_TOKEN"}
 SIZE_NAMES = {384: "S", 768: "B", 1024: "L", 1280: "H"}
+PROTOCOL_BASE = ("coco_maskrcnn", "ViTDet-B", "table11")  # the protocol entry the configs state (ViT-B's recipe)
 
 
 def add_vitdet_config(cfg: CfgNode) -> CfgNode:
@@ -56,6 +57,7 @@ def add_vitdet_config(cfg: CfgNode) -> CfgNode:
     cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's build_optimizer) or "ADAMW" (build_adamw)
     cfg.SOLVER.BETAS = (0.9, 0.999)
     cfg.SOLVER.LAYER_DECAY = 1.0  # layer-wise lr decay rate (1.0: none)
+    cfg.SOLVER.POS_EMBED_NO_DECAY = True  # pos_embed without weight decay (ViTDet-B/L; ViT-H's recipe decays it)
     cfg.INPUT.LSJ = CfgNode()
     cfg.INPUT.LSJ.ENABLED = False
     cfg.INPUT.LSJ.IMAGE_SIZE = 1024
@@ -70,9 +72,7 @@ def is_vitdet(cfg: Any) -> bool:
 
 def arch_name(cfg: Any) -> str:
     """``ViTDet-B`` (``S``/``L``/``H`` by width; another width: ``ViTDet-<embed>d<depth>``)."""
-    v = cfg.MODEL.VIT
-    size = SIZE_NAMES.get(v.EMBED_DIM) if v.DEPTH in (12, 24, 32) else None
-    return f"ViTDet-{size or f'{v.EMBED_DIM}d{v.DEPTH}'}"
+    return size_name(cfg.MODEL.VIT.EMBED_DIM, cfg.MODEL.VIT.DEPTH)
 
 
 @BACKBONE_REGISTRY.register()
@@ -121,23 +121,67 @@ def size_values(arch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def size_overrides(prov: dict | None) -> tuple[str, ...]:
-    """Detectron2 overrides (``KEY VALUE`` pairs) that size the ViT as the checkpoint; () when it says nothing."""
+def size_name(embed_dim: int, depth: int) -> str:
+    """``ViTDet-B`` (``S``/``L``/``H`` by width; another width: ``ViTDet-<embed>d<depth>``), the records' arch."""
+    size = SIZE_NAMES.get(embed_dim) if depth in (12, 24, 32) else None
+    return f"ViTDet-{size or f'{embed_dim}d{depth}'}"
+
+
+def size_recipe(arch: str, kind: str | None) -> dict[str, Any]:
+    """What ViTDet's recipe for the ViT size ``arch`` (e.g. ``ViTDet-L``) sets, for a row of ``kind``, beyond
+    ViT-B's (the configs' values): drop path, layer decay, epochs (``protocol.yaml`` entries with ``same_as``).
+    {} for ViT-B and for a size without an entry (the tiny ViT)."""
+    from transfer.protocol import paper_protocol
+
+    if arch == PROTOCOL_BASE[1]:
+        return {}
+    sized = paper_protocol(PROTOCOL_BASE[0], arch, PROTOCOL_BASE[2], kind=kind or "pretrained")
+    if sized is None:
+        return {}
+    base = paper_protocol(*PROTOCOL_BASE, kind=kind or "pretrained") or {}
+    return {k: v for k, v in sized.items() if k != "precision" and v is not None and v != base.get(k)}
+
+
+def sized_keys() -> set[str]:
+    """Every config key a size (from the weights or a size's recipe) may set: what re-sizing a row replaces."""
+    from transfer.protocol import protocol_document
+
+    keys = {f"MODEL.VIT.{key}" for key in ARCH_KEYS.values()} | {"MODEL.VIT.WINDOW_BLOCK_INDEXES"}
+    for name, entry in protocol_document()["benchmarks"].items():
+        if entry.get("same_as") == "/".join(PROTOCOL_BASE):
+            keys |= set(entry.get("values") or {})
+            keys |= {k for row in (entry.get("rows") or {}).values() for k in row}
+            keys |= {k for kind in ("pretrained", "supervised", "random") for k in size_recipe(name.split("/")[1], kind)}
+    return keys
+
+
+def size_overrides(prov: dict | None, kind: str | None = "pretrained") -> tuple[str, ...]:
+    """Detectron2 overrides (``KEY VALUE`` pairs) that size the ViT as the checkpoint and apply that size's recipe
+    for a row of ``kind`` (:func:`size_recipe`); () when the checkpoint says nothing."""
     arch = checkpoint_arch(prov)
     if arch is None:
         return ()
-    return tuple(x for k, v in size_values(arch).items() for x in (k, str(v).replace(" ", "")))
+    values = size_values(arch)
+    if "embed_dim" in arch and "depth" in arch:
+        values = {**size_recipe(size_name(int(arch["embed_dim"]), int(arch["depth"])), kind), **values}
+    return tuple(x for k, v in values.items() for x in (k, str(v).replace(" ", "")))
 
 
-def apply_checkpoint_size(cfg: CfgNode, prov: dict | None) -> list[str]:
-    """Set ``cfg``'s ViT size from the weights' provenance (a ViTDet config only), through the same overrides a
-    runner passes (:func:`size_overrides`); the changed keys, as lines."""
-    opts = size_overrides(prov) if is_vitdet(cfg) else ()
-    keys = opts[::2]
-    before = {key: _value(cfg, key) for key in keys}
-    cfg.merge_from_list(list(opts))
-    return [f"{key} {_value(cfg, key)} (from the weights' provenance; config {before[key]})"
-            for key in keys if _value(cfg, key) != before[key]]
+def apply_checkpoint_size(cfg: CfgNode, prov: dict | None, kind: str | None = "pretrained",
+                          given: Iterable[str] = ()) -> list[str]:
+    """Set ``cfg``'s ViT size and that size's recipe from the weights' provenance (a ViTDet config only), through
+    the same overrides a runner passes (:func:`size_overrides`), except the keys ``given`` on the command line;
+    the changed keys, as lines."""
+    opts = size_overrides(prov, kind) if is_vitdet(cfg) else ()
+    skip = set(given)
+    pairs = [(opts[i], opts[i + 1]) for i in range(0, len(opts), 2) if opts[i] not in skip]
+    before = {key: _value(cfg, key) for key, _ in pairs}
+    cfg.merge_from_list([x for pair in pairs for x in pair])
+    name = arch_name(cfg)
+    return [f"{key} {_value(cfg, key)} ("
+            + ("from the weights' provenance" if key.startswith("MODEL.VIT.") and key != "MODEL.VIT.DROP_PATH_RATE"
+               else f"ViTDet's {name} recipe") + f"; config {before[key]})"
+            for key, _ in pairs if _value(cfg, key) != before[key]]
 
 
 def _value(cfg: CfgNode, key: str) -> Any:
@@ -160,7 +204,7 @@ def build_adamw(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
         weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
         lr_factor_func=partial(get_vit_lr_decay_rate, lr_decay_rate=cfg.SOLVER.LAYER_DECAY,
                                num_layers=cfg.MODEL.VIT.DEPTH),
-        overrides={"pos_embed": {"weight_decay": 0.0}})
+        overrides={"pos_embed": {"weight_decay": 0.0}} if cfg.SOLVER.POS_EMBED_NO_DECAY else None)
     return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
         params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), weight_decay=cfg.SOLVER.WEIGHT_DECAY)
 
@@ -196,15 +240,11 @@ def rows_sized(rows: list, converted: dict[int, str] | None = None) -> None:
     for row in rows:
         weights = (converted or {}).get(id(row)) or row.weights
         prov = weights_provenance(weights) if weights.endswith(".pkl") else None
-        opts = size_overrides(prov)
-        if opts:
-            sized[id(row)] = opts
-    first = next((sized[id(r)] for r in rows if r.kind == "pretrained" and id(r) in sized), ())
+        if checkpoint_arch(prov) is not None:
+            sized[id(row)] = prov
+    first = next((sized[id(r)] for r in rows if r.kind == "pretrained" and id(r) in sized), None)
+    replaced = sized_keys()
     for row in rows:
-        keep = _without_size(row.opts)
-        row.opts = (*keep, *sized.get(id(row), first))
-
-
-def _without_size(opts: tuple[str, ...]) -> tuple[str, ...]:
-    pairs = [(opts[i], opts[i + 1]) for i in range(0, len(opts) - 1, 2)]
-    return tuple(x for k, v in pairs if not k.startswith("MODEL.VIT.") for x in (k, v))
+        pairs = [(row.opts[i], row.opts[i + 1]) for i in range(0, len(row.opts) - 1, 2)]
+        keep = tuple(x for k, v in pairs if k not in replaced for x in (k, v))
+        row.opts = (*keep, *size_overrides(sized.get(id(row), first), row.kind))
