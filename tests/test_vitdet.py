@@ -360,3 +360,21 @@ def test_tiny_vitdet_chain_pretrains_converts_finetunes_and_tabulates(tiny_root:
     assert any(ln.startswith("| MAE IN-1K (100 ep) |") and "paper: ViTDet" in ln for ln in after), after
     assert any(ln.startswith("| random init (300 ep, no rel. pos.) |") for ln in after), after
     assert "Published numbers of the full-scale benchmark this demonstration stands in for (ViTDet-B, table11" in text
+
+
+def test_vitdet_tables_footnote_the_readings_no_source_confirms() -> None:
+    """The random-init row of a ViTDet table depends on two readings (its epochs scaled from D2's schedule, no layer
+    decay); a ViT-S table, on the ViT-S recipe itself: each is footnoted with ‡, a pretrained ViT-B row is not."""
+    from results.tables import build_tables
+
+    def rec(arch: str, kind: str, label: str) -> dict:
+        return {"task": "coco_maskrcnn", "arch": arch, "schedule": "table11", "tiny": False, "status": "finished",
+                "trial": 0, "seed": 0, "metrics": {"APbb": 40.0, "APmk": 35.0},
+                "pretrain": {"label": label, "kind": kind, "method": "MAE" if kind == "pretrained" else None}}
+
+    (b,) = build_tables([rec("ViTDet-B", "pretrained", "MAE"), rec("ViTDet-B", "random", "random init")])
+    marked = [n for n in b.notes if n.startswith("‡")]
+    assert len(marked) == 2 and all(n.startswith("‡ random init:") for n in marked), b.notes
+    assert any("300 epochs" in n for n in marked) and any("layer-wise lr decay" in n for n in marked)
+    (s,) = build_tables([rec("ViTDet-S", "pretrained", "MoCo v3")])
+    assert [n for n in s.notes if n.startswith("‡")] and "ViTDet with a ViT-S" in " ".join(s.notes)
