@@ -42,6 +42,7 @@ from benchmarks.runner import REPO
 from core import safe_yaml
 from core.files import brief
 from cluster.slurm import LaunchError, SlurmSpec, add_slurm_args, check_fits, default_cluster, make_executor, submit_all
+from core.cli import ArgumentParser
 
 SWEEPS = REPO / "benchmarks" / "sweeps"
 TINY_SPEC = "tiny"
@@ -513,8 +514,8 @@ LAUNCHERS = ("local", "slurm")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="run_ablation.sh", description=__doc__.split("\n\n")[0],
-                                epilog=f"specs in {SWEEPS}: {', '.join(available_specs())}. "
+    p = ArgumentParser(prog="run_ablation.sh", description=__doc__.split("\n\n")[0],
+                       epilog=f"specs in {SWEEPS}: {', '.join(available_specs())}. "
                                        "Arguments after '--' go to every main_moco.py run.")
     p.add_argument("spec", nargs="?", help="sweep spec: a .yaml file or a name in benchmarks/sweeps")
     p.add_argument("--tiny", action="store_true",

@@ -27,6 +27,7 @@ from benchmarks.scaleout import batch_overrides, submit, write_sweep
 from cluster.slurm import add_slurm_args
 from transfer.tasks.base import RGB_FLAVOUR, RunSpec
 from transfer.weights import CONVERTIBLE, MSRA_R50
+from core.cli import ArgumentParser
 
 if TYPE_CHECKING:
     from transfer.methods import Method
@@ -54,8 +55,8 @@ def tiny_banner(table: str) -> str:
 
 def base_parser(prog: str, description: str, default_output: str) -> argparse.ArgumentParser:
     """Flags every runner has; runners add their own (``--arch``, ``--schedule``, ``--task``)."""
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                epilog="Arguments after '--' are passed to Detectron2 as config overrides.")
+    p = ArgumentParser(prog=prog, description=description,
+                       epilog="Arguments after '--' are passed to Detectron2 as config overrides.")
     add_weights_args(p)  # --weights [LABEL=]PATH (repeatable), --weights-list, --label, --weights-format
     p.add_argument("--supervised-weights", default=MSRA_R50, help=f"supervised row weights (default {MSRA_R50})")
     p.add_argument("--supervised-format", choices=("RGB", "BGR"),

@@ -15,13 +15,13 @@ complete, of the size the annotations state). CLI::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from transfer import tasks
 from transfer.tasks.checks import MAX_PER_KIND, DatasetLayoutError, Problems, default_root  # noqa: F401  (the API)
+from core.cli import ArgumentParser
 
 
 def checkable() -> dict[str, Any]:
@@ -48,7 +48,7 @@ def require_layout(dataset: str, root: Path | str | None = None, **kwargs: Any) 
 def main(argv: Sequence[str] | None = None) -> int:
     benches = checkable()
     options = sorted({o for b in benches.values() for o in b.check_options})
-    parser = argparse.ArgumentParser(description="Validate a benchmark's dataset layout before training.")
+    parser = ArgumentParser(description="Validate a benchmark's dataset layout before training.")
     parser.add_argument("dataset", choices=sorted(benches))
     parser.add_argument("--datasets", "--root", dest="root", type=Path, default=None,
                         help="dataset root (default: $DETECTRON2_DATASETS or 'datasets')")

@@ -23,7 +23,6 @@ size 2. torch's ``SyncBatchNorm`` needs CUDA tensors (not checked on the CPU).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -39,6 +38,8 @@ if __package__ in (None, ""):
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from core.cli import ArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,7 +247,7 @@ def format_lines(results: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dist_check", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="dist_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--no-moco", action="store_true")

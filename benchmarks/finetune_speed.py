@@ -31,6 +31,8 @@ if __package__ in (None, ""):
 
 import torch
 
+from core.cli import ArgumentParser
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "transfer" / "configs"
 MODES = ("fp32-tf32off", "fp32-tf32on", "amp")
@@ -148,7 +150,7 @@ def format_lines(res: dict) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="finetune_speed", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="finetune_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="voc/voc_R_50_C4_24k_rgb.yaml", help="config under transfer/configs/ (or a path)")
     p.add_argument("--batch", type=int, default=16, help="images per iteration on this one device (paper: 16)")
     p.add_argument("--iters", type=int, default=8)

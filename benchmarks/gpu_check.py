@@ -39,6 +39,8 @@ if __package__ in (None, ""):
 
 import torch
 
+from core.cli import ArgumentParser
+
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("env", "tests", "pretrain", "finetune", "dist", "precision")
 BUDGET_S = 600
@@ -499,7 +501,7 @@ def run(ctx: Context, sections: list[str], budget: float, on_section=None) -> li
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--smoke", action="store_true", help="toy sizes (for the CPU test of this script)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")

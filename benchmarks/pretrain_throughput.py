@@ -42,6 +42,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from core.cli import ArgumentParser
+
 TARGET_VS_REFERENCE = 3.0
 TARGET_VS_MODEL = 0.85
 
@@ -203,7 +205,7 @@ def data_only(folder: Path, a: argparse.Namespace, dev: torch.device) -> dict[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pretrain_throughput", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="pretrain_throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=None, help="JPEG folder to read (default: generate one in a temp dir)")
     p.add_argument("--images", type=int, default=2048, help="images to generate")
     p.add_argument("--image-size", type=int, nargs=2, default=(500, 375), metavar=("W", "H"))

@@ -14,7 +14,6 @@ and without accounting. Tables can be made at any time from what has finished: `
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -25,6 +24,7 @@ from benchmarks.launcher import recorded_job
 from benchmarks.locks import describe, is_locked, read_owner
 from cluster.jobs import GONE, job_state
 from core.records import RECORD_NAME, RecordError, read_record
+from core.cli import ArgumentParser
 
 
 @dataclass
@@ -177,7 +177,7 @@ def _per_trial_seconds(statuses: list[TrialStatus], doc: dict) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.status", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m benchmarks.status", description=__doc__.splitlines()[0])
     p.add_argument("output", type=Path, help="a runner's --output folder")
     p.add_argument("--watch", nargs="?", type=float, const=30.0, default=None, metavar="SECONDS",
                    help="refresh every SECONDS (default 30) until every trial is finished or failed")

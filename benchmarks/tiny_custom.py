@@ -13,16 +13,16 @@ transfer. CLI::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from transfer.tasks.custom import write_custom  # noqa: F401  (the writer; re-exported for callers of this module)
+from core.cli import ArgumentParser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--classes", default="widget", help="comma-separated class names (default: widget)")
     p.add_argument("--train", type=int, default=40, help="training images (default 40)")

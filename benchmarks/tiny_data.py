@@ -24,6 +24,7 @@ import numpy as np
 
 from transfer import tasks
 from transfer.tasks.draw import README_MARKER, STYLES, _dilate, _rng, _save_jpeg, paint, place, texture
+from core.cli import ArgumentParser
 
 PRETRAIN_CLASSES: tuple[str, ...] = tuple(sorted(STYLES))
 PRETRAIN_PX = 64
@@ -150,8 +151,8 @@ def generate(out: Path | str, *, seed: int = 0, log: Callable[[str], None] | Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="dataset root (DETECTRON2_DATASETS)")
     parser.add_argument("--seed", type=int, default=0)
     for key, val in default_sizes().items():

@@ -19,15 +19,15 @@ already have a ``SegmentationClassAug`` PNG, minus val. CLI::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from transfer.tasks.voc_semseg import PAPER_TRAIN_AUG, SbdError, prepare, read_sbd_cls, write_sbd_cls  # noqa: F401
+from core.cli import ArgumentParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.voc_sbd", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks.voc_sbd", description=__doc__.split("\n\n")[0])
     p.add_argument("--voc", required=True, type=Path, help="the VOC2012 folder (JPEGImages, SegmentationClass, ...)")
     p.add_argument("--sbd", type=Path, help="SBD's dataset/ folder (cls/*.mat, train.txt, val.txt)")
     args = p.parse_args(argv)

@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.cli import ArgumentParser
 from pretrain.moco import auto_bn_splits, build_encoder, build_moco, moco_loss, pretext_topk, set_bn_splits
 from pretrain.resnets import ARCHS
 from pretrain.speed import Speed, add_speed_args, resolve_speed, sgd
@@ -222,8 +223,8 @@ def _peak_rss_mb() -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("-a", "--arch", default="resnet50", choices=ARCHS)
     p.add_argument("-b", "--batch-size", type=int, default=32)
     p.add_argument("--crop-size", type=int, default=224)

@@ -26,6 +26,7 @@ if __package__ in (None, ""):
 import torch
 import torch.nn as nn
 
+from core.cli import ArgumentParser
 from pretrain import checkpoint as ckpt_io
 from pretrain.classification import (add_device_args, add_training_args, evaluate, labeled_folders, loaders,
                                      train_epoch)
@@ -42,8 +43,8 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="main_lincls.py", description="linear classification on frozen features",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="main_lincls.py", description="linear classification on frozen features",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", metavar="DATA_DIR", help="folder with train/<class>/ and val/<class>/")
     p.add_argument("-a", "--arch", default=None, choices=ARCHS, help="default: the checkpoint's arch")
     p.add_argument("--pretrained", required=True, help="MoCo checkpoint or torchvision-style state dict")

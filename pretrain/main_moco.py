@@ -30,6 +30,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from core.cli import ArgumentParser
 from pretrain import augment, checkpoint as ckpt_io
 from pretrain.backends import BACKENDS, BackendError, build_loader, resolve_backend
 from pretrain.data import DataError, EpochBatchSampler, ImageDataset, ImageList, check_readable, scan_images, split_dir
@@ -78,8 +79,8 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="main_moco.py", description="MoCo v1/v2/v3 pretraining",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="main_moco.py", description="MoCo v1/v2/v3 pretraining",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", metavar="DATA_DIR", help="ImageNet root (uses DATA_DIR/train if present), ImageFolder, or folder of images")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="published hyper-parameters (explicit flags still win); -a vit_* without a preset: v3-vit")
@@ -174,7 +175,7 @@ def resolve_preset(preset: str | None, arch: str | None, mechanism: str | None) 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse flags; ``--preset`` replaces the defaults, so flags given explicitly still win."""
     parser = build_parser()
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = ArgumentParser(add_help=False)
     pre.add_argument("--preset", choices=sorted(PRESETS))
     pre.add_argument("-a", "--arch")
     pre.add_argument("--mechanism")

@@ -29,6 +29,7 @@ if __package__ in (None, ""):
 
 import submitit
 
+from core.cli import ArgumentParser
 from cluster.jobs import wait_until_ended
 from cluster.slurm import LaunchError, SlurmSpec, add_slurm_args, check_fits, make_executor, slurm_text, submit_all
 
@@ -58,8 +59,8 @@ def with_auto_resume(argv: list[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="slurm.py", description="submit main_moco.py to SLURM (submitit)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="slurm.py", description="submit main_moco.py to SLURM (submitit)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--name", default="moco", type=slurm_text("--name"), help="SLURM job name")
     add_slurm_args(p)  # the benchmark runners' flags (cluster/slurm.py)
     p.add_argument("--wait", action="store_true", help="wait for the job (requeued runs too); exit 1 if it failed")

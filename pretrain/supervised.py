@@ -22,6 +22,7 @@ if __package__ in (None, ""):
 
 import torch
 
+from core.cli import ArgumentParser
 from pretrain import checkpoint as ckpt_io
 from pretrain.classification import (add_device_args, add_training_args, evaluate, labeled_folders, loaders,
                                      train_epoch)
@@ -34,8 +35,8 @@ from pretrain.speed import resolve_speed, sgd
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="supervised.py", description="supervised ResNet training (the MoCo tables' baseline)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="supervised.py", description="supervised ResNet training (the MoCo tables' baseline)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", metavar="DATA_DIR")
     p.add_argument("-a", "--arch", default="resnet50", choices=ARCHS)
     add_training_args(p, epochs=90, lr=None, lr_help="default 0.1 x batch/256", schedule=[30, 60],

@@ -24,10 +24,11 @@ from results.collect import Collection, collect
 from results.render import FORMATS, write_outputs
 from results.render_md import render_markdown
 from results.tables import build_tables, find_reference, measured_labels
+from core.cli import ArgumentParser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m results", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m results", description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="+", metavar="DIR", default=[],
                    help="run roots searched recursively for trial_record.json and ablation_record.json "
                         "(required, except for --with-paper alone)")

@@ -27,7 +27,6 @@ nothing is left behind on failure. Errors are one line on stderr, exit status 2.
 
 from __future__ import annotations
 
-import argparse
 import pickle
 import sys
 from pathlib import Path
@@ -39,6 +38,7 @@ if __package__ in (None, ""):  # run as `python transfer/convert.py`
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from core.cli import ArgumentParser
 from transfer import safe_pickle  # noqa: E402
 from transfer.checkpoint_formats import find_encoder  # noqa: E402
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of, write_atomic  # noqa: E402
@@ -263,7 +263,7 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="pretraining checkpoint (.pth, .pth.tar, .pt, .ckpt, .bin, .torch, "
                                            ".safetensors)")
     parser.add_argument("output", nargs="?", help="output .pkl (default: beside the input)")

@@ -53,6 +53,7 @@ from detectron2.utils.logger import setup_logger
 
 import transfer.modeling  # noqa: F401  (registers the extra-norm head, DC5 backbone, FCN head)
 from cluster.signals import default_dispositions_in_forks, stop_signals
+from core.cli import one_line_errors
 from core.process import die_with_parent
 from core.records import LEGACY_KINDS, UNKNOWN_METHOD, is_finished, spent_gpu_hours, write_json_atomic, write_record
 from transfer import checkpointer, custom_data, identity, vitdet, voc_xml
@@ -540,7 +541,7 @@ def disk_error_line(e: OSError) -> str:
 
 
 def build_parser():
-    parser = default_argument_parser()
+    parser = one_line_errors(default_argument_parser())  # Detectron2's flags; an error is one line
     parser.add_argument("--seed", type=int, help="random seed of this trial (cfg.SEED)")
     parser.add_argument("--trial", type=int, default=0, help="trial index, recorded")
     parser.add_argument("--trials-requested", type=int, default=1, help="how many trials the benchmark asked for")
