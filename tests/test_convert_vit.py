@@ -103,8 +103,63 @@ def timm_safetensors(tmp: Path) -> tuple[Path, Tensors, dict]:
                        "dropped": 5}
 
 
+def as_transformers(t: Tensors, prefix: str = "") -> Tensors:
+    """A timm-named ViT as transformers' ``ViTModel`` names it (modeling_vit.py): separate query/key/value, the
+    block's layernorm_before/after, intermediate/output dense layers, ``embeddings.*``, final ``layernorm``."""
+    out = {"embeddings.cls_token": t["cls_token"], "embeddings.position_embeddings": t["pos_embed"],
+           "embeddings.patch_embeddings.projection.weight": t["patch_embed.proj.weight"],
+           "embeddings.patch_embeddings.projection.bias": t["patch_embed.proj.bias"],
+           "layernorm.weight": t["norm.weight"], "layernorm.bias": t["norm.bias"]}
+    depth = len({k.split(".")[1] for k in t if k.startswith("blocks.")})
+    for i in range(depth):
+        b, h = f"blocks.{i}.", f"encoder.layer.{i}."
+        for kind in ("weight", "bias"):
+            q, k, v = t[f"{b}attn.qkv.{kind}"].chunk(3)
+            out.update({f"{h}attention.attention.query.{kind}": q.clone(), f"{h}attention.attention.key.{kind}": k.clone(),
+                        f"{h}attention.attention.value.{kind}": v.clone(),
+                        f"{h}attention.output.dense.{kind}": t[f"{b}attn.proj.{kind}"],
+                        f"{h}layernorm_before.{kind}": t[f"{b}norm1.{kind}"],
+                        f"{h}layernorm_after.{kind}": t[f"{b}norm2.{kind}"],
+                        f"{h}intermediate.dense.{kind}": t[f"{b}mlp.fc1.{kind}"],
+                        f"{h}output.dense.{kind}": t[f"{b}mlp.fc2.{kind}"]})
+    return {prefix + k: v for k, v in out.items()}
+
+
+def hf_vit(tmp: Path) -> tuple[Path, Tensors, dict]:
+    """transformers ``ViTModel.save_pretrained``: ``model.safetensors`` (with the pooler) and ``config.json``,
+    whose num_attention_heads (4: in no table for embed dim 48) is the only place the heads are said."""
+    import json
+
+    from safetensors.torch import save_file
+
+    enc = vit_tensors(48, 2, 16, 32, seed=8)
+    d = tmp / "dino-vits16-hf"
+    d.mkdir()
+    sd = {**as_transformers(enc), "pooler.dense.weight": torch.randn(48, 48), "pooler.dense.bias": torch.zeros(48)}
+    save_file(sd, str(d / "model.safetensors"))
+    (d / "config.json").write_text(json.dumps({"model_type": "vit", "architectures": ["ViTModel"], "hidden_size": 48,
+                                               "num_attention_heads": 4, "num_hidden_layers": 2, "patch_size": 16,
+                                               "image_size": 32, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+                                               "qkv_bias": True}))
+    return d / "model.safetensors", enc, {"format": "transformers-vit", "method": "unknown", "heads": 4, "patch": 16,
+                                          "img": 32, "dropped": 5}
+
+
+def hf_mae(tmp: Path) -> tuple[Path, Tensors, dict]:
+    """transformers ``ViTMAEForPreTraining`` (``vit.*`` and ``decoder.*``), saved as ``pytorch_model.bin``; no
+    config.json: heads by embed dim (192: timm's ViT-Tiny, 3)."""
+    enc = vit_tensors(192, 2, 16, 32, seed=9)
+    dec = {"decoder.decoder_embed.weight": torch.randn(32, 192), "decoder.mask_token": torch.zeros(1, 1, 32),
+           "decoder.decoder_pred.weight": torch.randn(768, 32), "decoder.decoder_norm.weight": torch.ones(32)}
+    path = tmp / "pytorch_model.bin"
+    torch.save({**as_transformers(enc, "vit."), **dec}, path)
+    return path, enc, {"format": "transformers-vit", "method": "MAE", "heads": 3, "patch": 16, "img": 32,
+                       "dropped": 3}
+
+
 CASES: dict[str, Callable[[Path], tuple[Path, Tensors, dict]]] = {
-    "moco-v3": moco_v3, "dino": dino, "mae": mae, "deit": deit, "timm": timm_safetensors}
+    "moco-v3": moco_v3, "dino": dino, "mae": mae, "deit": deit, "timm": timm_safetensors,
+    "transformers-vit": hf_vit, "transformers-mae": hf_mae}
 
 
 def load_pkl(path: Path) -> dict[str, Any]:
@@ -190,3 +245,32 @@ def test_the_dino_student_is_not_taken_and_a_prefix_override_still_converts(tmp_
     model = load_pkl(tmp_path / "student.pkl")["model"]
     assert prov["arch"]["num_heads"] == 6  # DINO's table even under an override (args.arch vit_small)
     assert not torch.equal(torch.from_numpy(model[PREFIX + "blocks.0.attn.qkv.weight"]), teacher["blocks.0.attn.qkv.weight"])
+
+
+def test_transformers_vits_it_cannot_rebuild_are_refused_in_one_line(tmp_path: Path) -> None:
+    """A DINOv2-style transformers ViT (layer scale, register tokens) and a ViT whose config.json names another
+    activation: one line each, nothing written."""
+    import json
+
+    from safetensors.torch import save_file
+
+    enc = as_transformers(vit_tensors(48, 2, 16, 32, seed=10))
+    d = tmp_path / "v2"
+    d.mkdir()
+    save_file({**enc, "encoder.layer.0.layer_scale1.lambda1": torch.ones(48),
+               "embeddings.register_tokens": torch.zeros(1, 4, 48)}, str(d / "model.safetensors"))
+    with pytest.raises(ConvertError, match=r"(layer_scale1|register_tokens).*has no place in Detectron2's ViT"):
+        convert(d / "model.safetensors", tmp_path / "a.pkl", log=lambda line: None)
+    e = tmp_path / "relu"
+    e.mkdir()
+    save_file(enc, str(e / "model.safetensors"))
+    (e / "config.json").write_text(json.dumps({"model_type": "vit", "num_attention_heads": 4, "hidden_act": "relu"}))
+    with pytest.raises(ConvertError, match="hidden_act 'relu': Detectron2's ViT uses GELU"):
+        convert(e / "model.safetensors", tmp_path / "b.pkl", log=lambda line: None)
+    assert not (tmp_path / "a.pkl").exists() and not (tmp_path / "b.pkl").exists()
+    # a block missing its key projection is refused by name, never half-built
+    part = {k: v for k, v in enc.items() if k != "encoder.layer.1.attention.attention.key.weight"}
+    save_file(part, str(e / "model.safetensors"))
+    (e / "config.json").write_text(json.dumps({"model_type": "vit", "num_attention_heads": 4}))
+    with pytest.raises(ConvertError, match=r"encoder.layer.1.attention.attention.* without the rest of its query/key"):
+        convert(e / "model.safetensors", tmp_path / "c.pkl", log=lambda line: None)

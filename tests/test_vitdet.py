@@ -300,6 +300,23 @@ def test_a_dry_run_sizes_the_vit_of_a_checkpoint_not_converted_yet(tmp_path: Pat
     assert "method   MoCo v3" in out
 
 
+def test_a_dry_run_plans_a_transformers_vit_from_its_safetensors_and_config(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """A Hugging Face ``ViTModel`` folder (model.safetensors + config.json) is one ``--weights`` away: the heads from
+    config.json, every backbone tensor loaded."""
+    from test_convert_vit import hf_vit
+
+    from benchmarks import run
+
+    st, _, _ = hf_vit(tmp_path)
+    rc = run.main(["coco", "--arch", "ViTDet", "--weights", str(st), "--dry-run", "--tiny", "--rows", "pretrained",
+                   "--output", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "MODEL.VIT.NUM_HEADS 4" in out and "MODEL.VIT.EMBED_DIM 48" in out, out
+    assert "backbone 27/27 tensors loaded, 0 missing, 0 shape-mismatched" in out, out
+
+
 def _row(kind: str, weights: str):
     from benchmarks.plan import Row
 

@@ -112,6 +112,45 @@ def transformers_config_check(src: Path) -> None:
                                "torchvision ResNet Detectron2 builds from these weights; it cannot transfer as one")
 
 
+def transformers_vit_config(src: Path) -> tuple[tuple[int, str] | None, list[str]]:
+    """What a transformers ViT's ``config.json`` beside ``src`` says that its tensors cannot: the attention heads
+    (``num_attention_heads``), as ``(heads, source)``, and notes; a network Detectron2's ViT is not (an activation
+    other than GELU) is refused in one line. Without a readable config.json: (None, [])."""
+    import json
+
+    from core.files import read_text
+
+    cfg_path = src.parent / "config.json"
+    if not cfg_path.is_file():
+        return None, []
+    try:
+        cfg = json.loads(read_text(cfg_path, MAX_CONFIG_BYTES, "transformers config.json"))
+    except (ValueError, RecursionError):
+        return None, []
+    if not isinstance(cfg, dict):
+        return None, []
+    act = cfg.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise ConvertError(f"{src}: its config.json sets hidden_act {str(act)[:40]!r}: Detectron2's ViT uses GELU, "
+                           "so these weights cannot transfer as the same network")
+    notes = []
+    eps = cfg.get("layer_norm_eps")
+    if isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps != vit_norm_eps():
+        notes.append(f"config.json layer_norm_eps {eps:g}; Detectron2's ViT (ViTDet) normalises with {vit_norm_eps():g}, "
+                     "a difference far below the features' scale")
+    heads = cfg.get("num_attention_heads")
+    if isinstance(heads, int) and not isinstance(heads, bool) and heads > 0:
+        kind = str(cfg.get("model_type", "vit"))[:40]
+        return (heads, f"config.json beside the weights (model_type {kind!r}, num_attention_heads)"), notes
+    return None, notes
+
+
+def vit_norm_eps() -> float:
+    from transfer.vit_convert import NORM_EPS
+
+    return NORM_EPS
+
+
 def pretrain_facts(obj: Any) -> dict[str, Any]:
     """What a suite checkpoint records about its pretraining run, for the provenance: the arithmetic
     (``pretrain_precision``: mode, autocast, TF32; None for checkpoints that do not say) and the data backend."""
@@ -147,14 +186,15 @@ def _convert_vit(src: Path, out: Path, obj: Any, enc: Any, method: Any, do_verif
     """The ViT branch of :func:`convert` (``transfer/vit_convert.py``)."""
     from transfer import vit_convert
 
+    told, config_notes = transformers_vit_config(src) if enc.format == "transformers-vit" else (None, [])
     kept, dropped = vit_convert.split(enc.tensors, str(src))
     spec = vit_convert.infer_spec(kept, str(src), table=enc.heads, name=vit_convert.arch_name(obj), heads=heads,
-                                  recorded=vit_convert.recorded_heads(obj))
+                                  recorded=vit_convert.recorded_heads(obj), told=told)
     try:
         kept, notes = check_tensors(kept, str(src))
     except WeightValuesError as e:
         raise ConvertError(str(e)) from None
-    for line in [*enc.notes, *notes]:
+    for line in [*enc.notes, *config_notes, *notes]:
         log(f"[convert] note: {line}")
     model = {vit_convert.PREFIX + k: v.detach().to("cpu").float().numpy() for k, v in kept.items()}
     provenance: dict[str, Any] = {

@@ -12,7 +12,7 @@ dropped; ``needs_top`` are top-level keys; ``meta_any``: one of these keys is in
 stem and ``layer1`` are found, once its ``names`` are read as torchvision names (``sequential``: lightly's
 ``nn.Sequential(*list(resnet.children())[:-1])``, numbered 0 = conv1, 1 = bn1, 4..7 = layer1..4;
 ``detectron2``: ``stem.conv1``, ``res2``..``res5``; ``transformers``: Hugging Face's ``embedder.embedder``,
-``encoder.stages.S.layers.B.layer.I``).
+``encoder.stages.S.layers.B.layer.I``; ``transformers-vit``: Hugging Face's ViT, read as timm's names).
 
 Vision Transformers (issue 29) are entries of the same registry with ``arch="vit"``: their encoder is the first
 prefix under which a timm-style ViT is found (``patch_embed.proj.weight`` and ``blocks.0.attn.qkv.weight``), names
@@ -46,7 +46,7 @@ class Layout:
     avoid: tuple[str, ...] = ()
     needs_top: tuple[str, ...] = ()
     meta_any: tuple[str, ...] = ()
-    names: str = "torchvision"      # torchvision | sequential | detectron2 | transformers
+    names: str = "torchvision"      # torchvision | sequential | detectron2 | transformers | transformers-vit
     arch: str = "resnet"            # resnet | vit: what the encoder is (transfer/convert.py dispatches on it)
     heads: str = ""                 # vit: the heads table of transfer/vit_convert.py (moco-v3 | dino | mae | timm)
 
@@ -73,6 +73,15 @@ _VIT_LAYOUTS: tuple[Layout, ...] = (
     Layout("deit", "DeiT (timm ViT, supervised)", "", ("", "module."), "the network (its head dropped)",
            "facebookresearch/deit main.py save_on_master (model, optimizer, lr_scheduler, epoch, model_ema, scaler, "
            "args), timm's VisionTransformer names", where=("model",), arch="vit", heads="timm"),
+    Layout("transformers-vit", "Hugging Face transformers (ViT)", "", ("vit.", ""),
+           "the ViT encoder (pooler, classifier and ViTMAE's decoder dropped)",
+           "huggingface/transformers src/transformers/models/vit/modeling_vit.py (ViTModel: embeddings.{cls_token, "
+           "position_embeddings, patch_embeddings.projection}, encoder.layer.N.{layernorm_before, attention.attention."
+           "{query,key,value}, attention.output.dense, layernorm_after, intermediate.dense, output.dense}, layernorm, "
+           "pooler; ViTForImageClassification .vit + classifier), models/vit_mae/modeling_vit_mae.py "
+           "(ViTMAEForPreTraining .vit + decoder); save_pretrained writes model.safetensors and config.json",
+           any_of=("vit.embeddings.patch_embeddings.", "embeddings.patch_embeddings."), names="transformers-vit",
+           arch="vit", heads="timm"),
     Layout("timm-vit", "timm", "", ("", "module."), "the network (its head dropped)",
            "huggingface/pytorch-image-models timm/models/vision_transformer.py (VisionTransformer state_dict, "
            "model.safetensors on the Hub; train.py's CheckpointSaver: state_dict)", arch="vit", heads="timm"),
@@ -217,14 +226,66 @@ def _from_transformers(key: str) -> str | None:
     return f"layer{int(stage) + 1}.{block}.{name}{rest}"
 
 
+_HF_VIT_BLOCK = {"layernorm_before": "norm1", "attention.output.dense": "attn.proj", "layernorm_after": "norm2",
+                 "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2"}
+_HF_VIT_TOP = {"embeddings.cls_token": "cls_token", "embeddings.position_embeddings": "pos_embed",
+               "embeddings.mask_token": "mask_token", "embeddings.patch_embeddings.projection.weight":
+               "patch_embed.proj.weight", "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+               "layernorm.weight": "norm.weight", "layernorm.bias": "norm.bias"}
+
+
+def _from_transformers_vit(tensors: dict[str, Any]) -> dict[str, Any]:
+    """transformers' ViT names as timm's: ``encoder.layer.N.attention.attention.{query,key,value}`` concatenated
+    (in that order) into ``blocks.N.attn.qkv``, the rest renamed one to one (``_HF_VIT_*``), ``pooler``/``classifier``
+    as ``head.*``. A name it does not know is kept as it is, so the converter refuses it by name (layer scale etc.)."""
+    out: dict[str, Any] = {}
+    qkv: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, value in tensors.items():
+        m = re.match(r"^encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$", key)
+        if key in _HF_VIT_TOP:
+            out[_HF_VIT_TOP[key]] = value
+        elif key.startswith(("pooler.", "classifier.")):
+            out["head." + key] = value
+        elif m and m.group(2) in _HF_VIT_BLOCK:
+            out[f"blocks.{m.group(1)}.{_HF_VIT_BLOCK[m.group(2)]}.{m.group(3)}"] = value
+        elif m and m.group(2) in ("attention.attention.query", "attention.attention.key", "attention.attention.value"):
+            qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2).rsplit(".", 1)[1]] = value
+        else:
+            out[key] = value
+    for (block, kind), parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            out.update({f"encoder.layer.{block}.attention.attention.{p}.{kind}": v for p, v in parts.items()})
+            continue  # incomplete: kept by name, refused by the converter
+        ordered = [parts["query"], parts["key"], parts["value"]]
+        out[f"blocks.{block}.attn.qkv.{kind}"] = (torch_cat(ordered) if hasattr(ordered[0], "detach")
+                                                  else numpy_cat(ordered))
+    return out
+
+
+def torch_cat(parts: list[Any]) -> Any:
+    import torch
+
+    return torch.cat(parts, dim=0)
+
+
+def numpy_cat(parts: list[Any]) -> Any:
+    import numpy as np
+
+    return np.concatenate(parts, axis=0)
+
+
 _RENAMERS = {"sequential": _from_sequential, "detectron2": _from_detectron2, "transformers": _from_transformers}
-NAMING_SCHEMES = ("torchvision", *_RENAMERS)  # every key naming a layout's ``names`` may use
+_DICT_RENAMERS = {"transformers-vit": _from_transformers_vit}  # names that need several tensors at once (qkv)
+NAMING_SCHEMES = ("torchvision", *_RENAMERS, *_DICT_RENAMERS)  # every key naming a layout's ``names`` may use
 
 
 def torchvision_names(tensors: dict[str, Any], names: str) -> dict[str, Any]:
-    """``tensors`` keyed by torchvision ResNet names (keys the scheme cannot read are dropped)."""
+    """``tensors`` keyed by the reference names of their architecture: torchvision's for a ResNet (keys the scheme
+    cannot read are dropped), timm's for a ViT."""
     if names == "torchvision":
         return dict(tensors)
+    if names in _DICT_RENAMERS:
+        return _DICT_RENAMERS[names](tensors)
     rename = _RENAMERS[names]
     out = {}
     for k, v in tensors.items():

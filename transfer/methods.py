@@ -57,7 +57,8 @@ SimCLR                      ``backbone.*`` + ``neck.fc0.weight`` (OpenSelfSup's 
 torchvision supervised      a plain torchvision ResNet state dict whose only head is a  pytorch/vision ``torchvision/
                             1000-class ``fc``                                           models/resnet.py``
 MAE                         a ViT under ``model`` with ``decoder_*``/``mask_token``     facebookresearch/mae
-                            (the ViT layouts of the registry)                           ``models_mae.py``
+                            (the ViT layouts of the registry); transformers' ``vit.*``  ``models_mae.py``; hugging
+                            with ``decoder.decoder_pred`` (ViTMAEForPreTraining)        face/transformers vit_mae
 timm supervised             a plain timm-style ViT (``patch_embed.proj``, ``blocks.N.   huggingface/pytorch-image-
                             attn.qkv``) whose head is a 1000-class ``head``             models ``vision_transformer.py``
 ==========================  ==========================================================  ===========================
@@ -301,6 +302,8 @@ def method_of(obj: Any, name: str = "") -> Method:
     if (_has(sd, "encoder.") and "projector.0.weight" in sd and "projector.2.weight" in sd
             and not _has(sd, "projector.1.") and not _has(sd, "encoder_k.")):
         return Method("SimCLR", "encoder.* with the two-layer projector projector.0/2 (SimCLR)")
+    if _has(sd, "vit.embeddings.patch_embeddings.") and _has(sd, "decoder.decoder_pred."):
+        return Method("MAE", "vit.* with decoder.decoder_pred (transformers' ViTMAEForPreTraining)")
     if layouts.is_vit(sd):  # a plain timm-style ViT (timm, DeiT, MoCo v3's convert_to_deit.py output)
         if _rows(sd.get("head.weight")) == 1000:
             return Method(VIT_SUPERVISED, "a timm-style ViT with a 1000-class head: supervised (timm, DeiT), or a "

@@ -45,7 +45,8 @@ _KEEP = re.compile(r"^(patch_embed\.proj\.(weight|bias)|pos_embed|blocks\.\d+\.(
 _DROP = ((re.compile(r"^cls_token$"), "cls token: Detectron2's ViT has none (patch tokens only, as ViTDet)"),
          (re.compile(r"^(norm|fc_norm)\."), "final norm: Detectron2's ViT has none (ViTDet drops it)"),
          (re.compile(r"^(head|head_dist|pre_logits)\."), "head (classifier or projector)"),
-         (re.compile(r"^(decoder_|mask_token$)"), "MAE decoder"))
+         (re.compile(r"^decoder_"), "MAE decoder"),
+         (re.compile(r"^mask_token$"), "mask token (pre-training only)"))
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,13 @@ def recorded_heads(obj: Any) -> int | None:
 
 
 def _heads(table: str, name: str | None, dim: int, override: int | None, where: str,
-           recorded: int | None = None) -> tuple[int, str]:
+           recorded: int | None = None, told: tuple[int, str] | None = None) -> tuple[int, str]:
     if override is not None:
         return override, "--vit-heads"
     if recorded is not None:
         return recorded, "the checkpoint's own record (suite.vit.num_heads, this suite's pretraining)"
+    if told is not None:
+        return told
     source, by_size = HEADS.get(table, HEADS["timm"])
     size = re.search(r"(?:^|_)(tiny|small|base|large|huge)(?:_|$)", name or "")
     if size and size.group(1) in by_size:
@@ -114,7 +117,7 @@ def _heads(table: str, name: str | None, dim: int, override: int | None, where: 
 
 
 def infer_spec(t: dict[str, torch.Tensor], where: str, *, table: str = "timm", name: str | None = None,
-               heads: int | None = None, recorded: int | None = None) -> ViTSpec:
+               heads: int | None = None, recorded: int | None = None, told: tuple[int, str] | None = None) -> ViTSpec:
     """The ViT's size from its tensors (heads as the module doc says); one-line :class:`ConvertError` otherwise."""
     w = t.get("patch_embed.proj.weight")
     if w is None or w.dim() != 4 or w.shape[1] != 3 or w.shape[2] != w.shape[3]:
@@ -157,7 +160,7 @@ def infer_spec(t: dict[str, torch.Tensor], where: str, *, table: str = "timm", n
     if int(dim * ratio) != hidden.shape[0]:
         raise ConvertError(f"{where}: Vision Transformer MLP width {hidden.shape[0]} is not a ratio of embed dim {dim} "
                            "that Detectron2's ViT can rebuild")
-    n_heads, source = _heads(table, name, dim, heads, where, recorded)
+    n_heads, source = _heads(table, name, dim, heads, where, recorded, told)
     if n_heads <= 0 or dim % n_heads:
         raise ConvertError(f"{where}: {n_heads} attention heads (from {source}) do not divide embed dim {dim}")
     return ViTSpec(dim, depth, n_heads, patch, grid * patch, cls, ratio, qkv_bias, source)
@@ -171,6 +174,9 @@ def split(t: dict[str, torch.Tensor], where: str) -> tuple[dict[str, torch.Tenso
             kept[k] = v
             continue
         why = next((reason for rx, reason in _DROP if rx.search(k)), None)
+        if why is None and ".attention.attention." in k:  # transformers-vit renamer: an incomplete q/k/v set
+            raise ConvertError(f"{where}: transformers ViT tensor {k!r} without the rest of its query/key/value set "
+                               "(a truncated or edited file?)")
         if why is None:
             raise ConvertError(f"{where}: Vision Transformer tensor {k!r} has no place in Detectron2's ViT "
                                "(layer scale, register tokens, qk-norm and the like are not supported)")
