@@ -46,6 +46,18 @@ def solo_learn(d: Path) -> tuple[Path, Tensors]:
                                          "state_dict": sd, "optimizer_states": [OPTIMIZER], "lr_schedulers": []}), enc
 
 
+def solo_learn_args(d: Path) -> tuple[Path, Tensors]:
+    """solo-learn with the ``args.json`` its checkpointer writes beside the checkpoint (the run's config: method,
+    backbone, ...); the method is read from it."""
+    import json
+
+    path, enc = solo_learn(d)
+    (d / "args.json").write_text(json.dumps({"name": "byol-imagenet100", "method": "byol",
+                                             "backbone": {"name": "resnet18", "kwargs": {}},
+                                             "method_kwargs": {"proj_hidden_dim": 4096}, "wandb_run_id": None}))
+    return path, enc
+
+
 MM_MOCO_CFG = """_base_ = ['../_base_/default_runtime.py']
 model = dict(
     type='MoCo',
@@ -232,6 +244,7 @@ def soco_c4_pkl(d: Path) -> Path:
 # name -> (writer, layout, method, which encoder the layout must say it takes)
 LAYOUTS: dict[str, tuple[Callable[[Path], tuple[Path, Tensors]], str, str, str]] = {
     "solo-learn": (solo_learn, "solo-learn", "unknown", "online backbone"),
+    "solo-learn args.json": (solo_learn_args, "solo-learn", "BYOL", "online backbone"),
     "mmpretrain": (mmpretrain, "mmpretrain", "MoCo v2", "backbone"),
     "mmpretrain without cfg": (mmpretrain_no_cfg, "mmpretrain", "unknown", "backbone"),
     "openselfsup": (openselfsup, "openselfsup", "DenseCL", "backbone"),

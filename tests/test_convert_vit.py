@@ -274,3 +274,41 @@ def test_transformers_vits_it_cannot_rebuild_are_refused_in_one_line(tmp_path: P
     (e / "config.json").write_text(json.dumps({"model_type": "vit", "num_attention_heads": 4}))
     with pytest.raises(ConvertError, match=r"encoder.layer.1.attention.attention.* without the rest of its query/key"):
         convert(e / "model.safetensors", tmp_path / "c.pkl", log=lambda line: None)
+
+
+def _solo_vit(tmp: Path, dim: int, args: dict | None) -> Path:
+    """solo-learn (Lightning) with a ViT backbone: ``state_dict`` with ``backbone.`` (timm names), the momentum copy,
+    a projector and the online ``classifier``; ``args``: the args.json its checkpointer writes beside it."""
+    import json
+
+    enc = vit_tensors(dim, 2, 16, 32, seed=11)
+    sd = {**pre("backbone.", enc), **pre("momentum_backbone.", vit_tensors(dim, 2, 16, 32, seed=12)),
+          "projector.0.weight": torch.randn(64, dim), "classifier.weight": torch.zeros(10, dim),
+          "classifier.bias": torch.zeros(10)}
+    path = tmp / "mocov3-vit-ep=99.ckpt"
+    torch.save({"epoch": 99, "global_step": 1000, "pytorch-lightning_version": "2.0.0", "state_dict": sd,
+                "optimizer_states": [], "lr_schedulers": []}, path)
+    if args is not None:
+        (tmp / "args.json").write_text(json.dumps(args))
+    return path
+
+
+@pytest.mark.parametrize("method,heads", [("mocov3", 12), ("dino", 6)])
+def test_a_solo_learn_vit_takes_method_and_heads_from_its_args_json(tmp_path: Path, method: str, heads: int) -> None:
+    """solo-learn's ViT-S has 12 heads for mocov3 (vit_mocov3.py) and timm's 6 otherwise: args.json says which."""
+    src = _solo_vit(tmp_path, 384, {"method": method, "backbone": {"name": "vit_small"}})
+    prov = convert(src, tmp_path / "out.pkl", log=lambda line: None)
+    assert prov["format"] == "solo-learn-vit" and prov["arch"]["num_heads"] == heads
+    assert "args.json" in prov["arch"]["heads_source"] and method in prov["arch"]["heads_source"]
+    assert prov["method"] == {"mocov3": "MoCo v3", "dino": "DINO"}[method]
+    assert prov["verification"]["max_relative_error"]["last_block_patch_tokens"] < 1e-5
+
+
+def test_a_solo_learn_vit_s_without_args_json_is_refused_then_b_needs_none(tmp_path: Path) -> None:
+    src = _solo_vit(tmp_path, 384, None)
+    with pytest.raises(ConvertError, match="12 for mocov3 and mae: the args.json .* says which; give it with --vit-heads"):
+        convert(src, tmp_path / "out.pkl", log=lambda line: None)
+    assert convert(src, tmp_path / "out.pkl", log=lambda line: None, vit_heads=12)["arch"]["num_heads"] == 12
+    (tmp_path / "b").mkdir()
+    prov = convert(_solo_vit(tmp_path / "b", 768, None), tmp_path / "b.pkl", log=lambda line: None)
+    assert prov["arch"]["num_heads"] == 12 and prov["method"] == "unknown"

@@ -38,11 +38,11 @@ if __package__ in (None, ""):  # run as `python transfer/convert.py`
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.cli import ArgumentParser
-from transfer import safe_pickle  # noqa: E402
+from core.cli import ArgumentParser  # noqa: E402
+from transfer import safe_pickle, sidecars  # noqa: E402
 from transfer.checkpoint_formats import find_encoder  # noqa: E402
 from transfer.checkpoint_io import ConvertError, load_untrusted, sha256_of, write_atomic  # noqa: E402
-from transfer.methods import SUITE_AUTHOR, method_of  # noqa: E402
+from transfer.methods import SUITE_AUTHOR, method_of_path  # noqa: E402
 from transfer.resnet_spec import backbone_tensors, detectron2_name, infer_spec  # noqa: E402
 from transfer.plain import plain  # noqa: E402
 from transfer.verify import detectron2_available, verify_pkl  # noqa: E402
@@ -84,73 +84,6 @@ def load_source(src: Path) -> Any:
     return tensors(obj)
 
 
-MAX_CONFIG_BYTES = 1 << 20
-
-
-def transformers_config_check(src: Path) -> None:
-    """Refuse (one line) a transformers ResNet whose ``config.json`` beside ``src`` says it is not torchvision's network
-    with the same shapes: a stride in the bottleneck's first 1x1 conv (``downsample_in_bottleneck``) or in the first
-    stage (``downsample_in_first_stage``). Without a readable config.json, transformers' defaults (neither) hold."""
-    import json
-
-    from core.files import read_text
-
-    cfg_path = src.parent / "config.json"
-    if not cfg_path.is_file():
-        return
-    try:
-        cfg = json.loads(read_text(cfg_path, MAX_CONFIG_BYTES, "transformers config.json"))
-    except (ValueError, RecursionError):
-        return  # not needed: the tensors' names and shapes say what the network is
-    if not isinstance(cfg, dict):
-        return
-    bottleneck = cfg.get("layer_type", "bottleneck") == "bottleneck"
-    for flag, where in (("downsample_in_first_stage", "in its first stage"),
-                        ("downsample_in_bottleneck", "in the bottleneck's first 1x1 conv")):
-        if cfg.get(flag) is True and (bottleneck or flag == "downsample_in_first_stage"):
-            raise ConvertError(f"{src}: its config.json sets {flag}: the network strides {where}, unlike the "
-                               "torchvision ResNet Detectron2 builds from these weights; it cannot transfer as one")
-
-
-def transformers_vit_config(src: Path) -> tuple[tuple[int, str] | None, list[str]]:
-    """What a transformers ViT's ``config.json`` beside ``src`` says that its tensors cannot: the attention heads
-    (``num_attention_heads``), as ``(heads, source)``, and notes; a network Detectron2's ViT is not (an activation
-    other than GELU) is refused in one line. Without a readable config.json: (None, [])."""
-    import json
-
-    from core.files import read_text
-
-    cfg_path = src.parent / "config.json"
-    if not cfg_path.is_file():
-        return None, []
-    try:
-        cfg = json.loads(read_text(cfg_path, MAX_CONFIG_BYTES, "transformers config.json"))
-    except (ValueError, RecursionError):
-        return None, []
-    if not isinstance(cfg, dict):
-        return None, []
-    act = cfg.get("hidden_act", "gelu")
-    if act != "gelu":
-        raise ConvertError(f"{src}: its config.json sets hidden_act {str(act)[:40]!r}: Detectron2's ViT uses GELU, "
-                           "so these weights cannot transfer as the same network")
-    notes = []
-    eps = cfg.get("layer_norm_eps")
-    if isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps != vit_norm_eps():
-        notes.append(f"config.json layer_norm_eps {eps:g}; Detectron2's ViT (ViTDet) normalises with {vit_norm_eps():g}, "
-                     "a difference far below the features' scale")
-    heads = cfg.get("num_attention_heads")
-    if isinstance(heads, int) and not isinstance(heads, bool) and heads > 0:
-        kind = str(cfg.get("model_type", "vit"))[:40]
-        return (heads, f"config.json beside the weights (model_type {kind!r}, num_attention_heads)"), notes
-    return None, notes
-
-
-def vit_norm_eps() -> float:
-    from transfer.vit_convert import NORM_EPS
-
-    return NORM_EPS
-
-
 def pretrain_facts(obj: Any) -> dict[str, Any]:
     """What a suite checkpoint records about its pretraining run, for the provenance: the arithmetic
     (``pretrain_precision``: mode, autocast, TF32; None for checkpoints that do not say) and the data backend."""
@@ -186,7 +119,8 @@ def _convert_vit(src: Path, out: Path, obj: Any, enc: Any, method: Any, do_verif
     """The ViT branch of :func:`convert` (``transfer/vit_convert.py``)."""
     from transfer import vit_convert
 
-    told, config_notes = transformers_vit_config(src) if enc.format == "transformers-vit" else (None, [])
+    told, config_notes = (sidecars.transformers_vit(src, vit_convert.NORM_EPS) if enc.format == "transformers-vit"
+                          else (sidecars.solo_learn_heads(src), []) if enc.format == "solo-learn-vit" else (None, []))
     kept, dropped = vit_convert.split(enc.tensors, str(src))
     spec = vit_convert.infer_spec(kept, str(src), table=enc.heads, name=vit_convert.arch_name(obj), heads=heads,
                                   recorded=vit_convert.recorded_heads(obj), told=told)
@@ -237,8 +171,8 @@ def convert(src: str | Path, out: str | Path | None = None, *, prefix: str | Non
     obj = load_source(src)
     enc = find_encoder(obj, str(src), prefix)
     if enc.format == "transformers":
-        transformers_config_check(src)
-    method = method_of(obj, src.name)  # from the source's layout, before its heads are dropped (transfer/methods.py)
+        sidecars.transformers_resnet_check(src)
+    method = method_of_path(obj, src)  # from the source's layout, before its heads are dropped (transfer/methods.py)
     if enc.arch == "vit":
         do_verify = detectron2_available() if verify is None else verify
         if do_verify and not detectron2_available():

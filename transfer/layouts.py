@@ -82,6 +82,11 @@ _VIT_LAYOUTS: tuple[Layout, ...] = (
            "(ViTMAEForPreTraining .vit + decoder); save_pretrained writes model.safetensors and config.json",
            any_of=("vit.embeddings.patch_embeddings.", "embeddings.patch_embeddings."), names="transformers-vit",
            arch="vit", heads="timm"),
+    Layout("solo-learn-vit", "solo-learn (Lightning)", "", ("backbone.",), "online backbone (not momentum_backbone)",
+           "vturrisi/solo-learn solo/methods/base.py (backbone, classifier, momentum_backbone), solo/backbones/vit/ "
+           "(timm's ViTs; vit_mocov3.py, vit_mae.py for those methods), solo/utils/checkpointer.py (args.json "
+           "beside the checkpoint: method and backbone name, hence the heads)", where=("state_dict",),
+           needs=("classifier.",), arch="vit", heads="solo-learn"),
     Layout("timm-vit", "timm", "", ("", "module."), "the network (its head dropped)",
            "huggingface/pytorch-image-models timm/models/vision_transformer.py (VisionTransformer state_dict, "
            "model.safetensors on the Hub; train.py's CheckpointSaver: state_dict)", arch="vit", heads="timm"),

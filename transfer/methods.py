@@ -323,6 +323,22 @@ def method_of(obj: Any, name: str = "") -> Method:
     return Method(UNKNOWN, f"no rule matches its layout (keys like {sample[:120]})")
 
 
+def method_of_path(obj: Any, path: str | os.PathLike) -> Method:
+    """:func:`method_of` for the file at ``path``, and where its layout does not tell, what the library wrote beside it
+    (solo-learn's ``args.json``: ``transfer/sidecars.py``)."""
+    found = method_of(obj, Path(path).name)
+    if found.known:
+        return found
+    match = layouts.match(obj)
+    if match is not None and match.layout.name.startswith("solo-learn"):
+        from transfer.sidecars import solo_learn_method
+
+        told = solo_learn_method(Path(path))
+        if told is not None:
+            return Method(*told)
+    return found
+
+
 def load_for_method(path: str | os.PathLike) -> Any:
     """A weights file loaded without running code (raises the loaders' one-line errors)."""
     from transfer import safe_pickle
@@ -340,7 +356,7 @@ def _detect(path: str, mtime: float, size: int) -> Method:
         obj = load_for_method(path)
     except (safe_pickle.UnsafePickleError, ConvertError, OSError) as e:
         return Method(UNKNOWN, f"not readable ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})")
-    return method_of(obj, Path(path).name)
+    return method_of_path(obj, path)
 
 
 def detect_method(weights: str) -> Method:

@@ -38,7 +38,11 @@ HEADS: dict[str, tuple[str, dict[str, int]]] = {
     "mae": ("facebookresearch/mae models_mae.py", {"base": 12, "large": 16, "huge": 16}),
     "timm": ("huggingface/pytorch-image-models timm/models/vision_transformer.py, deit.py",
              {"tiny": 3, "small": 6, "base": 12, "large": 16, "huge": 16}),
+    # ViT-T/S heads depend on the method (transfer/sidecars.py reads them from args.json): B and L only here
+    "solo-learn": ("vturrisi/solo-learn solo/backbones/vit/", {"base": 12, "large": 16}),
 }
+HEADS_HINT = {"solo-learn": "solo-learn builds ViT-T/S with 3/6 heads, or 12 for mocov3 and mae: the args.json its "
+                            "checkpointer writes beside the checkpoint says which"}
 _BLOCK_PARTS = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
 _KEEP = re.compile(r"^(patch_embed\.proj\.(weight|bias)|pos_embed|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|"
                    r"mlp\.fc1|mlp\.fc2)\.(weight|bias))$")
@@ -111,9 +115,10 @@ def _heads(table: str, name: str | None, dim: int, override: int | None, where: 
     for size_name, heads in by_size.items():
         if SIZES[size_name] == dim:
             return heads, f"embed dim {dim} ({size_name}) in {source}"
+    why = (HEADS_HINT[table] if table in HEADS_HINT
+           else f"the checkpoint names no known arch ({name!r}) and {source} has no {dim}-dim model")
     raise ConvertError(f"{where}: Vision Transformer with embed dim {dim}: its number of attention heads is not in "
-                       f"its shapes, the checkpoint names no known arch ({name!r}) and {source} has no {dim}-dim "
-                       "model; give it with --vit-heads N")
+                       f"its shapes, and {why}; give it with --vit-heads N")
 
 
 def infer_spec(t: dict[str, torch.Tensor], where: str, *, table: str = "timm", name: str | None = None,
