@@ -11,7 +11,8 @@ Sections, each in its own process (a crash or an out-of-memory in one does not s
    default, (c) model only, ResNet-50 at 224 px, batch 256, on generated JPEGs; targets (b) >= 3 x (a) and
    (b) >= 85 % of (c); and each data backend alone;
 4. **fine-tuning** (``benchmarks/finetune_speed.py``): VOC R50-C4 and COCO R50-FPN Mask R-CNN at batch 16 on
-   this one GPU, fp32 with TF32 off / on and Detectron2 AMP: s/iter, peak memory, projected wall times;
+   this one GPU, and ViTDet-B Mask R-CNN at its per-GPU batch (1 image at 1024 px), fp32 with TF32 off / on and
+   Detectron2 AMP: s/iter, peak memory, projected wall times;
 5. **distributed** (``benchmarks/dist_check.py``): DDP over NCCL (world 1), two processes on one GPU,
    SyncBN / naiveSyncBN, MoCo's shuffling BN across processes;
 6. **pretraining precision**: short ResNet-18 MoCo v2 runs with ``--precision fast`` and ``paper``, kNN top-1.
@@ -51,8 +52,14 @@ SHARES = {"env": 0.02, "tests": 0.22, "pretrain": 0.30, "finetune": 0.24, "dist"
 VOC_TABLE = {"rows": 3, "trials": 5, "iters": 24000}
 COCO_ITERS = {"1x": 90000, "2x": 180000}
 COCO_TRIALS = 5
-FINETUNE_CONFIGS = {"VOC R50-C4": "voc/voc_R_50_C4_24k_rgb.yaml", "COCO R50-FPN Mask R-CNN": "coco/coco_R_50_FPN_1x_rgb.yaml"}
-SMOKE_CONFIGS = {"VOC R18-C4 (tiny)": "tiny/voc_R_18_C4_tiny.yaml"}
+# (config, images per GPU): the MoCo tables' recipes at their batch 16 on this one GPU; ViTDet-B at its per-GPU batch
+# (64 images on 64 GPUs, App. A.2), 1024 px LSJ
+FINETUNE_CONFIGS = {"VOC R50-C4": ("voc/voc_R_50_C4_24k_rgb.yaml", 16),
+                    "COCO R50-FPN Mask R-CNN": ("coco/coco_R_50_FPN_1x_rgb.yaml", 16),
+                    "COCO ViTDet-B Mask R-CNN": ("coco/coco_ViTDet_B_100ep.yaml", 1)}
+SMOKE_CONFIGS = {"VOC R18-C4 (tiny)": ("tiny/voc_R_18_C4_tiny.yaml", 2),
+                 "COCO ViTDet (tiny)": ("tiny/coco_ViTDet_tiny.yaml", 2)}
+VITDET = {"iters": 184375, "gpus": 64}  # ViTDet-B's 100-epoch schedule, on the paper's 64 GPUs
 
 
 SHORT = {"env": "environment", "tests": "GPU tests", "pretrain": "pretraining throughput", "finetune": "fine-tuning speed/memory",
@@ -308,13 +315,14 @@ def pretraining(ctx: Context) -> Section:
 def finetuning(ctx: Context) -> Section:
     s = Section("finetune", "Fine-tuning speed and memory (one GPU)")
     configs = SMOKE_CONFIGS if ctx.smoke else FINETUNE_CONFIGS
-    extra = ["--smoke", "--modes", "fp32-tf32off", "amp"] if ctx.smoke else ["--batch", "16", "--iters", "8", "--warmup", "3"]
+    extra = ["--smoke", "--modes", "fp32-tf32off", "amp"] if ctx.smoke else ["--iters", "8", "--warmup", "3"]
     if ctx.datasets:
         extra += ["--datasets", str(ctx.datasets)]
     rows, data, failed = [], {}, False
-    for i, (name, config) in enumerate(configs.items()):
+    for i, (name, (config, batch)) in enumerate(configs.items()):
         try:
-            res = run_json(["benchmarks.finetune_speed", "--config", config, "--device", ctx.device, *extra],
+            res = run_json(["benchmarks.finetune_speed", "--config", config, "--device", ctx.device, *extra,
+                            *([] if ctx.smoke else ["--batch", str(batch)])],
                            ctx.part(1 - 1 / (len(configs) - i)))
         except (RuntimeError, TimeoutError) as e:
             rows.append([name, "-", "-", "-", f"not measured: {e}"])
@@ -345,7 +353,15 @@ def projections(data: dict) -> list[str]:
     lines = []
     for name, res in data.items():
         for m in res["modes"]:
-            if "error" in m or m["batch"] != res["requested_batch"] or res["requested_batch"] != 16:
+            if "error" in m or m["batch"] != res["requested_batch"]:
+                continue
+            if "ViTDet-B" in name and m["batch"] == 1:
+                wall = VITDET["iters"] * m["s_per_iter"]
+                lines.append(f"- ViTDet-B 100-epoch row ({VITDET['iters']:,} iterations of 1 image per GPU on "
+                             f"{VITDET['gpus']} GPUs like this one, communication not counted), `{m['mode']}`: "
+                             f"**{_hours(wall)}** wall, {_hours(VITDET['gpus'] * wall)} GPU time per trial")
+                continue
+            if res["requested_batch"] != 16:
                 continue
             if name.startswith("VOC"):
                 n = VOC_TABLE["rows"] * VOC_TABLE["trials"] * VOC_TABLE["iters"]

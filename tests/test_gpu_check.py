@@ -33,8 +33,9 @@ def test_smoke_run_writes_the_report(tiny_root: Path, tmp_path: Path, capsys) ->
                                                          "pretrain": "ok" if targets_met else "partial"}
     assert all(pre[k]["images_per_s"] > 0 for k in "abc") and set(pre["data"]) >= {"pil", "tensor"}
     assert "(b)/(a) = **" in text and "(b)/(c) = **" in text
-    modes = {m["mode"]: m for m in data["finetune"]["data"]["VOC R18-C4 (tiny)"]["modes"]}
-    assert modes["fp32-tf32off"]["s_per_iter"] > 0 and modes["amp"]["error"] == "Detectron2's AMP needs CUDA"
+    for name in ("VOC R18-C4 (tiny)", "COCO ViTDet (tiny)"):  # the ViTDet path (AdamW, LSJ) is timed too
+        modes = {m["mode"]: m for m in data["finetune"]["data"][name]["modes"]}
+        assert modes["fp32-tf32off"]["s_per_iter"] > 0 and modes["amp"]["error"] == "Detectron2's AMP needs CUDA"
     prec = data["precision"]["data"]
     assert prec["paper"]["precision"] == "fp32, TF32 off" and all(0 <= v <= 100 for v in prec["fast"]["knn_top1"])
     assert "| torch | " in text and "detectron2" in text and text in capsys.readouterr().out
@@ -51,6 +52,10 @@ def test_pytest_summary_and_projections() -> None:
     assert "full VOC table (3 rows x 5 trials x 24k iterations), `amp`: **2.1 days**" in lines  # 360k x 0.5 s = 50 h
     assert "COCO 1x row (90k iterations), `amp`: **10.0 h** per trial" in lines
     assert "fp32-tf32off" not in lines  # measured at a halved batch: not the protocol, no projection
+    vit = {"COCO ViTDet-B Mask R-CNN": {"requested_batch": 1, "modes": [{"mode": "amp", "batch": 1, "s_per_iter": 0.5}]}}
+    lines = "\n".join(gpu_check.projections(vit))  # 184,375 x 0.5 s = 25.6 h on each of 64 GPUs
+    assert "ViTDet-B 100-epoch row (184,375 iterations of 1 image per GPU on 64 GPUs" in lines
+    assert "`amp`: **25.6 h** wall, 68.3 days GPU time per trial" in lines, lines
 
 
 def test_each_section_gets_its_share_and_the_report_is_written_after_each(monkeypatch, tmp_path: Path) -> None:
