@@ -79,7 +79,9 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
                    help="train even when backbone tensors of the weights are not loaded (experts)")
     p.add_argument("--no-wait", action="store_true",
                    help="do not wait for trials another runner is training; print the table of what finished")
-    p.add_argument("--with-paper", action="store_true", help="show the paper's rows beside the measured ones")
+    p.add_argument("--with-paper", action=argparse.BooleanOptionalAction, default=True,
+                   help="the final table shows the published rows beside the measured ones (a --tiny run: those of "
+                        "the full-scale benchmark it stands in for, apart); --no-with-paper leaves them out")
     p.add_argument("--reference", metavar="LABEL",
                    help="the row the table's gaps and paired differences are to (default: supervised)")
     p.add_argument("--cost", action="store_true", help="show the GPU-hours each row's trials spent in the table")

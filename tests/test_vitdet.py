@@ -358,7 +358,7 @@ def test_tiny_vitdet_chain_pretrains_converts_finetunes_and_tabulates(tiny_root:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VENV": str(Path(sys.executable).parents[1]),
            "OMP_NUM_THREADS": "1", "DETECTRON2_DATASETS": str(tiny_root)}
     res = subprocess.run(["bash", str(REPO / "benchmarks" / "run_coco.sh"), "--tiny", "--arch", "ViTDet", "--rows",
-                          "pretrained", "--with-paper", "--output", str(out), "--", "SOLVER.MAX_ITER", "4"],
+                          "pretrained", "--output", str(out), "--", "SOLVER.MAX_ITER", "4"],
                          env=env, capture_output=True, text=True, timeout=600)
     text = res.stdout + res.stderr
     assert res.returncode == 0, text[-3000:]
