@@ -477,7 +477,7 @@ def _run_slots(trials: list[Trial], launches: list[Launch], kw: dict, counts: di
 def print_table(output: Path, with_paper: bool = False, extra: list[str] | None = None) -> int:
     """Render the comparison table of every record under ``output``: the next stage, ``python -m results``, in its
     own process (the records on disk are the interface between the two stages)."""
-    argv = ["--runs", str(output)] + (["--with-paper"] if with_paper else []) + list(extra or [])
+    argv = ["--runs", str(output)] + (["--paper-rows"] if with_paper else []) + list(extra or [])
     proc = subprocess.run([sys.executable, "-m", "results", *argv], cwd=REPO, env=child_env(None), capture_output=True,
                           text=True)
     sys.stdout.write(proc.stdout)  # through this process's streams, in order with the runner's own lines

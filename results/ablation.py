@@ -366,9 +366,11 @@ def _recipe_text(rec: tuple[tuple[str, Any], ...]) -> str:
 
 
 def build_ablation_tables(records: list[dict[str, Any]], trial_records: list[dict[str, Any]] | None = None,
-                          with_paper: bool = False, paper_csv: str | None = None) -> list[AblationTable]:
+                          with_paper: bool = False, paper_csv: str | None = None,
+                          unmeasured: bool | None = None) -> list[AblationTable]:
     """Tables of the ablation ``records`` (see :mod:`core.ablation_records`); with ``with_paper``, the
-    published values beside full-scale ones, and every published ablation table even when not measured.
+    published values beside full-scale ones, and (``unmeasured``, default ``with_paper``) every published ablation
+    table even when not measured.
 
     One table per (view, tiny, eval, recipe): points run with different recipes are never averaged.
     Records without the parameters their view needs (a point that failed before its flags were parsed)
@@ -404,7 +406,7 @@ def build_ablation_tables(records: list[dict[str, Any]], trial_records: list[dic
         tables += made
         if not tiny:
             measured_full.add(view)
-    if with_paper:
+    if with_paper and (with_paper if unmeasured is None else unmeasured):
         for view in VIEWS_ORDER:
             if view not in measured_full:
                 tables.append(_v2_table1([], [], False, "linear", True, paper_csv) if view == "v2_table1"

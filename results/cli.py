@@ -32,7 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", nargs="+", metavar="DIR", default=[],
                    help="run roots searched recursively for trial_record.json and ablation_record.json "
                         "(required, except for --with-paper alone)")
-    p.add_argument("--with-paper", action="store_true", help="add the papers' published rows beside measured ones")
+    p.add_argument("--with-paper", action="store_true", help="add the papers' published rows beside measured ones, "
+                                                              "and every published table not measured")
+    p.add_argument("--paper-rows", action="store_true",
+                   help="the published rows beside measured ones only (what a runner's final table shows)")
     p.add_argument("--out", help="output folder (default: <first run root>/tables)")
     p.add_argument("--formats", default=",".join(FORMATS),
                    help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
@@ -65,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if args.table6:
         return table6_main(args, coll.records)
-    tables = build_tables(coll.records, with_paper=args.with_paper, reference=args.reference, cost=args.cost)
+    rows = args.with_paper or args.paper_rows
+    tables = build_tables(coll.records, with_paper=rows, reference=args.reference, cost=args.cost)
     if args.reference is not None and not any(find_reference(t.rows, args.reference) for t in tables):
         labels = ", ".join(repr(x) for x in measured_labels(coll.records)) or "(none)"
         print(f"results: no row {args.reference!r} to use as --reference; the labels are: {labels}", file=sys.stderr)
         return 2
-    tables += build_ablation_tables(abl.records, coll.records, with_paper=args.with_paper)
+    tables += build_ablation_tables(abl.records, coll.records, with_paper=rows, unmeasured=args.with_paper)
     if args.with_paper:
         from results.paper_only import paper_only_tables
 

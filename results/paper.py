@@ -32,10 +32,18 @@ def kind_of(label: str) -> str:
     return "pretrained"
 
 
-def method_of_source(source: str, kind: str) -> str:
-    """The method of a paper row: its paper's (``"MoCo v1 (He et al., CVPR 2020)"`` -> ``"MoCo v1"``) for the pretrained
-    rows, none for the baselines."""
-    return " ".join(source.split()[:2]) if kind == "pretrained" else ""
+LABEL_METHODS = ("MoCo v3", "BEiT or MAE", "MAE", "BEiT", "DINO")  # rows of the ViT papers name their method
+
+
+def method_of_source(source: str, kind: str, label: str = "") -> str:
+    """The method of a paper row, none for the baselines: for the MoCo papers, the paper's own (``"MoCo v1 (He et al.,
+    CVPR 2020)"`` -> ``"MoCo v1"``); for the ViT benchmarks (ViTDet, Li et al. 2021, Detectron2's zoo), whose rows
+    are other methods' weights, the method the row's label starts with (``"MAE IN-1K (100 ep)"`` -> ``"MAE"``)."""
+    if kind != "pretrained":
+        return ""
+    if source.startswith("MoCo"):
+        return " ".join(source.split()[:2])
+    return next((m for m in LABEL_METHODS if label.startswith(m)), label.split(" ")[0] if label else "")
 
 
 def short_source(source: str, table: str) -> str:

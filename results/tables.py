@@ -207,7 +207,9 @@ class Table:
     def title(self) -> str:
         info = task_info(self.task)
         title = f"{(info.title or self.task) if info else self.task}: {self.arch}, {self.schedule}"
-        if self.paper_table:
+        if self.arch.startswith("ViTDet"):
+            title += " (layout of ViTDet Table 4)"
+        elif self.paper_table:
             title += f" (layout of MoCo v1 {self.paper_table})"
         return title + (" — tiny demo" if self.tiny else "")
 
@@ -581,7 +583,7 @@ def _paper_rows(task: str, arch: str, schedule: str, metrics: list[str], paper_c
         cells = {m: Cell(m, pr["metrics"].get(m)) for m in metrics}
         rows.append(Row(label=pr["label"], kind=pr["kind"], sha256="", cells=cells, source=pr["source"],
                         paper_table=pr["table"], display=pr["label"],
-                        method=paper_mod.method_of_source(pr["source"], pr["kind"])))
+                        method=paper_mod.method_of_source(pr["source"], pr["kind"], pr["label"])))
     return rows
 
 

@@ -47,6 +47,20 @@ def test_cli_with_paper_and_out(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (tmp_path / "o" / "tables.md").read_text() in out
 
 
+def test_cli_paper_rows_only_beside_the_measured_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--paper-rows`` (a runner's final table): the published rows in the measured table, none of the published
+    tables nothing was measured for, which ``--with-paper`` adds."""
+    _runs(tmp_path / "runs")
+    assert main(["--runs", str(tmp_path / "runs"), "--paper-rows", "--out", str(tmp_path / "o"), "--formats", "md",
+                 "--no-std"]) == 0
+    out, err = capsys.readouterr()
+    assert "| MoCo IN-1M | paper: MoCo v1 Table 2 |  | 81.5 (+0.2) | 55.9 (+2.4 ▲) | 62.6 (+3.8 ▲) |" in out
+    assert "(published)" not in out and "results: 1 table(s)" in err
+    assert main(["--runs", str(tmp_path / "runs"), "--with-paper", "--out", str(tmp_path / "p"), "--formats", "md"]) == 0
+    out, err = capsys.readouterr()
+    assert "(MoCo v2 Table 3) (published)" in out and "results: 1 table(s)" not in err
+
+
 def test_cli_no_usable_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "trial_record.json").write_text("[]")

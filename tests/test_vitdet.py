@@ -343,6 +343,9 @@ def test_paper_rows_show_with_a_vitdet_record(tmp_path: Path) -> None:
     tables = build_tables([rec], with_paper=True)
     labels = [r.label for t in tables for r in t.rows]
     assert "MoCo v3" in labels and any("MAE" in label for label in labels), labels
+    (t,) = tables  # the published rows' method is the weights' (MAE), not the paper's name
+    assert {r.method for r in t.rows if not r.measured and r.kind == "pretrained"} == {"MAE"}
+    assert "(layout of ViTDet Table 4)" in t.title
     assert json.dumps(labels)
 
 
