@@ -9,7 +9,7 @@ Sections, each in its own process (a crash or an out-of-memory in one does not s
 2. **GPU tests**: ``pytest -m gpu``;
 3. **pretraining throughput** (``benchmarks/pretrain_throughput.py``): (a) reference-style, (b) this suite's
    default, (c) model only, ResNet-50 at 224 px, batch 256, on generated JPEGs; targets (b) >= 3 x (a) and
-   (b) >= 85 % of (c); and each data backend alone;
+   (b) >= 85 % of (c); (d)/(e) the same for MoCo v3 ViT-B/16 at 64 images per GPU; and each data backend alone;
 4. **fine-tuning** (``benchmarks/finetune_speed.py``): VOC R50-C4 and COCO R50-FPN Mask R-CNN at batch 16 on
    this one GPU, and ViTDet-B Mask R-CNN at its per-GPU batch (1 image at 1024 px), fp32 with TF32 off / on and
    Detectron2 AMP: s/iter, peak memory, projected wall times;
@@ -60,6 +60,8 @@ FINETUNE_CONFIGS = {"VOC R50-C4": ("voc/voc_R_50_C4_24k_rgb.yaml", 16),
 SMOKE_CONFIGS = {"VOC R18-C4 (tiny)": ("tiny/voc_R_18_C4_tiny.yaml", 2),
                  "COCO ViTDet (tiny)": ("tiny/coco_ViTDet_tiny.yaml", 2)}
 VITDET = {"iters": 184375, "gpus": 64}  # ViTDet-B's 100-epoch schedule, on the paper's 64 GPUs
+# MoCo v3 ViT-B pretraining: batch 4096 (the default -b) on 8 nodes of 8 GPUs (moco-v3 CONFIG.md), 64 per GPU
+V3_VIT = {"arch": "vit_base", "batch": 64, "smoke": "vit_tiny"}
 
 
 SHORT = {"env": "environment", "tests": "GPU tests", "pretrain": "pretraining throughput", "finetune": "fine-tuning speed/memory",
@@ -265,10 +267,15 @@ def pretraining(ctx: Context) -> Section:
     res: dict = {}
     errors: list[str] = []
     # Separate processes, so one failing keeps the others; (b)/(c) include torch.compile's first compilation.
-    for part, reserve in (("a", 0.75), ("bc", 0.3), ("data", 0.0)):
+    for part, reserve in (("a", 0.75), ("bc", 0.45), ("v3", 0.3), ("data", 0.0)):
         try:
-            res.update(run_json([*common, "--only", part], ctx.part(reserve)))
-        except (RuntimeError, TimeoutError) as e:
+            if part == "v3":  # MoCo v3 ViT (its own preset, the same Trainer): ViT-B at 64 images per GPU
+                vit = ["--only", "bc", "--suite-flags", f"--preset v3-vit -a {V3_VIT['smoke' if ctx.smoke else 'arch']}"]
+                got = run_json([*common, *vit, *([] if ctx.smoke else ["-b", str(V3_VIT["batch"])])], ctx.part(reserve))
+                res["v3"] = {"b": got["b"], "c": got["c"], "config": got["config"]}
+            else:
+                res.update(run_json([*common, "--only", part], ctx.part(reserve)))
+        except (RuntimeError, TimeoutError, KeyError) as e:
             errors.append(f"({part}) not measured: {e}")
     if "a" in res and "b" in res:
         res["b_over_a"] = res["b"]["images_per_s"] / res["a"]["images_per_s"]
@@ -285,6 +292,13 @@ def pretraining(ctx: Context) -> Section:
         if key in res:
             r = res[key]
             rows.append([name, f"{r['images_per_s']:.0f}", f"{1000 * r['s_per_step']:.0f}", r["settings"]])
+    v3 = res.get("v3", {})
+    for key, name in (("b", "(d) MoCo v3 ViT, suite default"), ("c", "(e) MoCo v3 ViT, model only")):
+        if key in v3:
+            r, cfg3 = v3[key], v3["config"]
+            rows.append([name, f"{r['images_per_s']:.0f}", f"{1000 * r['s_per_step']:.0f}",
+                         f"--preset v3-vit -a {V3_VIT['smoke' if ctx.smoke else 'arch']}, batch {cfg3['batch']}, "
+                         f"crop {cfg3['crop']}; {r['settings']}"])
     for backend, r in res.get("data", {}).items():
         rows.append([f"data only: {backend}", f"{r['images_per_s']:.0f}" if "images_per_s" in r else "-", "-",
                      r.get("error", "decode + augment only, no model")])

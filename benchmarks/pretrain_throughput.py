@@ -171,7 +171,7 @@ def suite_default(folder: Path, a: argparse.Namespace, dev: torch.device, out: P
     (q, k), _, _, index = next(iter(epoch_iter(0)))
     fixed = ((q.to(dev), k.to(dev)), None, None, index.to(dev))
     c = _time_steps(_epochs(lambda e: [fixed] * 1000), run, dev, 2, a.iters, a.batch_size)
-    settings = f"data backend {trainer.data_backend}, {trainer.speed.describe()}"
+    settings = f"data backend {trainer.data_backend}, {trainer.speed.describe()}, mechanism {trainer.args.mechanism}"
     return b, c, settings
 
 

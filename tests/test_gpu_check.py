@@ -33,6 +33,8 @@ def test_smoke_run_writes_the_report(tiny_root: Path, tmp_path: Path, capsys) ->
                                                          "pretrain": "ok" if targets_met else "partial"}
     assert all(pre[k]["images_per_s"] > 0 for k in "abc") and set(pre["data"]) >= {"pil", "tensor"}
     assert "(b)/(a) = **" in text and "(b)/(c) = **" in text
+    assert all(pre["v3"][k]["images_per_s"] > 0 for k in "bc") and "mechanism moco-v3" in pre["v3"]["b"]["settings"]
+    assert "| (d) MoCo v3 ViT, suite default |" in text and "--preset v3-vit -a vit_tiny" in text
     for name in ("VOC R18-C4 (tiny)", "COCO ViTDet (tiny)"):  # the ViTDet path (AdamW, LSJ) is timed too
         modes = {m["mode"]: m for m in data["finetune"]["data"][name]["modes"]}
         assert modes["fp32-tf32off"]["s_per_iter"] > 0 and modes["amp"]["error"] == "Detectron2's AMP needs CUDA"
