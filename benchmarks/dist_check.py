@@ -12,7 +12,9 @@ timeout) and verifies a property, not just that nothing crashed:
 * ``SyncBN`` / ``naiveSyncBN`` (``detectron2.layers.get_norm``): each rank normalises its own shard;
   the outputs and running means equal one BatchNorm over the concatenated batch;
 * ``moco-shuffle`` (``run_moco_shuffle``): ``pretrain/main_moco.py`` on 2 processes (cross-process
-  shuffling BN, key gather, queue) gives the losses of the 1-process ``--bn-splits 2`` emulation.
+  shuffling BN, key gather, queue) gives the losses of the 1-process ``--bn-splits 2`` emulation;
+* ``moco-v3-syncbn`` (``run_moco_v3``, CUDA only): MoCo v3 ViT on 2 processes with SyncBN gives the losses of
+  1 process on the whole batch.
 
 Rank r uses GPU r modulo the GPUs visible. NCCL needs one GPU per rank (it refuses two ranks on one
 device: "Duplicate GPU detected" in older releases, "invalid usage" in NCCL 2.28.9 on an H200, measured
@@ -180,19 +182,35 @@ def _losses(folder: Path) -> list[float]:
 def run_moco_shuffle(device_kind: str, backend: str, work: Path | None = None, arch: str = "resnet18", crop: int = 64,
                      timeout: float = 300) -> dict:
     """2-process ``main_moco`` (``--world-size 2 --rank r``, both on GPU 0 / the CPU) vs the 1-process emulation."""
+    common = ["-a", arch, "--crop-size", str(crop), "--moco-k", "64"]
+    return _two_vs_one("moco-shuffle", device_kind, backend, common, ["--bn-splits", "2"], crop, work, timeout)
+
+
+def run_moco_v3(device_kind: str, backend: str, work: Path | None = None, timeout: float = 300) -> dict:
+    """MoCo v3 (a ViT, BN in its MLP heads) on 2 processes with SyncBN vs 1 process on the whole batch: the keys are
+    gathered across processes and SyncBN normalises over the global batch, so both give the same losses. CUDA only
+    (torch's SyncBatchNorm); on the CPU, tests/test_pretrain_v3_distributed.py checks the rest."""
+    common = ["--preset", "v3-vit", "-a", "vit_tiny", "--crop-size", "32", "--moco-mlp-dim", "64",
+              "--warmup-epochs", "0"]
+    return _two_vs_one("moco-v3-syncbn", device_kind, backend, common, [], 32, work, timeout)
+
+
+def _two_vs_one(check: str, device_kind: str, backend: str, recipe: list[str], one_extra: list[str], crop: int,
+                work: Path | None, timeout: float) -> dict:
+    """``main_moco`` with ``recipe`` on 2 processes and on 1 (plus ``one_extra``): the same 3 losses."""
     from pretrain.distributed import free_port
     from pretrain.synthetic import write_image_folder
 
-    work = Path(work or tempfile.mkdtemp(prefix="moco_shuffle_"))
+    work = Path(work or tempfile.mkdtemp(prefix=f"{check}_"))
     data = write_image_folder(work / "data", classes=2, per_class=12, size=crop + 8)
-    common = ["-a", arch, "-b", "8", "--crop-size", str(crop), "--moco-k", "64", "--workers", "0", "-p", "100",
+    common = [*recipe, "-b", "8", "--workers", "0", "-p", "100",
               "--no-tensorboard", "--seed", "5", "--epochs", "1", "--max-iters", "3", "--precision", "paper",
               "--compile", "off", "--channels-last", "off", "--deterministic", "--data-backend", "pil",
               "--device", device_kind, *(["--gpu", "0"] if device_kind == "cuda" else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
     cmd = [sys.executable, "-m", "pretrain.main_moco"]
     t0 = time.perf_counter()
-    base = {"check": "moco-shuffle", "world": 2, "backend": backend, "device": device_kind}
+    base = {"check": check, "world": 2, "backend": backend, "device": device_kind}
     url = f"tcp://127.0.0.1:{free_port()}"
     procs = [subprocess.Popen([*cmd, *common, "--world-size", "2", "--rank", str(r), "--dist-url", url, "--dist-backend", backend,
                                "--output-dir", str(work / "two"), str(data)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -206,7 +224,7 @@ def run_moco_shuffle(device_kind: str, backend: str, work: Path | None = None, a
     if any(p.returncode for p in procs):
         err = next(e for p, e in zip(procs, errs) if p.returncode)
         return {**base, "ok": False, "error": (err.strip().splitlines() or ["?"])[-1][:300]}
-    one = subprocess.run([*cmd, *common, "--bn-splits", "2", "--output-dir", str(work / "one"), str(data)], cwd=REPO, env=env,
+    one = subprocess.run([*cmd, *common, *one_extra, "--output-dir", str(work / "one"), str(data)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=timeout)
     if one.returncode:
         return {**base, "ok": False, "error": (one.stderr.strip().splitlines() or ["?"])[-1][:300]}
@@ -232,6 +250,8 @@ def all_checks(device_kind: str, timeout: float = 120, moco: bool = True) -> lis
     out = [r for names, world, backend in plan(device_kind) for r in run_checks(names, world, backend, device_kind, timeout)]
     if moco:
         out.append(run_moco_shuffle(device_kind, "gloo"))
+        if device_kind == "cuda":  # SyncBN: CUDA tensors only
+            out.append(run_moco_v3(device_kind, "gloo"))
     return out
 
 

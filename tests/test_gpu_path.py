@@ -1,7 +1,8 @@
 """GPU twins of the CPU tests of issue #12 (run by ``pytest -m gpu`` and by ``make gpu-check``).
 
 CPU twins: tests/test_data_backends.py (tensor backend), tests/test_precision_amp.py (precision record,
---amp plumbing), tests/test_gpu_check.py (fine-tuning benchmark), tests/test_dist_check.py (gloo checks).
+--amp plumbing), tests/test_gpu_check.py (fine-tuning benchmark), tests/test_dist_check.py (gloo checks),
+tests/test_pretrain_v3_distributed.py (MoCo v3 on 2 processes).
 """
 
 from __future__ import annotations
@@ -89,3 +90,13 @@ def test_nccl_world_one_ddp_and_syncbn() -> None:
 
     res = run_checks(["ddp", "SyncBN", "naiveSyncBN"], 1, "nccl", "cuda", timeout=180)
     assert all(r["ok"] for r in res), res
+
+
+def test_moco_v3_on_two_processes_with_syncbn_equals_one_process(tmp_path: Path) -> None:
+    """GPU twin of tests/test_pretrain_v3_distributed.py: with SyncBN (CUDA only) the 2-process MoCo v3 ViT run
+    gives the losses of one process on the whole batch."""
+    from benchmarks.dist_check import run_moco_v3
+
+    res = run_moco_v3("cuda", "gloo", tmp_path)
+    assert res["ok"], res
+    assert len(res["detail"]["losses_2proc"]) == 3
