@@ -87,7 +87,7 @@ def test_a_sweep_is_one_job_array_and_wait_prints_the_table(reference) -> None:
     assert reference.rc == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
     jobs = re.findall(r"submitted as job (\d+)_(\d+) \(slurm\)", reference.stdout)
     assert len(jobs) == 2 and jobs[0][0] == jobs[1][0] and {j[1] for j in jobs} == {"0", "1"}
-    assert "| random init | 2/2 |" in reference.stdout
+    assert "| random init | this run | 2/2 |" in reference.stdout
     assert all(read_record(reference.out / TRIALS / f"trial{i}" / RECORD_NAME)["status"] == "finished" for i in (0, 1))
     # the status view showed the trials running, with their iteration
     assert any(re.match(r"running iteration \d+/20", s) for s in reference.seen), reference.seen
@@ -104,7 +104,7 @@ def test_resubmitting_a_finished_sweep_trains_nothing(reference) -> None:
     res = sweep(reference.out, "--trials", "2", "--seed", "5", "--wait")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.count("finished, not submitted") == 2 and "submitted as job" not in res.stdout
-    assert "| random init | 2/2 |" in res.stdout
+    assert "| random init | this run | 2/2 |" in res.stdout
 
 
 # ----------------------------------------------------------------------------- time limit and preemption
