@@ -147,11 +147,10 @@ def sized_keys() -> set[str]:
     from transfer.protocol import protocol_document
 
     keys = {f"MODEL.VIT.{key}" for key in ARCH_KEYS.values()} | {"MODEL.VIT.WINDOW_BLOCK_INDEXES"}
-    for name, entry in protocol_document()["benchmarks"].items():
+    for entry in protocol_document()["benchmarks"].values():  # a size's recipe only sets what its entry lists
         if entry.get("same_as") == "/".join(PROTOCOL_BASE):
             keys |= set(entry.get("values") or {})
             keys |= {k for row in (entry.get("rows") or {}).values() for k in row}
-            keys |= {k for kind in ("pretrained", "supervised", "random") for k in size_recipe(name.split("/")[1], kind)}
     return keys
 
 
